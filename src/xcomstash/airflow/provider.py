@@ -1,0 +1,86 @@
+"""Provider metadata: lets Airflow discover xcomstash and document its ``[xcomstash]`` section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xcomstash import __version__
+
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "store_url": {
+        "description": (
+            "Where offloaded XCom values are stored: file:///absolute/path or "
+            "s3://[conn_id@]bucket/prefix (credentials and endpoint from that Airflow AWS "
+            "connection, aws_default if none is named). Empty means "
+            "file://$AIRFLOW_HOME/xcomstash.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "s3://aws_default@my-bucket/xcom",
+        "default": "",
+    },
+    "threshold": {
+        "description": (
+            "Values whose encoded size is at least this many bytes are offloaded to the store; "
+            "smaller ones stay inline in the xcom table exactly as BaseXCom stores them. "
+            "Types BaseXCom cannot store (numpy arrays, bytes, Arrow, polars) are always "
+            "offloaded.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "1048576",
+        "default": "65536",
+    },
+    "compression": {
+        "description": "Compression of stored objects: zstd or none.\n",
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "none",
+        "default": "zstd",
+    },
+    "compression_level": {
+        "description": "zstd level, 1 (fastest) to 22 (smallest).\n",
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "1",
+        "default": "3",
+    },
+    "exclusive": {
+        "description": (
+            "Offload every value, whatever its size, so the metadata database only ever holds "
+            "references.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
+    "trace_file": {
+        "description": (
+            "If set, append one JSON line per offloaded push, pull and purge (where, size, time) "
+            "to this file on the worker. Useful for debugging and benchmarks.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "/tmp/xcomstash-trace.jsonl",
+        "default": "",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "xcomstash",
+        "name": "xcomstash",
+        "description": (
+            "The XCom data plane for Airflow 3: large values in object storage, small readable "
+            "references in the database.\n"
+        ),
+        "versions": [__version__],
+        "config": {
+            "xcomstash": {
+                "description": "xcomstash XCom backend.",
+                "options": _OPTIONS,
+            }
+        },
+    }

@@ -1,0 +1,64 @@
+"""Build the engine from Airflow's configuration: the ``[xcomstash]`` section, Airflow
+connections for store credentials, and Airflow's serde for inline values."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from xcomstash.codecs import StructureConverter
+from xcomstash.config import StashConfig
+from xcomstash.engine import Engine
+
+SECTION = "xcomstash"
+
+
+def _conf() -> Any:
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # pragma: no cover - older layouts
+        from airflow.configuration import conf
+    return conf
+
+
+def read_config() -> tuple[StashConfig, str | None]:
+    conf = _conf()
+    store_url = conf.get(SECTION, "store_url", fallback="") or ""
+    if not store_url:
+        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        store_url = "file://" + os.path.join(os.path.abspath(home), "xcomstash")
+    config = StashConfig(
+        store_url=store_url,
+        threshold=conf.getint(SECTION, "threshold", fallback=65536),
+        compression=conf.get(SECTION, "compression", fallback="zstd") or "zstd",
+        compression_level=conf.getint(SECTION, "compression_level", fallback=3),
+        exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
+    )
+    trace_file = conf.get(SECTION, "trace_file", fallback="") or None
+    return config, trace_file
+
+
+def s3_client_from_connection(conn_id: str | None) -> Any:
+    """A boto3 S3 client configured by an Airflow AWS connection (endpoint, keys, region)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id or "aws_default").get_conn()
+
+
+def serde_converter() -> StructureConverter:
+    from airflow.sdk.serde import deserialize, serialize
+
+    return StructureConverter(to_structure=serialize, from_structure=deserialize)
+
+
+@cache
+def engine() -> Engine:
+    """The process-wide engine (built on first use, so importing the backend stays cheap)."""
+    config, trace_file = read_config()
+    return Engine(
+        config,
+        converter=serde_converter(),
+        s3_client_factory=s3_client_from_connection,
+        trace_file=trace_file,
+    )

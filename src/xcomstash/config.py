@@ -1,0 +1,37 @@
+"""Engine configuration: one frozen dataclass, validated on construction.
+
+In Airflow the values come from the ``[xcomstash]`` section (``AIRFLOW__XCOMSTASH__*``); the
+engine itself only sees this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xcomstash import compression
+from xcomstash.errors import ConfigError
+from xcomstash.stores import parse_store_url
+
+DEFAULT_STORE_URL = "file:///tmp/xcomstash"
+DEFAULT_THRESHOLD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StashConfig:
+    #: Where offloaded values go: ``file:///path`` or ``s3://[conn_id@]bucket/prefix``.
+    store_url: str = DEFAULT_STORE_URL
+    #: Values whose encoded size is at least this many bytes are offloaded.
+    threshold: int = DEFAULT_THRESHOLD
+    #: Compression of stored object bodies: ``zstd`` or ``none``.
+    compression: str = "zstd"
+    compression_level: int = 3
+    #: Offload every value; the database only ever holds references.
+    exclusive: bool = False
+
+    def __post_init__(self) -> None:
+        parse_store_url(self.store_url)
+        compression.validate(self.compression)
+        if not isinstance(self.threshold, int) or self.threshold < 0:
+            raise ConfigError(f"threshold must be a non-negative integer, got {self.threshold!r}")
+        if not 1 <= self.compression_level <= 22:
+            raise ConfigError(f"compression_level must be 1..22, got {self.compression_level!r}")

@@ -1,0 +1,253 @@
+"""The put/get pipeline. Knows nothing of Airflow.
+
+push: value -> route -> codec -> compress -> store.writer -> reference
+pull: reference -> validate -> store.get -> verify size+digest -> parse -> decompress -> codec
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable
+
+from xcomstash import compression, objectformat, policy
+from xcomstash.codecs import CodecRegistry, default_registry
+from xcomstash.codecs.base import Codec, short_type_name
+from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, json_summary
+from xcomstash.config import StashConfig
+from xcomstash.coordinate import XComCoordinate
+from xcomstash.errors import (
+    DecodeError,
+    IntegrityError,
+    InvalidReferenceError,
+    ReadError,
+    UnsupportedTypeError,
+    XComStashError,
+)
+from xcomstash.reference import Reference, clip_summary, is_reference
+from xcomstash.stores import Store, open_store
+from xcomstash.streams import CountingWriter, HashingWriter
+from xcomstash.trace import TraceEvent, emit, log
+
+
+class Engine:
+    def __init__(
+        self,
+        config: StashConfig,
+        store: Store | None = None,
+        *,
+        registry: CodecRegistry = default_registry,
+        converter: StructureConverter = PLAIN_JSON,
+        s3_client_factory: Callable[[str | None], Any] | None = None,
+        trace_file: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store or open_store(config.store_url, s3_client_factory=s3_client_factory)
+        self.registry = registry
+        self.converter = converter
+        self.json_codec = JsonCodec(converter)
+        self.trace_file = trace_file
+
+    # ----------------------------------------------------------------- push
+
+    def serialize(self, value: Any, coordinate: XComCoordinate) -> Any:
+        """What goes into the xcom row: the value's JSON structure (inline) or a reference."""
+        if not self.trace_file:
+            return self._serialize(value, coordinate)
+        started = time.perf_counter()
+        stored = self._serialize(value, coordinate)
+        if not is_reference(stored):
+            self._trace_inline("push", coordinate, value, stored, started)
+        return stored
+
+    def _serialize(self, value: Any, coordinate: XComCoordinate) -> Any:
+        threshold, exclusive = self.config.threshold, self.config.exclusive
+        codec = self.registry.for_value(value)
+        if codec is None:
+            if not exclusive and policy.trivially_small(value, threshold):
+                return self.converter.to_structure(value)
+            structure = self._to_structure(value)
+            body = self.json_codec.dumps(structure)
+            route = policy.route_by_size(len(body), threshold=threshold, exclusive=exclusive)
+            if route.inline and not policy.collides_with_marker(structure):
+                return structure
+            ref = self._write(
+                coordinate,
+                self.json_codec,
+                value,
+                summary=json_summary(value),
+                write_body=lambda sink: sink.write(body),
+            )
+            return ref.to_json()
+        if codec.inline_when_small:
+            size = codec.estimate_size(value)
+            if policy.route_by_size(size, threshold=threshold, exclusive=exclusive).inline:
+                try:
+                    return self.converter.to_structure(value)
+                except TypeError:
+                    pass  # the converter cannot inline this type: store it instead
+        return self.put(value, coordinate).to_json()
+
+    def put(self, value: Any, coordinate: XComCoordinate) -> Reference:
+        """Store a value regardless of size and return its reference."""
+        codec = self.registry.for_value(value)
+        if codec is None:
+            structure = self._to_structure(value)
+            body = self.json_codec.dumps(structure)
+            return self._write(
+                coordinate, self.json_codec, value, json_summary(value), lambda s: s.write(body)
+            )
+        return self._write(
+            coordinate, codec, value, codec.summary(value), lambda s: codec.encode(value, s)
+        )
+
+    def _to_structure(self, value: Any) -> Any:
+        try:
+            return self.converter.to_structure(value)
+        except TypeError as exc:
+            raise UnsupportedTypeError(short_type_name(value), str(exc)) from None
+
+    def _write(
+        self,
+        coordinate: XComCoordinate,
+        codec: Codec,
+        value: Any,
+        summary: str,
+        write_body: Callable[[Any], Any],
+    ) -> Reference:
+        started = time.perf_counter()
+        key = coordinate.object_key()
+        header = objectformat.ObjectHeader(
+            codec=codec.name,
+            compression=self.config.compression,
+            python_type=short_type_name(value),
+            codec_meta=codec.meta(value),
+            xcom=coordinate.as_dict(),
+        )
+        with self.store.writer(key) as sink:
+            hashed = HashingWriter(sink)
+            objectformat.write_header(hashed, header)
+            body = CountingWriter(hashed)
+            with compression.writer(
+                self.config.compression, body, self.config.compression_level
+            ) as compressed:
+                raw = CountingWriter(compressed)
+                write_body(raw)
+            objectformat.write_footer(hashed, objectformat.ObjectFooter(body.count, raw.count))
+        ref = Reference(
+            uri=self.store.uri_for(key),
+            size=hashed.count,
+            digest=hashed.digest(),
+            codec=codec.name,
+            python_type=header.python_type,
+            summary=clip_summary(summary),
+        )
+        self._trace("push", coordinate, ref, started, raw_bytes=raw.count)
+        return ref
+
+    # ----------------------------------------------------------------- pull
+
+    def deserialize(self, stored: Any, coordinate: XComCoordinate | None = None) -> Any:
+        """The value for what an xcom row holds: inline structure or reference."""
+        if is_reference(stored):
+            return self.get(Reference.from_json(stored), coordinate)
+        started = time.perf_counter()
+        value = self.converter.from_structure(stored)
+        if self.trace_file:
+            self._trace_inline("pull", coordinate, value, stored, started)
+        return value
+
+    def get(self, ref: Reference, coordinate: XComCoordinate | None = None) -> Any:
+        """Fetch, verify and decode; raises a :class:`ReadError` subclass, never a wrong value."""
+        started = time.perf_counter()
+        key = self.store.key_for(ref.uri)
+        coordinate = coordinate or XComCoordinate.from_object_key(key)
+        try:
+            data = self.store.get(key)
+        except ReadError as exc:
+            raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
+
+        def corrupt(why: str) -> IntegrityError:
+            return IntegrityError(f"stored object is corrupt: {why}", uri=ref.uri, coordinate=coordinate)
+
+        if len(data) != ref.size:
+            raise corrupt(f"{len(data):,} bytes where the reference says {ref.size:,} (truncated or replaced)")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if digest != ref.digest:
+            raise corrupt(f"digest {digest} does not match the reference's {ref.digest}")
+        try:
+            header, body, _footer = objectformat.parse(data)
+        except objectformat.ObjectFormatError as exc:
+            raise corrupt(str(exc)) from None
+        if header.codec != ref.codec:
+            raise corrupt(f"header codec {header.codec!r} differs from the reference's {ref.codec!r}")
+        codec = self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
+        try:
+            value = codec.decode(compression.reader(header.compression, body), header.codec_meta)
+        except XComStashError:
+            raise
+        except Exception as exc:
+            raise DecodeError(
+                f"codec {codec.name!r} could not decode the object: {type(exc).__name__}: {exc}",
+                uri=ref.uri,
+                coordinate=coordinate,
+            ) from exc
+        self._trace("pull", coordinate, ref, started)
+        return value
+
+    # ---------------------------------------------------------------- purge
+
+    def purge(self, stored: Any, coordinate: XComCoordinate | None = None) -> bool:
+        """Delete the object a row references; True if the row held a reference."""
+        if not is_reference(stored):
+            return False
+        try:
+            ref = Reference.from_json(stored)
+            key = self.store.key_for(ref.uri)
+        except InvalidReferenceError as exc:
+            log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
+            return False
+        started = time.perf_counter()
+        self.store.delete(key)
+        self._trace("purge", coordinate, ref, started)
+        return True
+
+    def _trace_inline(
+        self, op: str, coordinate: XComCoordinate | None, value: Any, stored: Any, started: float
+    ) -> None:
+        seconds = time.perf_counter() - started
+        codec = self.registry.for_value(value)
+        emit(
+            TraceEvent(
+                op=op,
+                route="inline",
+                xcom=coordinate.as_dict() if coordinate else {},
+                summary=codec.summary(value) if codec else json_summary(value),
+                stored_bytes=len(self.json_codec.dumps(stored)),
+                seconds=round(seconds, 6),
+            ),
+            self.trace_file,
+        )
+
+    def _trace(
+        self,
+        op: str,
+        coordinate: XComCoordinate | None,
+        ref: Reference,
+        started: float,
+        raw_bytes: int | None = None,
+    ) -> None:
+        emit(
+            TraceEvent(
+                op=op,
+                route="stored",
+                xcom=coordinate.as_dict() if coordinate else {},
+                summary=ref.summary,
+                codec=ref.codec,
+                stored_bytes=ref.size,
+                seconds=round(time.perf_counter() - started, 6),
+                uri=ref.uri,
+                extra={} if raw_bytes is None else {"raw_bytes": raw_bytes},
+            ),
+            self.trace_file,
+        )

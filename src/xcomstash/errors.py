@@ -1,0 +1,74 @@
+"""One exception hierarchy for everything xcomstash raises.
+
+Callers catch :class:`XComStashError` for "anything from xcomstash", or one of the
+subclasses when they care why. Read-side errors always carry the XCom coordinate and the
+object URI, so a failing task log says which value could not be read and where it lived.
+"""
+
+from __future__ import annotations
+
+
+class XComStashError(Exception):
+    """Base class of every error xcomstash raises."""
+
+
+class ConfigError(XComStashError):
+    """The ``[xcomstash]`` configuration (or an explicit config object) is invalid."""
+
+
+class UnsupportedTypeError(XComStashError, TypeError):
+    """A value's type has no codec, so it cannot be stored without pickle (which we never use)."""
+
+    def __init__(self, type_name: str, detail: str = "") -> None:
+        self.type_name = type_name
+        hint = (
+            f"xcomstash has no codec for values of type {type_name}. Return a supported type "
+            "(pandas/polars DataFrame, pyarrow Table/RecordBatch, numpy array or scalar, bytes, "
+            "or anything Airflow's serde handles), or register a codec for it: "
+            "xcomstash.codecs.register_codec(MyCodec()) -- see README 'Adding a codec'."
+        )
+        super().__init__(f"{hint} ({detail})" if detail else hint)
+
+
+class EncodeError(XComStashError):
+    """A codec failed to encode a value it claimed to handle."""
+
+
+class InvalidReferenceError(XComStashError, ValueError):
+    """An xcom row carries our marker but is not a well-formed reference of a known version."""
+
+
+class StoreError(XComStashError):
+    """The object store failed or could not be reached."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached (connection refused, timeout, credentials)."""
+
+
+class ReadError(XComStashError):
+    """A stored value could not be read back. Carries where it was supposed to be."""
+
+    def __init__(self, message: str, *, uri: str, coordinate: object | None = None) -> None:
+        self.detail = message
+        self.uri = uri
+        self.coordinate = coordinate
+        where = f" for XCom {coordinate}" if coordinate is not None else ""
+        super().__init__(f"{message}{where} at {uri}")
+
+
+class ObjectMissingError(ReadError, StoreError):
+    """The reference points at an object that is no longer in the store."""
+
+
+class IntegrityError(ReadError):
+    """The stored object exists but is corrupt: digest mismatch, truncated, or an unreadable header."""
+
+
+class StoreReadError(ReadError, StoreUnavailableError):
+    """The store failed while reading an object that a reference points at."""
+
+
+class DecodeError(ReadError):
+    """The object passed its integrity check but its codec could not decode it
+    (for example a codec missing on this worker, or an incompatible library version)."""

@@ -1,0 +1,91 @@
+"""The pointer stored in the xcom row in place of an offloaded value.
+
+A reference is a small JSON object that reads well in the Airflow UI (where the value lives,
+how big it is, what it is) and carries everything a reader needs to check what it fetched:
+the exact object size and a SHA-256 digest. The marker key holds the format version, so a
+reference can never be confused with a user's own value: the engine offloads any user value
+whose JSON form would carry the marker, so every marker found in a row was written by us.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from xcomstash.errors import InvalidReferenceError
+
+MARKER = "__xcomstash__"
+FORMAT_VERSION = 1
+MAX_SUMMARY_CHARS = 120
+MAX_URI_CHARS = 1100
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_FIELDS = {MARKER, "uri", "size", "digest", "codec", "type", "summary"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    uri: str
+    size: int
+    digest: str
+    codec: str
+    python_type: str
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to the xcom row (key order chosen for the UI)."""
+        return {
+            MARKER: FORMAT_VERSION,
+            "summary": self.summary,
+            "type": self.python_type,
+            "codec": self.codec,
+            "size": self.size,
+            "uri": self.uri,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Reference:
+        """Parse and validate a reference; any deviation is an :class:`InvalidReferenceError`."""
+        if not isinstance(obj, dict) or MARKER not in obj:
+            raise InvalidReferenceError("not an xcomstash reference (no marker)")
+        version = obj[MARKER]
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise InvalidReferenceError(
+                f"unsupported xcomstash reference version {version!r}; this worker reads version "
+                f"{FORMAT_VERSION} (is an older xcomstash installed here than on the producer?)"
+            )
+        unknown = set(obj) - _FIELDS
+        missing = _FIELDS - set(obj)
+        if unknown or missing:
+            raise InvalidReferenceError(
+                f"malformed xcomstash reference: missing fields {sorted(missing)}, "
+                f"unknown fields {sorted(unknown)}"
+            )
+        uri, size, digest = obj["uri"], obj["size"], obj["digest"]
+        if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:
+            raise InvalidReferenceError(f"malformed xcomstash reference: bad uri {uri!r:.200}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidReferenceError(f"malformed xcomstash reference: bad size {size!r:.50}")
+        if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+            raise InvalidReferenceError(f"malformed xcomstash reference: bad digest {digest!r:.100}")
+        for field in ("codec", "type", "summary"):
+            if not isinstance(obj[field], str) or len(obj[field]) > 200:
+                raise InvalidReferenceError(f"malformed xcomstash reference: bad {field}")
+        return cls(
+            uri=uri,
+            size=size,
+            digest=digest,
+            codec=obj["codec"],
+            python_type=obj["type"],
+            summary=obj["summary"],
+        )
+
+
+def is_reference(obj: Any) -> bool:
+    """True when a stored xcom value carries our marker (it may still be malformed)."""
+    return isinstance(obj, dict) and MARKER in obj
+
+
+def clip_summary(text: str) -> str:
+    return text if len(text) <= MAX_SUMMARY_CHARS else text[: MAX_SUMMARY_CHARS - 1] + "…"

@@ -1,0 +1,68 @@
+"""The store interface: a flat key space of immutable-once-written objects.
+
+Keys are ``/``-separated relative paths produced by :meth:`XComCoordinate.object_key`. A store
+turns keys into URIs (what the reference records) and back, refusing any URI outside its root,
+so a reference can never make a worker read somewhere it was not configured to.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+from xcomstash.errors import InvalidReferenceError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: float  # POSIX seconds
+
+
+class Store(ABC):
+    #: The root URI; every object URI starts with ``root_uri + "/"``.
+    root_uri: str
+
+    @abstractmethod
+    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A stream that becomes the object ``key`` atomically when the block exits cleanly.
+
+        On an exception nothing is published: readers see the old object or none, never a
+        partial one.
+        """
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object. Raises :class:`ObjectMissingError` if absent,
+        :class:`StoreUnavailableError` if the store cannot be reached."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error (purge is idempotent)."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and modification time, or ``None`` if absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, streamed (stores may hold millions)."""
+
+    def uri_for(self, key: str) -> str:
+        return f"{self.root_uri}/{key}"
+
+    def key_for(self, uri: str) -> str:
+        """The key of a URI inside this store; anything else is an invalid reference."""
+        prefix = self.root_uri + "/"
+        if not uri.startswith(prefix):
+            raise InvalidReferenceError(
+                f"reference points outside the configured store {self.root_uri!r}: {uri!r:.300}"
+            )
+        key = uri[len(prefix) :]
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key or "\x00" in key:
+            raise InvalidReferenceError(f"reference has an unsafe object key: {uri!r:.300}")
+        return key

@@ -1,0 +1,89 @@
+"""A directory on the local filesystem (or a shared mount): the embedded default store.
+
+Writes go to a temporary file in the target directory and are published with ``os.replace``,
+which is atomic on POSIX, so readers never observe a partial object.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError
+from xcomstash.stores.base import ObjectInfo, Store
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root_uri = "file://" + str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+        except OSError as exc:
+            raise StoreError(f"cannot write to local store {self.root}: {exc}") from exc
+        try:
+            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectMissingError("stored object is missing", uri=self.uri_for(key)) from None
+        except IsADirectoryError:
+            raise ObjectMissingError("stored object is missing", uri=self.uri_for(key)) from None
+        except OSError as exc:
+            raise StoreReadError(f"cannot read stored object: {exc}", uri=self.uri_for(key)) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot delete {self.uri_for(key)}: {exc}") from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._path(prefix) if prefix else self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                if name.startswith(".tmp-"):
+                    continue
+                key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        continue
+                    raise
+                yield ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
