@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xcomstash import __version__
+from importlib.metadata import version as _dist_version
 
 _OPTIONS: dict[str, dict[str, Any]] = {
     "store_url": {
@@ -76,7 +76,7 @@ def get_provider_info() -> dict[str, Any]:
             "The XCom data plane for Airflow 3: large values in object storage, small readable "
             "references in the database.\n"
         ),
-        "versions": [__version__],
+        "versions": [_dist_version("xcomstash")],
         "config": {
             "xcomstash": {
                 "description": "xcomstash XCom backend.",

@@ -1,0 +1,11 @@
+# The two commands that matter: `make demo` and `make test`. Both install what they need.
+.PHONY: demo test bootstrap
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+demo: bootstrap
+	.venv/bin/python demo/run_demo.py
+
+test: bootstrap
+	.venv/bin/python -m pytest
