@@ -24,7 +24,7 @@ class StashConfig:
     threshold: int = DEFAULT_THRESHOLD
     #: Compression of stored object bodies: ``zstd`` or ``none``.
     compression: str = "zstd"
-    compression_level: int = 3
+    compression_level: int = 1
     #: Offload every value; the database only ever holds references.
     exclusive: bool = False
 

@@ -15,6 +15,9 @@ MAX_KEY_BYTES = 900
 #: Suffix of every stored object, so an operator can tell our objects from anything else.
 OBJECT_SUFFIX = ".xcs"
 _COMPONENT_BUDGET = 200
+#: The key part of an empty component: quote() never outputs a lone "%" (it would be "%25"),
+#: while "%00" (used before) is also the encoding of "\x00", so "" and "\x00" collided.
+_EMPTY = "%"
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,12 @@ class XComCoordinate:
             map_index = int(parts[3])
         except ValueError:
             return None
-        dag_id, run_id, task_id, _, xkey = (unquote(p) for p in parts)
+        dag_id, run_id, task_id, _, xkey = ("" if p == _EMPTY else unquote(p) for p in parts)
         return cls(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, key=xkey)
 
 
 def _encode_component(text: str) -> str:
-    encoded = quote(text, safe="-_.+=:@,") or "%00"
+    encoded = quote(text, safe="-_.+=:@,") or _EMPTY
     # A lone "." or ".." would be a path step on a filesystem store.
     if encoded in (".", ".."):
         encoded = encoded.replace(".", "%2E")

@@ -6,27 +6,30 @@ pull: reference -> validate -> store.get -> verify size+digest -> parse -> decom
 
 from __future__ import annotations
 
-import hashlib
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from xcomstash import compression, objectformat, policy
+from xcomstash import objectformat, policy
 from xcomstash.codecs import CodecRegistry, default_registry
 from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, json_summary
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
+from xcomstash.frames import FrameError, FrameWriter, read_frames
 from xcomstash.errors import (
     DecodeError,
     IntegrityError,
     InvalidReferenceError,
     ReadError,
+    StoreError,
+    StoreReadError,
     UnsupportedTypeError,
     XComStashError,
 )
 from xcomstash.reference import Reference, clip_summary, is_reference
 from xcomstash.stores import Store, open_store
-from xcomstash.streams import CountingWriter, HashingWriter
 from xcomstash.trace import TraceEvent, emit, log
 
 
@@ -47,6 +50,7 @@ class Engine:
         self.converter = converter
         self.json_codec = JsonCodec(converter)
         self.trace_file = trace_file
+        self._threads: ThreadPoolExecutor | None = None
 
     # ----------------------------------------------------------------- push
 
@@ -124,26 +128,38 @@ class Engine:
             codec_meta=codec.meta(value),
             xcom=coordinate.as_dict(),
         )
+        head = objectformat.preamble(header)
         with self.store.writer(key) as sink:
-            hashed = HashingWriter(sink)
-            objectformat.write_header(hashed, header)
-            body = CountingWriter(hashed)
-            with compression.writer(
-                self.config.compression, body, self.config.compression_level
-            ) as compressed:
-                raw = CountingWriter(compressed)
-                write_body(raw)
-            objectformat.write_footer(hashed, objectformat.ObjectFooter(body.count, raw.count))
+            sink.write(head)
+            body = FrameWriter(
+                sink, self.config.compression, self.config.compression_level, self._pool()
+            )
+            try:
+                write_body(body)
+                frames = body.finish()
+            except BaseException:
+                body.abandon()
+                raise
+            tail = objectformat.trailer(frames, body.body_size, body.raw_size)
+            sink.write(tail)
         ref = Reference(
             uri=self.store.uri_for(key),
-            size=hashed.count,
-            digest=hashed.digest(),
+            size=len(head) + body.body_size + len(tail),
+            digest=objectformat.root_digest(head, tail),
             codec=codec.name,
             python_type=header.python_type,
             summary=clip_summary(summary),
         )
-        self._trace("push", coordinate, ref, started, raw_bytes=raw.count)
+        self._trace("push", coordinate, ref, started, raw_bytes=body.raw_size)
         return ref
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads for compressing, hashing and fetching frames (created on first large value)."""
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="xcomstash"
+            )
+        return self._threads
 
     # ----------------------------------------------------------------- pull
 
@@ -162,28 +178,40 @@ class Engine:
         started = time.perf_counter()
         key = self.store.key_for(ref.uri)
         coordinate = coordinate or XComCoordinate.from_object_key(key)
-        try:
-            data = self.store.get(key)
-        except ReadError as exc:
-            raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
 
         def corrupt(why: str) -> IntegrityError:
             return IntegrityError(f"stored object is corrupt: {why}", uri=ref.uri, coordinate=coordinate)
 
-        if len(data) != ref.size:
-            raise corrupt(f"{len(data):,} bytes where the reference says {ref.size:,} (truncated or replaced)")
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if digest != ref.digest:
-            raise corrupt(f"digest {digest} does not match the reference's {ref.digest}")
         try:
-            header, body, _footer = objectformat.parse(data)
-        except objectformat.ObjectFormatError as exc:
+            reader = self.store.open_reader(key)
+            try:
+                if reader.size != ref.size:
+                    raise corrupt(
+                        f"{reader.size:,} bytes where the reference says {ref.size:,} "
+                        "(truncated or replaced)"
+                    )
+                layout = objectformat.read_layout(reader.size, reader.read_at)
+                if layout.digest != ref.digest:
+                    raise corrupt(f"digest {layout.digest} does not match the reference's {ref.digest}")
+                payload = read_frames(
+                    layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self._pool()
+                )
+            finally:
+                reader.close()
+        except ReadError as exc:
+            if exc.coordinate is None and coordinate is not None:
+                raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
+            raise
+        except StoreError as exc:
+            raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+        except (objectformat.ObjectFormatError, FrameError) as exc:
             raise corrupt(str(exc)) from None
+        header = layout.header
         if header.codec != ref.codec:
             raise corrupt(f"header codec {header.codec!r} differs from the reference's {ref.codec!r}")
         codec = self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
         try:
-            value = codec.decode(compression.reader(header.compression, body), header.codec_meta)
+            value = codec.decode(memoryview(payload), header.codec_meta)
         except XComStashError:
             raise
         except Exception as exc:

@@ -2,29 +2,36 @@
 
 ::
 
-    magic "XCSTASH1" | u32 header length | header (JSON) | body | footer
+    "XCSTASH1" | u32 header length | header (JSON) | frames ... | frame table | footer
+    footer = u64 body size | u64 raw size | u32 frame count | "XCSEND01"
 
 The header names the format version, codec (with the metadata it needs), compression, the
 producer's Python type and the XCom coordinate, so an operator tool can decode and attribute
-any object without the database. The footer records the body and uncompressed sizes; it is
-written last, so a truncated object is detected even before the digest is checked.
+any object without the database. The frame table lists every body frame with its SHA-256
+(see :mod:`xcomstash.frames`).
+
+The object's **root digest**, the one the reference carries, is the SHA-256 of preamble,
+header, frame table and footer. Because the table holds each frame's own digest, checking the
+root and then each frame verifies every byte, and lets a reader verify one frame at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, Callable
 
 from xcomstash.errors import XComStashError
+from xcomstash.frames import ENTRY, Frame, FrameError, pack_table, unpack_table
 
 MAGIC = b"XCSTASH1"
 FOOTER_MAGIC = b"XCSEND01"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 _LEN = struct.Struct("<I")
-_FOOTER = struct.Struct("<QQ8s")
+_FOOTER = struct.Struct("<QQI8s")
 PREAMBLE_SIZE = len(MAGIC) + _LEN.size
 FOOTER_SIZE = _FOOTER.size
 
@@ -54,42 +61,73 @@ class ObjectHeader:
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
-@dataclass(frozen=True)
-class ObjectFooter:
-    body_size: int
-    raw_size: int
-
-
-def write_header(sink: BinaryIO, header: ObjectHeader) -> None:
+def preamble(header: ObjectHeader) -> bytes:
+    """Magic, header length and header: the first bytes of every object."""
     blob = header.to_bytes()
     if len(blob) > MAX_HEADER_BYTES:
         raise ObjectFormatError(f"object header too large ({len(blob)} bytes)")
-    sink.write(MAGIC + _LEN.pack(len(blob)) + blob)
+    return MAGIC + _LEN.pack(len(blob)) + blob
 
 
-def write_footer(sink: BinaryIO, footer: ObjectFooter) -> None:
-    sink.write(_FOOTER.pack(footer.body_size, footer.raw_size, FOOTER_MAGIC))
+def trailer(frames: list[Frame], body_size: int, raw_size: int) -> bytes:
+    """Frame table and footer: the last bytes of every object."""
+    return pack_table(frames) + _FOOTER.pack(body_size, raw_size, len(frames), FOOTER_MAGIC)
 
 
-def parse(data: bytes | memoryview) -> tuple[ObjectHeader, memoryview, ObjectFooter]:
-    """Split a whole object into header, body and footer, validating the framing."""
-    view = memoryview(data)
-    total = len(view)
-    if total < PREAMBLE_SIZE + FOOTER_SIZE or bytes(view[: len(MAGIC)]) != MAGIC:
-        raise ObjectFormatError("not an xcomstash object (bad magic or too short)")
-    (header_len,) = _LEN.unpack(view[len(MAGIC) : PREAMBLE_SIZE])
-    if header_len > MAX_HEADER_BYTES or PREAMBLE_SIZE + header_len + FOOTER_SIZE > total:
+def root_digest(head: bytes, tail: bytes) -> str:
+    return "sha256:" + hashlib.sha256(head + tail).hexdigest()
+
+
+@dataclass(frozen=True)
+class ObjectLayout:
+    """Everything about an object except its frames' bytes, validated for consistency."""
+
+    header: ObjectHeader
+    frames: list[Frame]
+    body_offset: int
+    body_size: int
+    raw_size: int
+    digest: str
+
+
+def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout:
+    """Read and validate header, frame table and footer of an object of ``size`` bytes."""
+    if size < PREAMBLE_SIZE + FOOTER_SIZE:
+        raise ObjectFormatError(f"object is {size} bytes, too short to be an xcomstash object")
+    first = read_at(0, min(size, PREAMBLE_SIZE + 4096))
+    if first[: len(MAGIC)] != MAGIC:
+        raise ObjectFormatError("not an xcomstash object (bad magic)")
+    (header_len,) = _LEN.unpack_from(first, len(MAGIC))
+    body_offset = PREAMBLE_SIZE + header_len
+    if header_len > MAX_HEADER_BYTES or body_offset + FOOTER_SIZE > size:
         raise ObjectFormatError(f"object header length {header_len} does not fit the object")
-    header = parse_header(bytes(view[PREAMBLE_SIZE : PREAMBLE_SIZE + header_len]))
-    body_size, raw_size, end_magic = _FOOTER.unpack(view[total - FOOTER_SIZE :])
+    head = first[:body_offset] if len(first) >= body_offset else read_at(0, body_offset)
+    header = parse_header(head[PREAMBLE_SIZE:])
+    footer = read_at(size - FOOTER_SIZE, FOOTER_SIZE)
+    body_size, raw_size, count, end_magic = _FOOTER.unpack(footer)
     if end_magic != FOOTER_MAGIC:
-        raise ObjectFormatError("object footer missing: the object is truncated")
-    body_start = PREAMBLE_SIZE + header_len
-    if body_start + body_size + FOOTER_SIZE != total:
+        raise ObjectFormatError("object footer missing: the object is truncated or altered")
+    table_size = count * ENTRY.size
+    if body_offset + body_size + table_size + FOOTER_SIZE != size:
         raise ObjectFormatError(
-            f"object body is {total - body_start - FOOTER_SIZE} bytes, footer says {body_size}"
+            f"object sizes do not add up: {size} bytes, header {header_len}, body {body_size}, "
+            f"{count} frames"
         )
-    return header, view[body_start : body_start + body_size], ObjectFooter(body_size, raw_size)
+    table = read_at(body_offset + body_size, table_size)
+    try:
+        frames = unpack_table(table)
+    except FrameError as exc:
+        raise ObjectFormatError(str(exc)) from None
+    if sum(f.stored_len for f in frames) != body_size or sum(f.raw_len for f in frames) != raw_size:
+        raise ObjectFormatError("frame table does not match the footer's sizes")
+    return ObjectLayout(
+        header=header,
+        frames=frames,
+        body_offset=body_offset,
+        body_size=body_size,
+        raw_size=raw_size,
+        digest=root_digest(head, table + footer),
+    )
 
 
 def parse_header(blob: bytes) -> ObjectHeader:

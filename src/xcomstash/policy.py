@@ -32,7 +32,8 @@ def route_by_size(size: int, *, threshold: int, exclusive: bool) -> Route:
 def trivially_small(value: Any, threshold: int) -> bool:
     """True for values certainly below the threshold without measuring (numbers, short strings)."""
     if type(value) in _SCALARS:
-        return threshold > 32
+        # floats and ints of up to 64 bits print in at most 24 characters; larger ints can be long
+        return threshold > 32 and not (type(value) is int and value.bit_length() > 64)
     if type(value) is str:
         # JSON escapes at most 6 bytes per character (\u0000), plus quotes.
         return len(value) * 6 + 2 < threshold

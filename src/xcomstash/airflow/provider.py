@@ -32,7 +32,10 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "default": "65536",
     },
     "compression": {
-        "description": "Compression of stored objects: zstd or none.\n",
+        "description": (
+            "Compression of stored objects: zstd or none. Objects are compressed in 4 MiB "
+            "frames, each only if a sample shows it pays (random floats are stored raw).\n"
+        ),
         "version_added": "0.1.0",
         "type": "string",
         "example": "none",
@@ -42,8 +45,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "description": "zstd level, 1 (fastest) to 22 (smallest).\n",
         "version_added": "0.1.0",
         "type": "integer",
-        "example": "1",
-        "default": "3",
+        "example": "3",
+        "default": "1",
     },
     "exclusive": {
         "description": (

@@ -32,7 +32,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         store_url=store_url,
         threshold=conf.getint(SECTION, "threshold", fallback=65536),
         compression=conf.get(SECTION, "compression", fallback="zstd") or "zstd",
-        compression_level=conf.getint(SECTION, "compression_level", fallback=3),
+        compression_level=conf.getint(SECTION, "compression_level", fallback=1),
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
     )
     trace_file = conf.get(SECTION, "trace_file", fallback="") or None

@@ -17,10 +17,11 @@ def write_ipc(table: Any, sink: BinaryIO) -> None:
             writer.write_table(table, max_chunksize=1 << 20)
 
 
-def read_ipc(source: BinaryIO) -> Any:
+def read_ipc(data: memoryview) -> Any:
+    """Zero-copy: the table's buffers are views into ``data``."""
     import pyarrow as pa
 
-    return pa.ipc.open_stream(source).read_all()
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 def table_summary(kind: str, num_rows: int, num_cols: int) -> str:
@@ -42,8 +43,8 @@ class ArrowTableCodec(Codec):
     def encode(self, value: Any, sink: BinaryIO) -> None:
         write_ipc(value, sink)
 
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
-        table = read_ipc(source)
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        table = read_ipc(data)
         if meta.get("kind") == "record_batch":
             return table.combine_chunks().to_batches()[0] if table.num_rows else _empty_batch(table)
         return table

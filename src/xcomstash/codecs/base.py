@@ -32,8 +32,10 @@ class Codec(ABC):
         """Write the value to ``sink``, ideally in chunks, without building one big buffer."""
 
     @abstractmethod
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
-        """Read one value from ``source`` (an uncompressed stream)."""
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        """Rebuild the value from the whole verified payload. ``data`` is writable and owned
+        by the caller only until this returns, so codecs may build the value on top of it
+        (zero-copy) instead of copying."""
 
     @abstractmethod
     def summary(self, value: Any) -> str:

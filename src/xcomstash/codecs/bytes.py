@@ -20,8 +20,7 @@ class BytesCodec(Codec):
     def encode(self, value: Any, sink: BinaryIO) -> None:
         sink.write(memoryview(value).cast("B"))
 
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
-        data = source.read()
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
         kind = meta.get("kind", "bytes")
         if kind == "bytearray":
             return bytearray(data)

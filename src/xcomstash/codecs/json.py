@@ -25,7 +25,34 @@ class StructureConverter:
     from_structure: Callable[[Any], Any] = _identity
 
 
-PLAIN_JSON = StructureConverter()
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain_json(value: Any) -> Any:
+    """The value itself if JSON holds it exactly; TypeError for anything JSON would change
+    (tuples, non-string keys, numpy scalars, DataFrames, ...), so the engine never returns a
+    non-JSON "inline" value and never silently turns a tuple into a list."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict or kind is list:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            if kind is list:
+                stack.extend(item)
+                continue
+            for key, sub in item.items():
+                if type(key) is not str:
+                    raise TypeError(f"dict key {key!r} of type {short_type_name(key)} is not a string")
+                stack.append(sub)
+        elif kind not in _JSON_SCALARS:
+            raise TypeError(f"{short_type_name(item)} is not plain JSON")
+    return value
+
+
+PLAIN_JSON = StructureConverter(to_structure=_plain_json)
 
 
 class JsonCodec(Codec):
@@ -42,7 +69,7 @@ class JsonCodec(Codec):
     def dumps(structure: Any) -> bytes:
         try:
             return json.dumps(structure, separators=(",", ":"), ensure_ascii=False).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             from xcomstash.errors import UnsupportedTypeError
 
             raise UnsupportedTypeError(type(structure).__name__, str(exc)) from None
@@ -50,8 +77,8 @@ class JsonCodec(Codec):
     def encode(self, value: Any, sink: BinaryIO) -> None:
         sink.write(self.dumps(self.converter.to_structure(value)))
 
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
-        return self.converter.from_structure(json.loads(source.read()))
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        return self.converter.from_structure(json.loads(data.tobytes()))
 
     def summary(self, value: Any) -> str:
         return json_summary(value)

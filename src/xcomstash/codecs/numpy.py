@@ -27,12 +27,33 @@ class NumpyArrayCodec(Codec):
                 f"numpy.ndarray[{value.dtype}]",
                 "object arrays would need pickle; convert to a typed array or a DataFrame",
             )
+        if isinstance(value, np.ma.MaskedArray):
+            # .npy holds the data only: the mask would be silently dropped.
+            raise UnsupportedTypeError(
+                "numpy.ma.MaskedArray",
+                "the mask would be lost; push value.filled(...) or data and mask as two arrays",
+            )
         np.lib.format.write_array(sink, np.asanyarray(value), allow_pickle=False)
 
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        """Parse the ``.npy`` header, then view the payload in place: no copy of the array."""
+        import io
+
         import numpy as np
 
-        return np.lib.format.read_array(source, allow_pickle=False)
+        head = io.BytesIO(data[: min(len(data), 65536)].tobytes())
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+        if dtype.hasobject:
+            raise ValueError("object arrays are never decoded (they would need pickle)")
+        count = 1
+        for n in shape:
+            count *= n
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=head.tell())
+        return array.reshape(shape, order="F" if fortran else "C")
 
     def summary(self, value: Any) -> str:
         shape = " x ".join(f"{n:,}" for n in value.shape) or "scalar"
@@ -54,8 +75,8 @@ class NumpyScalarCodec(NumpyArrayCodec):
 
         super().encode(np.asarray(value), sink)
 
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
-        return super().decode(source, meta)[()]
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        return super().decode(data, meta)[()]
 
     def summary(self, value: Any) -> str:
         return f"numpy.{type(value).__name__}"

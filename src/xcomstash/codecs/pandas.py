@@ -27,15 +27,14 @@ class PandasDataFrameCodec(Codec):
         freq = getattr(value.index, "freqstr", None)
         if freq:
             meta["index_freq"] = freq
+        index_names = list(value.index.names)
+        if not all(n is None or isinstance(n, str) for n in index_names):
+            meta["index_names"] = _json_labels(index_names, "index names")
         labels = list(value.columns)
         if all(isinstance(c, str) for c in labels):
             return meta
-        try:
-            meta["columns"] = json.loads(json.dumps([_label(c) for c in labels]))
-        except (TypeError, ValueError):
-            raise UnsupportedTypeError(
-                "pandas.DataFrame", f"column labels {labels[:5]!r} are not JSON-representable"
-            ) from None
+        meta["columns"] = _json_labels(labels, "column labels")
+        meta["column_names"] = _json_labels(list(value.columns.names), "column index names")
         return meta
 
     def encode(self, value: Any, sink: BinaryIO) -> None:
@@ -47,21 +46,81 @@ class PandasDataFrameCodec(Codec):
             frame.columns = [str(c) for c in value.columns]
         try:
             table = pa.Table.from_pandas(frame, preserve_index=None)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
             raise UnsupportedTypeError("pandas.DataFrame", f"Arrow cannot encode it: {exc}") from None
         write_ipc(table, sink)
 
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
-        frame = read_ipc(source).to_pandas()
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        # split_blocks keeps one block per column, so numeric columns stay views of the payload.
+        import pandas as pd
+
+        table = read_ipc(data)
+        frame = _restore_object_strings(
+            table.to_pandas(split_blocks=True), table.schema.pandas_metadata or {}
+        )
         if "columns" in meta:
-            frame.columns = [_unlabel(c) for c in meta["columns"]]
-        if "index_freq" in meta:
+            labels = [_unlabel(c) for c in meta["columns"]]
+            names = [_unlabel(n) for n in meta.get("column_names", [None])]
+            if len(names) > 1:
+                frame.columns = pd.MultiIndex.from_tuples(labels, names=names)
+            else:
+                frame.columns = pd.Index(labels, name=names[0], tupleize_cols=False)
+        if "index_names" in meta:
+            frame.index.names = [_unlabel(n) for n in meta["index_names"]]
+        # A PeriodIndex also has a freqstr, but its frequency is part of its dtype (no setter).
+        if "index_freq" in meta and isinstance(frame.index, (pd.DatetimeIndex, pd.TimedeltaIndex)):
             frame.index.freq = meta["index_freq"]
         return frame
 
     def summary(self, value: Any) -> str:
         rows, cols = value.shape
         return table_summary("DataFrame", rows, cols)
+
+
+def _json_labels(labels: list[Any], what: str) -> list[Any]:
+    try:
+        return json.loads(json.dumps([_label(c) for c in labels]))
+    except (TypeError, ValueError):
+        raise UnsupportedTypeError(
+            "pandas.DataFrame", f"{what} {labels[:5]!r} are not JSON-representable"
+        ) from None
+
+
+def _restore_object_strings(frame: Any, pandas_meta: dict[str, Any]) -> Any:
+    """pandas >= 3 reads every Arrow string column as its ``str`` dtype: give the columns and
+    index levels that had object dtype on the producer that dtype back, with None for missing."""
+    import pandas as pd
+
+    fields = {
+        c.get("field_name", c.get("name"))
+        for c in pandas_meta.get("columns", [])
+        if c.get("numpy_type") == "object"
+    }
+    if not fields:
+        return frame
+
+    def as_object(values: Any) -> Any:
+        if not isinstance(values.dtype, pd.StringDtype):
+            return values
+        if isinstance(values, pd.Index):
+            return pd.Index([None if pd.isna(v) else v for v in values], dtype=object, name=values.name)
+        return values.astype(object).where(values.notna(), None)
+
+    for position, label in enumerate(frame.columns):
+        if isinstance(label, str) and label in fields:
+            frame.isetitem(position, as_object(frame.iloc[:, position]))
+    index_fields = pandas_meta.get("index_columns") or []
+    if len(index_fields) == frame.index.nlevels and any(
+        isinstance(f, str) and f in fields for f in index_fields
+    ):
+        levels = [
+            as_object(frame.index.get_level_values(i))
+            if isinstance(f, str) and f in fields
+            else frame.index.get_level_values(i)
+            for i, f in enumerate(index_fields)
+        ]
+        frame.index = pd.MultiIndex.from_arrays(levels) if len(levels) > 1 else levels[0]
+    return frame
 
 
 def _label(label: Any) -> Any:

@@ -6,6 +6,7 @@ from typing import Any, BinaryIO
 
 from xcomstash.codecs.arrow import table_summary
 from xcomstash.codecs.base import Codec
+from xcomstash.errors import UnsupportedTypeError
 
 
 class PolarsDataFrameCodec(Codec):
@@ -16,12 +17,22 @@ class PolarsDataFrameCodec(Codec):
         return int(value.estimated_size())
 
     def encode(self, value: Any, sink: BinaryIO) -> None:
-        value.write_ipc_stream(sink, compression="uncompressed")
-
-    def decode(self, source: BinaryIO, meta: dict[str, Any]) -> Any:
         import polars as pl
 
-        return pl.read_ipc_stream(source)
+        # polars writes Object columns to IPC as the raw bytes of pointers: refuse them.
+        objects = [name for name, dtype in value.schema.items() if dtype == pl.Object]
+        if objects:
+            raise UnsupportedTypeError(
+                "polars.DataFrame", f"columns {objects[:5]} have dtype Object (arbitrary Python objects)"
+            )
+        value.write_ipc_stream(sink, compression="uncompressed")
+
+    def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
+        import io
+
+        import polars as pl
+
+        return pl.read_ipc_stream(io.BytesIO(data))
 
     def summary(self, value: Any) -> str:
         rows, cols = value.shape

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Protocol
 
 from xcomstash.errors import InvalidReferenceError
 
@@ -20,6 +20,20 @@ class ObjectInfo:
     key: str
     size: int
     modified: float  # POSIX seconds
+
+
+class ObjectReader(Protocol):
+    """Random access to one stored object, for reading frames in parallel without copies."""
+
+    size: int
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end of the object)."""
+
+    def readinto_at(self, offset: int, target: memoryview) -> int:
+        """Fill ``target`` from ``offset``; returns the bytes read (fewer only at the end)."""
+
+    def close(self) -> None: ...
 
 
 class Store(ABC):
@@ -38,6 +52,10 @@ class Store(ABC):
     def get(self, key: str) -> bytes:
         """The whole object. Raises :class:`ObjectMissingError` if absent,
         :class:`StoreUnavailableError` if the store cannot be reached."""
+
+    @abstractmethod
+    def open_reader(self, key: str) -> ObjectReader:
+        """Random access to an object; raises like :meth:`get` if it is absent or unreachable."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -14,7 +14,36 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError
-from xcomstash.stores.base import ObjectInfo, Store
+from xcomstash.stores.base import ObjectInfo, ObjectReader, Store
+
+
+class FileReader:
+    """``pread``-based random access: thread-safe, and reads land straight in the caller's buffer."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+    def readinto_at(self, offset: int, target: memoryview) -> int:
+        done = 0
+        while done < target.nbytes:
+            n = os.preadv(self._fd, [target[done:]], offset + done)
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> FileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class LocalStore(Store):
@@ -52,6 +81,14 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise ObjectMissingError("stored object is missing", uri=self.uri_for(key)) from None
         except IsADirectoryError:
+            raise ObjectMissingError("stored object is missing", uri=self.uri_for(key)) from None
+        except OSError as exc:
+            raise StoreReadError(f"cannot read stored object: {exc}", uri=self.uri_for(key)) from exc
+
+    def open_reader(self, key: str) -> ObjectReader:
+        try:
+            return FileReader(self._path(key))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectMissingError("stored object is missing", uri=self.uri_for(key)) from None
         except OSError as exc:
             raise StoreReadError(f"cannot read stored object: {exc}", uri=self.uri_for(key)) from exc

@@ -2,27 +2,144 @@
 
 The client is handed in, already configured: in Airflow the adapter builds it from an AWS
 connection (``aws_default`` or the one named in the store URL), so credentials, endpoint and
-region are managed the way Airflow users expect. Writes spool to a local temporary file and
-are uploaded on commit (multipart for large objects), so a failed task never publishes a
-partial object: S3 makes an object visible only when its upload completes.
+region are managed the way Airflow users expect.
+
+Writes stream: parts are uploaded on a few threads while the value is still being encoded
+(multipart upload), and only the last part waits. S3 makes an object visible only when its
+upload completes, so a failed task never publishes a partial object; a failed upload is
+aborted. Reads are ranged GETs, so frames can be fetched in parallel.
 """
 
 from __future__ import annotations
 
-import tempfile
+import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError, StoreUnavailableError
-from xcomstash.stores.base import ObjectInfo, Store
+from xcomstash.stores.base import ObjectInfo, ObjectReader, Store
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
-SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+PARTS_IN_FLIGHT = 4
+#: The first GET fetches this much: small objects arrive whole in one request.
+FIRST_READ_BYTES = 8 * 1024 * 1024
+_CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+
+
+class _MultipartWriter:
+    """A write-only stream that uploads ``PART_SIZE`` parts in the background."""
+
+    def __init__(self, client: Any, bucket: str, key: str, pool: ThreadPoolExecutor) -> None:
+        self._client, self._bucket, self._key, self._pool = client, bucket, key, pool
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._pending: deque[Future[dict[str, Any]]] = deque()
+        self._parts: list[dict[str, Any]] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        while len(self._buffer) >= PART_SIZE:
+            part = bytes(self._buffer[:PART_SIZE])
+            del self._buffer[:PART_SIZE]
+            self._send(part)
+        return view.nbytes
+
+    def _send(self, part: bytes) -> None:
+        if self._upload_id is None:
+            created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + len(self._pending) + 1
+        self._pending.append(self._pool.submit(self._upload_part, number, part))
+        while len(self._pending) >= PARTS_IN_FLIGHT:
+            self._parts.append(self._pending.popleft().result())
+
+    def _upload_part(self, number: int, part: bytes) -> dict[str, Any]:
+        response = self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=part
+        )
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def commit(self) -> None:
+        if self._upload_id is None:
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+            return
+        if self._buffer:
+            self._send(bytes(self._buffer))
+            self._buffer = bytearray()
+        while self._pending:
+            self._parts.append(self._pending.popleft().result())
+        self._client.complete_multipart_upload(
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
+        )
+
+    def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        if self._upload_id is not None:
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+                )
+            except Exception:  # best effort: lifecycle rules / reconcile clean the rest
+                pass
+
+
+class S3Reader:
+    """Ranged GETs; the first one also fetches small objects whole."""
+
+    def __init__(self, store: S3Store, key: str) -> None:
+        self._store, self._key = store, key
+        self._s3_key = store._s3_key(key)
+        try:
+            response = store.client.get_object(
+                Bucket=store.bucket, Key=self._s3_key, Range=f"bytes=0-{FIRST_READ_BYTES - 1}"
+            )
+        except Exception as exc:  # a zero-byte object cannot satisfy any range
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            self._first, self.size = b"", 0
+            return
+        self._first = response["Body"].read()
+        match = _CONTENT_RANGE.match(response.get("ContentRange") or "")
+        self.size = int(match.group(1)) if match else len(self._first)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        if end <= len(self._first):
+            return self._first[offset:end]
+        if offset >= end:
+            return b""
+        try:
+            response = self._store.client.get_object(
+                Bucket=self._store.bucket, Key=self._s3_key, Range=f"bytes={offset}-{end - 1}"
+            )
+            return response["Body"].read()
+        except Exception as exc:
+            raise _translate(exc, self._store.uri_for(self._key), "cannot read") from exc
+
+    def readinto_at(self, offset: int, target: memoryview) -> int:
+        data = self.read_at(offset, target.nbytes)
+        target[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._first = b""
 
 
 class S3Store(Store):
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self.client = client
+        self._pool = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="xcomstash-s3")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root_uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -32,13 +149,21 @@ class S3Store(Store):
 
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
-            yield spool  # type: ignore[misc]
-            spool.seek(0)
-            try:
-                self.client.upload_fileobj(spool, self.bucket, self._s3_key(key))
-            except Exception as exc:
+        stream = _MultipartWriter(self.client, self.bucket, self._s3_key(key), self._pool)
+        try:
+            yield stream  # type: ignore[misc]
+            stream.commit()
+        except BaseException as exc:
+            stream.abort()
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError) and _is_s3_error(exc):
                 raise _translate(exc, self.uri_for(key), "cannot upload") from exc
+            raise
+
+    def open_reader(self, key: str) -> ObjectReader:
+        try:
+            return S3Reader(self, key)
+        except Exception as exc:
+            raise _translate(exc, self.uri_for(key), "cannot read") from exc
 
     def get(self, key: str) -> bytes:
         try:
@@ -71,7 +196,8 @@ class S3Store(Store):
         )
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        full = self._s3_key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        prefix = prefix.strip("/")  # a path prefix, as in LocalStore: "dag" lists dag/..., not dag2/...
+        full = self._s3_key(prefix) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
         try:
@@ -84,6 +210,13 @@ class S3Store(Store):
                     )
         except Exception as exc:
             raise _translate(exc, self.root_uri, "cannot list") from exc
+
+
+def _is_s3_error(exc: Exception) -> bool:
+    """botocore's errors (client errors, connection failures), told apart from codec errors."""
+    return type(exc).__module__.startswith(("botocore", "urllib3", "boto3")) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )
 
 
 def _translate(exc: Exception, uri: str, action: str) -> StoreError:
