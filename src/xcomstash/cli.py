@@ -4,33 +4,36 @@ read from the object alone (no database, no Airflow)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from xcomstash import __version__, objectformat
+from xcomstash.stores.local import FileReader
 
 
 def _inspect(path: Path) -> int:
-    data = path.read_bytes()
     try:
-        header, body, footer = objectformat.parse(data)
-    except objectformat.ObjectFormatError as exc:
+        with FileReader(path) as reader:
+            layout = objectformat.read_layout(reader.size, reader.read_at)
+    except (OSError, objectformat.ObjectFormatError) as exc:
         print(f"{path}: not a valid xcomstash object: {exc}", file=sys.stderr)
         return 1
+    header = layout.header
     report = {
         "file": str(path),
-        "size": len(data),
-        "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "size": reader.size,
+        "digest": layout.digest,
         "format": header.format,
         "codec": header.codec,
         "codec_meta": header.codec_meta,
         "compression": header.compression,
         "python_type": header.python_type,
         "xcom": header.xcom,
-        "body_size": footer.body_size,
-        "raw_size": footer.raw_size,
+        "body_size": layout.body_size,
+        "raw_size": layout.raw_size,
+        "frames": len(layout.frames),
+        "compressed_frames": sum(1 for f in layout.frames if f.method),
     }
     print(json.dumps(report, indent=2))
     return 0
