@@ -27,11 +27,18 @@ class StashConfig:
     compression_level: int = 1
     #: Offload every value; the database only ever holds references.
     exclusive: bool = False
+    #: Local read cache for remote stores (``None``: no cache), bounded to ``cache_max_bytes``.
+    cache_dir: str | None = None
+    cache_max_bytes: int = 2 * 1024**3
+    #: Fetch the next mapped outputs while a task reads them one by one.
+    read_ahead: bool = True
 
     def __post_init__(self) -> None:
         parse_store_url(self.store_url)
         compression.validate(self.compression)
         if not isinstance(self.threshold, int) or self.threshold < 0:
             raise ConfigError(f"threshold must be a non-negative integer, got {self.threshold!r}")
+        if self.cache_max_bytes < 0:
+            raise ConfigError(f"cache_max_bytes must be >= 0, got {self.cache_max_bytes!r}")
         if not 1 <= self.compression_level <= 22:
             raise ConfigError(f"compression_level must be 1..22, got {self.compression_level!r}")

@@ -18,6 +18,9 @@ from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, jso
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.frames import FrameError, FrameWriter, read_frames
+from xcomstash.readahead import MAX_OBJECT_BYTES as MAX_PREFETCH_BYTES
+from xcomstash.readahead import MemoryReader, ReadAhead
+from xcomstash.stores.cache import ReadCache
 from xcomstash.errors import (
     DecodeError,
     IntegrityError,
@@ -31,6 +34,10 @@ from xcomstash.errors import (
 from xcomstash.reference import Reference, clip_summary, is_reference
 from xcomstash.stores import Store, open_store
 from xcomstash.trace import TraceEvent, emit, log
+
+
+#: Objects fetched at once when a task pulls many values (a mapped task's outputs).
+FANIN_WORKERS = 8
 
 
 class Engine:
@@ -51,6 +58,13 @@ class Engine:
         self.json_codec = JsonCodec(converter)
         self.trace_file = trace_file
         self._threads: ThreadPoolExecutor | None = None
+        self._fanin: ThreadPoolExecutor | None = None
+        self.cache = (
+            ReadCache(config.cache_dir, config.cache_max_bytes)
+            if config.cache_dir and not self.store.is_local
+            else None
+        )
+        self._readahead = ReadAhead(self._prefetch, self._fanin_pool()) if config.read_ahead else None
 
     # ----------------------------------------------------------------- push
 
@@ -163,27 +177,100 @@ class Engine:
 
     # ----------------------------------------------------------------- pull
 
-    def deserialize(self, stored: Any, coordinate: XComCoordinate | None = None) -> Any:
+    def deserialize(
+        self, stored: Any, coordinate: XComCoordinate | None = None, *, readahead: bool = True
+    ) -> Any:
         """The value for what an xcom row holds: inline structure or reference."""
         if is_reference(stored):
-            return self.get(Reference.from_json(stored), coordinate)
+            return self.get(Reference.from_json(stored), coordinate, readahead=readahead)
         started = time.perf_counter()
         value = self.converter.from_structure(stored)
         if self.trace_file:
             self._trace_inline("pull", coordinate, value, stored, started)
         return value
 
-    def get(self, ref: Reference, coordinate: XComCoordinate | None = None) -> Any:
+    def deserialize_many(self, stored_values: list[Any]) -> list[Any]:
+        """Values for many rows at once (a mapped task's fan-in), fetched concurrently by a
+        bounded pool; order is preserved and the first failure (in order) is raised."""
+        if sum(1 for s in stored_values if is_reference(s)) < 2:
+            return [self.deserialize(s) for s in stored_values]
+        return list(
+            self._fanin_pool().map(lambda s: self.deserialize(s, readahead=False), stored_values)
+        )
+
+    def _fanin_pool(self) -> ThreadPoolExecutor:
+        if self._fanin is None:
+            self._fanin = ThreadPoolExecutor(max_workers=FANIN_WORKERS, thread_name_prefix="xcomstash-fanin")
+        return self._fanin
+
+    def get(
+        self, ref: Reference, coordinate: XComCoordinate | None = None, *, readahead: bool = True
+    ) -> Any:
         """Fetch, verify and decode; raises a :class:`ReadError` subclass, never a wrong value."""
         started = time.perf_counter()
         key = self.store.key_for(ref.uri)
         coordinate = coordinate or XComCoordinate.from_object_key(key)
+        ahead = self._readahead if readahead else None
+        prefetched = ahead.take(key) if ahead else None
+        try:
+            if prefetched is not None:
+                try:
+                    return self._get_from(MemoryReader(prefetched), ref, coordinate, started)
+                except IntegrityError:
+                    pass  # prefetched bytes may predate a retry's overwrite: read the store
+            if self.cache is not None:
+                return self._get_cached(key, ref, coordinate, started)
+            try:
+                reader = self.store.open_reader(key)
+            except ReadError as exc:
+                raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
+            except StoreError as exc:
+                raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+            return self._get_from(reader, ref, coordinate, started)
+        finally:
+            if ahead is not None:
+                ahead.note_read(coordinate)
+
+    def _get_cached(
+        self, key: str, ref: Reference, coordinate: XComCoordinate | None, started: float
+    ) -> Any:
+        assert self.cache is not None
+        cached = self.cache.open(ref.digest)
+        if cached is not None:
+            try:
+                return self._get_from(cached, ref, coordinate, started)
+            except IntegrityError:
+                self.cache.discard(ref.digest)  # a damaged cache file: fetch it again
+        try:
+            origin = self.store.open_reader(key)
+        except ReadError as exc:
+            raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
+        except StoreError as exc:
+            raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+        try:
+            if origin.size != ref.size:  # do not cache what cannot verify
+                return self._get_from(origin, ref, coordinate, started)
+            try:
+                reader = self.cache.fill(ref.digest, origin, self._pool())
+            except StoreError as exc:
+                raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+        finally:
+            origin.close()
+        try:
+            return self._get_from(reader, ref, coordinate, started)
+        except IntegrityError:
+            self.cache.discard(ref.digest)
+            raise
+
+    def _get_from(
+        self, reader: Any, ref: Reference, coordinate: XComCoordinate | None, started: float
+    ) -> Any:
+        """Verify and decode one object from ``reader`` (which this closes)."""
 
         def corrupt(why: str) -> IntegrityError:
             return IntegrityError(f"stored object is corrupt: {why}", uri=ref.uri, coordinate=coordinate)
 
         try:
-            reader = self.store.open_reader(key)
             try:
                 if reader.size != ref.size:
                     raise corrupt(
@@ -222,6 +309,15 @@ class Engine:
             ) from exc
         self._trace("pull", coordinate, ref, started)
         return value
+
+    def _prefetch(self, key: str) -> bytes | None:
+        reader = self.store.open_reader(key)
+        try:
+            if reader.size > MAX_PREFETCH_BYTES:
+                return None
+            return reader.read_at(0, reader.size)
+        finally:
+            reader.close()
 
     # ---------------------------------------------------------------- purge
 

@@ -5,9 +5,17 @@ Each method translates Airflow's call into one engine call. Runs in the task pro
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from airflow.sdk.bases.xcom import BaseXCom
+from airflow.sdk.execution_time.comms import (
+    GetXCom,
+    GetXComSequenceSlice,
+    SetXCom,
+    XComResult,
+    XComSequenceSliceResult,
+)
 
 from xcomstash.airflow import legacy
 from xcomstash.airflow.settings import engine
@@ -22,6 +30,15 @@ def _coordinate(dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any
         map_index=-1 if map_index is None else int(map_index),
         key=str(key or BaseXCom.XCOM_RETURN_KEY),
     )
+
+
+class _Row:
+    """The shape ``deserialize_value`` expects: an object with ``.value``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class XComStashBackend(BaseXCom):
@@ -61,6 +78,100 @@ class XComStashBackend(BaseXCom):
         if path is not None:
             return legacy.read(path)
         return engine().deserialize(stored)
+
+    @classmethod
+    def deserialize_many(cls, stored_values: list[Any]) -> list[Any]:
+        """Fan-in: legacy rows one by one, our references concurrently, order preserved."""
+        if any(legacy.legacy_path(v) is not None for v in stored_values):
+            return [cls.deserialize_value(_Row(v)) for v in stored_values]
+        return engine().deserialize_many(stored_values)
+
+    # Fan-in: BaseXCom deserializes a mapped task's values one by one; fetch them concurrently.
+    @classmethod
+    def get_all(  # type: ignore[override]
+        cls, *, key: str, dag_id: str, task_id: str, run_id: str, include_prior_dates: bool = False
+    ) -> Any:
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        msg = SUPERVISOR_COMMS.send(
+            GetXComSequenceSlice(
+                key=key, dag_id=dag_id, task_id=task_id, run_id=run_id,
+                start=None, stop=None, step=None, include_prior_dates=include_prior_dates,
+            )
+        )
+        if not isinstance(msg, XComSequenceSliceResult):
+            raise TypeError(f"Expected XComSequenceSliceResult, received: {type(msg)} {msg}")
+        return cls.deserialize_many(list(msg.root)) if msg.root else None
+
+    # Async: the same as BaseXCom, but storage I/O runs in a thread, off the event loop.
+    @classmethod
+    async def aset(  # type: ignore[override]
+        cls,
+        key: str,
+        value: Any,
+        *,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        map_index: int = -1,
+        dag_result: bool = False,
+        _mapped_length: int | None = None,
+    ) -> None:
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        stored = await asyncio.to_thread(
+            cls.serialize_value,
+            value=value, key=key, task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index,
+        )
+        await SUPERVISOR_COMMS.asend(
+            SetXCom(
+                key=key, value=stored, dag_id=dag_id, task_id=task_id, run_id=run_id,
+                map_index=map_index, dag_result=dag_result, mapped_length=_mapped_length,
+            )
+        )
+
+    @classmethod
+    async def aget_one(  # type: ignore[override]
+        cls,
+        *,
+        key: str,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        map_index: int | None = None,
+        include_prior_dates: bool = False,
+    ) -> Any | None:
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        msg = await SUPERVISOR_COMMS.asend(
+            GetXCom(
+                key=key, dag_id=dag_id, task_id=task_id, run_id=run_id,
+                map_index=map_index, include_prior_dates=include_prior_dates,
+            )
+        )
+        if not isinstance(msg, XComResult):
+            raise TypeError(f"Expected XComResult, received: {type(msg)} {msg}")
+        if msg.value is None:
+            return None
+        return await asyncio.to_thread(cls.deserialize_value, msg)
+
+    @classmethod
+    async def aget_all(  # type: ignore[override]
+        cls, *, key: str, dag_id: str, task_id: str, run_id: str, include_prior_dates: bool = False
+    ) -> Any:
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        msg = await SUPERVISOR_COMMS.asend(
+            GetXComSequenceSlice(
+                key=key, dag_id=dag_id, task_id=task_id, run_id=run_id,
+                start=None, stop=None, step=None, include_prior_dates=include_prior_dates,
+            )
+        )
+        if not isinstance(msg, XComSequenceSliceResult):
+            raise TypeError(f"Expected XComSequenceSliceResult, received: {type(msg)} {msg}")
+        if not msg.root:
+            return None
+        return await asyncio.to_thread(cls.deserialize_many, list(msg.root))
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:  # type: ignore[override]

@@ -58,6 +58,34 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "True",
         "default": "False",
     },
+    "cache_dir": {
+        "description": (
+            "Local read cache for remote stores (S3): objects are kept here by digest, so "
+            "several tasks on one worker fetch a value once. Empty means "
+            "$TMPDIR/xcomstash-cache; 'off' disables it. Local stores are never cached.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "/var/cache/xcomstash",
+        "default": "",
+    },
+    "cache_max_bytes": {
+        "description": "Size bound of the read cache; least recently used objects go first.\n",
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "10737418240",
+        "default": "2147483648",
+    },
+    "read_ahead": {
+        "description": (
+            "When a task reads a mapped task's outputs one by one (Airflow's lazy sequence), "
+            "fetch the next ones in the background.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "False",
+        "default": "True",
+    },
     "trace_file": {
         "description": (
             "If set, append one JSON line per offloaded push, pull and purge (where, size, time) "

@@ -3,7 +3,9 @@ connections for store credentials, and Airflow's serde for inline values."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from functools import cache
 from typing import Any
 
@@ -34,6 +36,17 @@ def read_config() -> tuple[StashConfig, str | None]:
         compression=conf.get(SECTION, "compression", fallback="zstd") or "zstd",
         compression_level=conf.getint(SECTION, "compression_level", fallback=1),
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
+    )
+    cache_dir = conf.get(SECTION, "cache_dir", fallback="") or ""
+    if cache_dir.lower() == "off":
+        cache_dir = ""
+    elif not cache_dir:
+        cache_dir = os.path.join(tempfile.gettempdir(), "xcomstash-cache")
+    config = dataclasses.replace(
+        config,
+        cache_dir=cache_dir or None,
+        cache_max_bytes=conf.getint(SECTION, "cache_max_bytes", fallback=2 * 1024**3),
+        read_ahead=conf.getboolean(SECTION, "read_ahead", fallback=True),
     )
     trace_file = conf.get(SECTION, "trace_file", fallback="") or None
     return config, trace_file

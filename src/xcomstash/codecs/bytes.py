@@ -26,6 +26,10 @@ class BytesCodec(Codec):
             return bytearray(data)
         if kind == "memoryview":
             return memoryview(data)
+        if kind == "bytes_":  # numpy.bytes_ subclasses bytes, so its MRO finds this codec first
+            import numpy as np
+
+            return np.bytes_(bytes(data))
         return bytes(data)
 
     def summary(self, value: Any) -> str:

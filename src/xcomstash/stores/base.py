@@ -39,6 +39,8 @@ class ObjectReader(Protocol):
 class Store(ABC):
     #: The root URI; every object URI starts with ``root_uri + "/"``.
     root_uri: str
+    #: Local stores are not worth caching: the read cache is for remote ones.
+    is_local: bool = False
 
     @abstractmethod
     def writer(self, key: str) -> AbstractContextManager[BinaryIO]:

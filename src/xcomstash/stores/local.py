@@ -47,6 +47,8 @@ class FileReader:
 
 
 class LocalStore(Store):
+    is_local = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root_uri = "file://" + str(self.root)
