@@ -1,0 +1,108 @@
+"""S3 credentials from an Airflow AWS connection (``AIRFLOW_CONN_<ID>``), the way workers get them.
+
+Airflow is imported in a child process: its configuration is read once per process from
+``AIRFLOW_HOME``, so importing it here would pin this whole test session to one home.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.s3
+
+RESULT_MARKER = "XCOMSTASH-TEST-RESULT "
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from xcomstash.airflow.settings import s3_client_from_connection
+    from xcomstash.config import StashConfig
+    from xcomstash.coordinate import XComCoordinate
+    from xcomstash.engine import Engine
+    from xcomstash.errors import StoreError
+    from xcomstash.stores import open_store
+
+    prefix = sys.argv[1]
+    result = {}
+
+    # 1. The store, opened from a URL naming the connection.
+    store = open_store(f"s3://my_s3@xcom/{prefix}", s3_client_factory=s3_client_from_connection)
+    result["root_uri"] = store.root_uri
+    result["endpoint"] = store.client.meta.endpoint_url
+    with store.writer("conn/value.xcs") as f:
+        f.write(b"written with connection credentials")
+    result["got"] = store.get("conn/value.xcs").decode()
+    result["listed"] = [i.key for i in store.list()]
+
+    # 2. The engine, with the same factory the Airflow adapter uses.
+    engine = Engine(
+        StashConfig(store_url=f"s3://my_s3@xcom/{prefix}/engine", threshold=0),
+        s3_client_factory=s3_client_from_connection,
+    )
+    coordinate = XComCoordinate("conn_dag", "run", "task", -1, "return_value")
+    stored = engine.serialize(np.arange(12).reshape(3, 4), coordinate)
+    result["uri"] = stored["uri"]
+    result["array"] = engine.deserialize(stored, coordinate).tolist()
+
+    # 3. A connection with a wrong secret is refused by the server.
+    bad = open_store(f"s3://bad_s3@xcom/{prefix}", s3_client_factory=s3_client_from_connection)
+    try:
+        bad.get("conn/value.xcs")
+    except StoreError as exc:
+        result["bad"] = type(exc).__name__
+    else:
+        result["bad"] = None
+
+    print("%s" + json.dumps(result))
+    """
+    % RESULT_MARKER
+)
+
+
+def test_store_and_engine_use_airflow_connection(
+    s3_server, s3_client, s3_prefix: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow_home"))
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    monkeypatch.setenv("AIRFLOW_CONN_MY_S3", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_S3", json.dumps({**conn, "password": "wrong-secret"}))
+    # The connection must be the only source of credentials and endpoint.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, s3_prefix],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARKER)]
+    assert proc.returncode == 0 and lines, (
+        f"child failed (exit {proc.returncode})\nstdout:\n{proc.stdout[-3000:]}\n"
+        f"stderr:\n{proc.stderr[-5000:]}"
+    )
+    result = json.loads(lines[-1][len(RESULT_MARKER) :])
+
+    assert result["root_uri"] == f"s3://xcom/{s3_prefix}"  # the conn id is not part of the URI
+    assert result["endpoint"] == s3_server.endpoint_url
+    assert result["got"] == "written with connection credentials"
+    assert result["listed"] == ["conn/value.xcs"]
+    assert result["uri"].startswith(f"s3://xcom/{s3_prefix}/engine/conn_dag/run/task/-1/")
+    assert result["array"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert result["bad"] is not None, "a wrong secret was accepted"
+
+    # What the child wrote is really in the server, where the URL said.
+    body = s3_client.get_object(Bucket="xcom", Key=f"{s3_prefix}/conn/value.xcs")["Body"].read()
+    assert body == b"written with connection credentials"
