@@ -296,7 +296,10 @@ class Engine:
         header = layout.header
         if header.codec != ref.codec:
             raise corrupt(f"header codec {header.codec!r} differs from the reference's {ref.codec!r}")
-        codec = self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
+        try:
+            codec = self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
+        except XComStashError as exc:  # a codec not registered in this worker
+            raise DecodeError(str(exc), uri=ref.uri, coordinate=coordinate) from None
         try:
             value = codec.decode(memoryview(payload), header.codec_meta)
         except XComStashError:

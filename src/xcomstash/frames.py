@@ -194,7 +194,10 @@ def read_frames(
             raise FrameError(f"frame {index} does not match its digest")
         import zstandard
 
-        out = zstandard.ZstdDecompressor().decompress(stored, max_output_size=frame.raw_len)
+        try:
+            out = zstandard.ZstdDecompressor().decompress(stored, max_output_size=frame.raw_len)
+        except zstandard.ZstdError as exc:  # digest matched but the data is not a valid frame
+            raise FrameError(f"frame {index} does not decompress: {exc}") from None
         if len(out) != frame.raw_len:
             raise FrameError(f"frame {index} decompressed to the wrong length")
         target[:] = out

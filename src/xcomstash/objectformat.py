@@ -133,7 +133,7 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
 def parse_header(blob: bytes) -> ObjectHeader:
     try:
         doc = json.loads(blob)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: deep nesting
         raise ObjectFormatError(f"object header is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ObjectFormatError("object header is not a JSON object")

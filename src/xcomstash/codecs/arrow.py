@@ -13,6 +13,9 @@ def write_ipc(table: Any, sink: BinaryIO) -> None:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         if isinstance(table, pa.RecordBatch):
             writer.write_batch(table)
+        elif table.num_rows == 0:
+            # write_table skips empty chunks, and with them the dictionaries (categories)
+            writer.write_batch(_empty_batch(table))
         else:
             writer.write_table(table, max_chunksize=1 << 20)
 
@@ -54,6 +57,8 @@ class ArrowTableCodec(Codec):
 
 
 def _empty_batch(table: Any) -> Any:
+    """A 0-row batch of a 0-row table that keeps each dictionary column's dictionary."""
     import pyarrow as pa
 
-    return pa.RecordBatch.from_pylist([], schema=table.schema)
+    columns = [c.chunks[0] if c.num_chunks else pa.array([], type=c.type) for c in table.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=table.schema)

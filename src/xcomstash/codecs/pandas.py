@@ -30,7 +30,13 @@ class PandasDataFrameCodec(Codec):
         index_names = list(value.index.names)
         if not all(n is None or isinstance(n, str) for n in index_names):
             meta["index_names"] = _json_labels(index_names, "index names")
-        labels = list(value.columns)
+        columns = value.columns
+        if type(columns).__name__ == "RangeIndex":
+            # pd.DataFrame(ndarray): a wide frame's labels would not fit in the object header
+            meta["column_range"] = [columns.start, columns.stop, columns.step]
+            meta["column_names"] = _json_labels([columns.name], "column index names")
+            return meta
+        labels = list(columns)
         if all(isinstance(c, str) for c in labels):
             return meta
         meta["columns"] = _json_labels(labels, "column labels")
@@ -51,14 +57,18 @@ class PandasDataFrameCodec(Codec):
         write_ipc(table, sink)
 
     def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
-        # split_blocks keeps one block per column, so numeric columns stay views of the payload.
+        # Not split_blocks=True: its zero-copy columns are read-only numpy views of Arrow memory,
+        # so in-place edits of the pulled frame (df.loc[...] = x, fillna(inplace=True)) would fail.
         import pandas as pd
 
         table = read_ipc(data)
         frame = _restore_object_strings(
-            table.to_pandas(split_blocks=True), table.schema.pandas_metadata or {}
+            table.to_pandas(), table.schema.pandas_metadata or {}
         )
-        if "columns" in meta:
+        if "column_range" in meta:
+            start, stop, step = meta["column_range"]
+            frame.columns = pd.RangeIndex(start, stop, step, name=_unlabel(meta["column_names"][0]))
+        elif "columns" in meta:
             labels = [_unlabel(c) for c in meta["columns"]]
             names = [_unlabel(n) for n in meta.get("column_names", [None])]
             if len(names) > 1:

@@ -62,7 +62,14 @@ class ReadCache:
                 pass
             os.close(fd)
             fd = -1
-            os.replace(tmp, path)
+            # Opened before publishing: another reader's eviction may unlink the entry at once,
+            # but cannot take this descriptor's copy away.
+            reader = FileReader(tmp)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                reader.close()
+                raise
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -72,7 +79,7 @@ class ReadCache:
                 pass
             raise
         self._evict(keep=path)
-        return FileReader(path)
+        return reader
 
     def discard(self, digest: str) -> None:
         try:
