@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from xcomstash import objectformat, policy
 from xcomstash.codecs import CodecRegistry, default_registry
@@ -17,7 +18,10 @@ from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, json_summary
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
+from xcomstash.codecs.arrow import ArrowTableCodec
+from xcomstash.codecs.pandas import PandasDataFrameCodec
 from xcomstash.frames import FrameError, FrameWriter, read_frames
+from xcomstash.partial import FramedFile, PartialRead, read_arrow_subset, rows_of_range_index, select_in_memory
 from xcomstash.readahead import MAX_OBJECT_BYTES as MAX_PREFETCH_BYTES
 from xcomstash.readahead import MemoryReader, ReadAhead
 from xcomstash.stores.cache import ReadCache
@@ -267,51 +271,72 @@ class Engine:
     ) -> Any:
         """Verify and decode one object from ``reader`` (which this closes)."""
 
-        def corrupt(why: str) -> IntegrityError:
-            return IntegrityError(f"stored object is corrupt: {why}", uri=ref.uri, coordinate=coordinate)
-
-        try:
+        with _read_errors(ref, coordinate):
             try:
-                if reader.size != ref.size:
-                    raise corrupt(
-                        f"{reader.size:,} bytes where the reference says {ref.size:,} "
-                        "(truncated or replaced)"
-                    )
-                layout = objectformat.read_layout(reader.size, reader.read_at)
-                if layout.digest != ref.digest:
-                    raise corrupt(f"digest {layout.digest} does not match the reference's {ref.digest}")
+                layout = _verified_layout(reader, ref, coordinate)
                 payload = read_frames(
                     layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self._pool()
                 )
             finally:
                 reader.close()
-        except ReadError as exc:
-            if exc.coordinate is None and coordinate is not None:
-                raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
-            raise
-        except StoreError as exc:
-            raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
-        except (objectformat.ObjectFormatError, FrameError) as exc:
-            raise corrupt(str(exc)) from None
-        header = layout.header
-        if header.codec != ref.codec:
-            raise corrupt(f"header codec {header.codec!r} differs from the reference's {ref.codec!r}")
-        try:
-            codec = self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
-        except XComStashError as exc:  # a codec not registered in this worker
-            raise DecodeError(str(exc), uri=ref.uri, coordinate=coordinate) from None
-        try:
-            value = codec.decode(memoryview(payload), header.codec_meta)
-        except XComStashError:
-            raise
-        except Exception as exc:
-            raise DecodeError(
-                f"codec {codec.name!r} could not decode the object: {type(exc).__name__}: {exc}",
-                uri=ref.uri,
-                coordinate=coordinate,
-            ) from exc
+        codec = self._codec_for(layout.header, ref, coordinate)
+        with _decode_errors(codec, ref, coordinate):
+            value = codec.decode(memoryview(payload), layout.header.codec_meta)
         self._trace("pull", coordinate, ref, started)
         return value
+
+    def _codec_for(
+        self, header: objectformat.ObjectHeader, ref: Reference, coordinate: XComCoordinate | None
+    ) -> Codec:
+        try:
+            return self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
+        except XComStashError as exc:  # a codec not registered in this worker
+            raise DecodeError(str(exc), uri=ref.uri, coordinate=coordinate) from None
+
+    # --------------------------------------------------------- partial read
+
+    def read_table(
+        self,
+        stored: Any,
+        columns: Sequence[str] | None = None,
+        rows: tuple[int, int | None] | None = None,
+    ) -> tuple[Any, PartialRead | None]:
+        """Some columns and/or rows ``[start, stop)`` of a stored table (pandas DataFrame or
+        pyarrow Table), fetching and verifying only the frames that hold them. Other values
+        (inline rows, polars, non-string pandas labels) are read whole and then sliced."""
+        if is_reference(stored):
+            ref = Reference.from_json(stored)
+            if ref.codec in (PandasDataFrameCodec.name, ArrowTableCodec.name):
+                return self._read_table_partially(ref, columns, rows)
+        return select_in_memory(self.deserialize(stored), columns, rows), None
+
+    def _read_table_partially(
+        self, ref: Reference, columns: Sequence[str] | None, rows: tuple[int, int | None] | None
+    ) -> tuple[Any, PartialRead | None]:
+        key = self.store.key_for(ref.uri)
+        coordinate = XComCoordinate.from_object_key(key)
+        cached = self.cache.open(ref.digest) if self.cache else None
+        with _read_errors(ref, coordinate):
+            reader = cached or self.store.open_reader(key)
+            try:
+                layout = _verified_layout(reader, ref, coordinate)
+                meta = layout.header.codec_meta
+                if "columns" in meta or "column_range" in meta:  # non-string labels: read whole
+                    table = None
+                else:
+                    source = FramedFile(layout, reader)
+                    table = read_arrow_subset(source, columns, rows, int(meta.get("batch_rows", 1 << 20)))
+            finally:
+                reader.close()
+        if table is None:
+            return select_in_memory(self.get(ref), columns, rows), None
+        codec = self._codec_for(layout.header, ref, coordinate)
+        with _decode_errors(codec, ref, coordinate):
+            value = codec.from_table(table, meta)  # type: ignore[attr-defined]
+        if rows is not None and meta.get("range_index") is not None:
+            value.index = rows_of_range_index(meta["range_index"], rows[0], len(value))
+        stats = PartialRead(source.bytes_fetched, source.frames_fetched, len(layout.frames), ref.size)
+        return value, stats
 
     def _prefetch(self, key: str) -> bytes | None:
         reader = self.store.open_reader(key)
@@ -378,3 +403,55 @@ class Engine:
             ),
             self.trace_file,
         )
+
+
+def _verified_layout(
+    reader: Any, ref: Reference, coordinate: XComCoordinate | None
+) -> objectformat.ObjectLayout:
+    """Check size, framing, root digest and codec against the reference, before any payload."""
+    if reader.size != ref.size:
+        raise objectformat.ObjectFormatError(
+            f"{reader.size:,} bytes where the reference says {ref.size:,} (truncated or replaced)"
+        )
+    layout = objectformat.read_layout(reader.size, reader.read_at)
+    if layout.digest != ref.digest:
+        raise objectformat.ObjectFormatError(
+            f"digest {layout.digest} does not match the reference's {ref.digest}"
+        )
+    if layout.header.codec != ref.codec:
+        raise objectformat.ObjectFormatError(
+            f"header codec {layout.header.codec!r} differs from the reference's {ref.codec!r}"
+        )
+    return layout
+
+
+@contextmanager
+def _read_errors(ref: Reference, coordinate: XComCoordinate | None) -> Iterator[None]:
+    """Map everything that can go wrong while fetching and verifying onto our hierarchy,
+    naming the XCom and the URI."""
+    try:
+        yield
+    except ReadError as exc:
+        if exc.coordinate is None and coordinate is not None:
+            raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
+        raise
+    except StoreError as exc:
+        raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+    except (objectformat.ObjectFormatError, FrameError) as exc:
+        raise IntegrityError(
+            f"stored object is corrupt: {exc}", uri=ref.uri, coordinate=coordinate
+        ) from None
+
+
+@contextmanager
+def _decode_errors(codec: Codec, ref: Reference, coordinate: XComCoordinate | None) -> Iterator[None]:
+    try:
+        yield
+    except XComStashError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"codec {codec.name!r} could not decode the object: {type(exc).__name__}: {exc}",
+            uri=ref.uri,
+            coordinate=coordinate,
+        ) from exc

@@ -30,6 +30,10 @@ class UnsupportedTypeError(XComStashError, TypeError):
         super().__init__(f"{hint} ({detail})" if detail else hint)
 
 
+class SelectionError(XComStashError, ValueError):
+    """A partial read asked for columns or rows the stored table does not have."""
+
+
 class EncodeError(XComStashError):
     """A codec failed to encode a value it claimed to handle."""
 

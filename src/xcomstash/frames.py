@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-FRAME_SIZE = 4 * 1024 * 1024
+FRAME_SIZE = 1024 * 1024
 METHOD_RAW = 0
 METHOD_ZSTD = 1
 _METHODS = {"none": METHOD_RAW, "zstd": METHOD_ZSTD}

@@ -33,7 +33,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     },
     "compression": {
         "description": (
-            "Compression of stored objects: zstd or none. Objects are compressed in 4 MiB "
+            "Compression of stored objects: zstd or none. Objects are compressed in 1 MiB "
             "frames, each only if a sample shows it pays (random floats are stored raw).\n"
         ),
         "version_added": "0.1.0",

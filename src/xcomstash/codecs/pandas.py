@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, BinaryIO
 
-from xcomstash.codecs.arrow import read_ipc, table_summary, write_ipc
+from xcomstash.codecs.arrow import ROWS_PER_BATCH, read_ipc, table_summary, write_ipc
 from xcomstash.codecs.base import Codec
 from xcomstash.errors import UnsupportedTypeError
 
@@ -23,7 +23,11 @@ class PandasDataFrameCodec(Codec):
 
     def meta(self, value: Any) -> dict[str, Any]:
         # Arrow field names must be strings and Arrow has no index frequency: keep both here.
-        meta: dict[str, Any] = {}
+        import pandas as pd
+
+        meta: dict[str, Any] = {"batch_rows": ROWS_PER_BATCH}
+        if isinstance(value.index, pd.RangeIndex):
+            meta["range_index"] = [value.index.start, value.index.stop, value.index.step]
         freq = getattr(value.index, "freqstr", None)
         if freq:
             meta["index_freq"] = freq
@@ -59,9 +63,12 @@ class PandasDataFrameCodec(Codec):
     def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
         # Not split_blocks=True: its zero-copy columns are read-only numpy views of Arrow memory,
         # so in-place edits of the pulled frame (df.loc[...] = x, fillna(inplace=True)) would fail.
+        return self.from_table(read_ipc(data), meta)
+
+    def from_table(self, table: Any, meta: dict[str, Any]) -> Any:
+        """The DataFrame from a (possibly projected) table: used by full and partial reads."""
         import pandas as pd
 
-        table = read_ipc(data)
         frame = _restore_object_strings(
             table.to_pandas(), table.schema.pandas_metadata or {}
         )

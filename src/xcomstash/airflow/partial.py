@@ -1,0 +1,53 @@
+"""``pull_table``: read only some columns/rows of a table another task returned.
+
+Inside a task::
+
+    from xcomstash.airflow.partial import pull_table
+
+    prices = pull_table("extract", columns=["price"], rows=(0, 10_000))
+
+Only the bytes that hold those columns and rows are fetched (and verified); see
+:meth:`xcomstash.engine.Engine.read_table`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from xcomstash.airflow.backend import XComStashBackend, _Row
+from xcomstash.airflow.settings import engine
+from xcomstash.partial import select_in_memory
+
+
+def pull_table(
+    task_id: str,
+    key: str = "return_value",
+    *,
+    columns: Sequence[str] | None = None,
+    rows: tuple[int, int | None] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    map_index: int = -1,
+) -> Any:
+    """The selected columns and rows ``[start, stop)`` of a pushed DataFrame or Arrow table.
+
+    ``dag_id`` and ``run_id`` default to the running task's. Returns ``None`` when no such XCom
+    exists, like ``xcom_pull``.
+    """
+    if dag_id is None or run_id is None:
+        from airflow.sdk import get_current_context
+
+        ti = get_current_context()["ti"]
+        dag_id = dag_id or ti.dag_id
+        run_id = run_id or ti.run_id
+    result = XComStashBackend._get_xcom_db_ref(
+        key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index
+    )
+    if result.value is None:
+        return None
+    from xcomstash.airflow import legacy
+
+    if legacy.legacy_path(result.value) is not None:
+        return select_in_memory(XComStashBackend.deserialize_value(_Row(result.value)), columns, rows)
+    value, _stats = engine().read_table(result.value, columns, rows)
+    return value
