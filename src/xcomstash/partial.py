@@ -43,6 +43,8 @@ class FramedFile(io.RawIOBase):
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self.bytes_fetched = 0
         self.frames_fetched = 0
+        #: Arrow turns exceptions raised in ``read`` into its own OSError; keep ours to re-raise.
+        self.error: FrameError | None = None
 
     def readable(self) -> bool:
         return True
@@ -73,6 +75,13 @@ class FramedFile(io.RawIOBase):
         return done
 
     def _frame(self, index: int) -> bytes:
+        try:
+            return self._load(index)
+        except FrameError as exc:
+            self.error = exc
+            raise
+
+    def _load(self, index: int) -> bytes:
         data = self._cache.get(index)
         if data is not None:
             self._cache.move_to_end(index)
@@ -117,6 +126,20 @@ def read_arrow_subset(
     """A pyarrow Table holding only ``columns`` (plus pandas index columns) and the rows
     ``[start, stop)``; only the record batches overlapping those rows are read. Every batch
     but the last holds ``batch_rows`` rows (the writer's ``max_chunksize``)."""
+    try:
+        return _read_arrow_subset(source, columns, rows, batch_rows)
+    except OSError:
+        if source.error is not None:
+            raise source.error from None
+        raise
+
+
+def _read_arrow_subset(
+    source: FramedFile,
+    columns: Sequence[str] | None,
+    rows: tuple[int, int | None] | None,
+    batch_rows: int,
+) -> Any:
     import pyarrow as pa
 
     fields = None
