@@ -13,9 +13,16 @@ import pytest
 
 from xcomstash import Engine, IntegrityError, StashConfig, XComCoordinate
 from xcomstash.errors import SelectionError
-from xcomstash.codecs.arrow import ROWS_PER_BATCH
+from xcomstash.codecs import arrow
 
+ROWS_PER_BATCH = 20_000  # small batches and frames keep the test fast; the logic is the same
 ROWS = ROWS_PER_BATCH * 2 + 12_345  # three record batches, the last one short
+
+
+@pytest.fixture(autouse=True)
+def small_batches_and_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arrow, "ROWS_PER_BATCH", ROWS_PER_BATCH)
+    monkeypatch.setattr("xcomstash.frames.FRAME_SIZE", 64 * 1024)
 
 
 @pytest.fixture()

@@ -90,14 +90,14 @@ class FrameWriter:
         level: int,
         pool: ThreadPoolExecutor,
         *,
-        frame_size: int = FRAME_SIZE,
+        frame_size: int | None = None,
         inflight: int = 4,
     ) -> None:
         self._sink = sink
         self._method = _METHODS[compression]
         self._level = level
         self._pool = pool
-        self._frame_size = frame_size
+        self._frame_size = frame_size or FRAME_SIZE
         self._inflight = inflight
         self._buffer = bytearray()
         self._pending: deque[Future[tuple[Frame, bytes]]] = deque()

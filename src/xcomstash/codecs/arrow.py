@@ -48,7 +48,7 @@ class ArrowTableCodec(Codec):
 
         return {
             "kind": "record_batch" if isinstance(value, pa.RecordBatch) else "table",
-            "batch_rows": ROWS_PER_BATCH,
+            "batch_rows": ROWS_PER_BATCH,  # read at call time: tests shrink it
         }
 
     def encode(self, value: Any, sink: BinaryIO) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any, BinaryIO
 
-from xcomstash.codecs.arrow import ROWS_PER_BATCH, read_ipc, table_summary, write_ipc
+from xcomstash.codecs import arrow
+from xcomstash.codecs.arrow import read_ipc, table_summary, write_ipc
 from xcomstash.codecs.base import Codec
 from xcomstash.errors import UnsupportedTypeError
 
@@ -25,7 +26,7 @@ class PandasDataFrameCodec(Codec):
         # Arrow field names must be strings and Arrow has no index frequency: keep both here.
         import pandas as pd
 
-        meta: dict[str, Any] = {"batch_rows": ROWS_PER_BATCH}
+        meta: dict[str, Any] = {"batch_rows": arrow.ROWS_PER_BATCH}
         if isinstance(value.index, pd.RangeIndex):
             meta["range_index"] = [value.index.start, value.index.stop, value.index.step]
         freq = getattr(value.index, "freqstr", None)
