@@ -28,7 +28,7 @@ from xcomstash import (
 )
 from xcomstash import objectformat
 from xcomstash.codecs.json import PLAIN_JSON, StructureConverter
-from xcomstash.frames import ENTRY
+from xcomstash.frames import FRAME_SIZE, ENTRY
 from xcomstash.reference import MARKER, is_reference
 from xcomstash.stores.local import FileReader
 
@@ -311,7 +311,7 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
 
 
 def test_footer_raw_size_is_the_codec_payload_size(engine: Engine, root: Path) -> None:
-    data = os.urandom(5 * 1024 * 1024)  # more than one 4 MiB frame
+    data = os.urandom(FRAME_SIZE + 1)  # just more than one frame
     stored = engine.serialize(data, COORD)
     layout = layout_of(object_path(root, stored))
     assert layout.raw_size == len(data)

@@ -238,32 +238,34 @@ class Engine:
     def _get_cached(
         self, key: str, ref: Reference, coordinate: XComCoordinate | None, started: float
     ) -> Any:
-        assert self.cache is not None
-        cached = self.cache.open(ref.digest)
+        """Read through the local cache. The cache is only ever a copy: a damaged entry is
+        dropped and fetched again, and a cache that cannot be used is bypassed."""
+        cache = self.cache
+        assert cache is not None
+        cached = _quietly(lambda: cache.open(ref.digest))
         if cached is not None:
             try:
                 return self._get_from(cached, ref, coordinate, started)
             except IntegrityError:
-                self.cache.discard(ref.digest)  # a damaged cache file: fetch it again
-        try:
+                _quietly(lambda: cache.discard(ref.digest))
+        with _read_errors(ref, coordinate):
             origin = self.store.open_reader(key)
-        except ReadError as exc:
-            raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
-        except StoreError as exc:
-            raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+        if origin.size != ref.size or origin.size > cache.max_bytes:
+            return self._get_from(origin, ref, coordinate, started)  # not worth caching
         try:
-            if origin.size != ref.size:  # do not cache what cannot verify
-                return self._get_from(origin, ref, coordinate, started)
-            try:
-                reader = self.cache.fill(ref.digest, origin, self._pool())
-            except StoreError as exc:
-                raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
-        finally:
+            with _read_errors(ref, coordinate):
+                reader = cache.fill(ref.digest, origin, self._pool())
+        except OSError as exc:  # the cache directory itself failed (full, unwritable)
+            log.warning("xcomstash: read cache unusable, reading from the store: %s", exc)
+            return self._get_from(origin, ref, coordinate, started)
+        except BaseException:
             origin.close()
+            raise
+        origin.close()
         try:
             return self._get_from(reader, ref, coordinate, started)
         except IntegrityError:
-            self.cache.discard(ref.digest)
+            _quietly(lambda: cache.discard(ref.digest))
             raise
 
     def _get_from(
@@ -315,9 +317,26 @@ class Engine:
     ) -> tuple[Any, PartialRead | None]:
         key = self.store.key_for(ref.uri)
         coordinate = XComCoordinate.from_object_key(key)
-        cached = self.cache.open(ref.digest) if self.cache else None
+        cache = self.cache
+        cached = _quietly(lambda: cache.open(ref.digest)) if cache else None
+        if cached is not None:
+            try:
+                return self._read_table_from(cached, ref, coordinate, columns, rows)
+            except IntegrityError:
+                _quietly(lambda: cache.discard(ref.digest))  # type: ignore[union-attr]
         with _read_errors(ref, coordinate):
-            reader = cached or self.store.open_reader(key)
+            reader = self.store.open_reader(key)
+        return self._read_table_from(reader, ref, coordinate, columns, rows)
+
+    def _read_table_from(
+        self,
+        reader: Any,
+        ref: Reference,
+        coordinate: XComCoordinate | None,
+        columns: Sequence[str] | None,
+        rows: tuple[int, int | None] | None,
+    ) -> tuple[Any, PartialRead | None]:
+        with _read_errors(ref, coordinate):
             try:
                 layout = _verified_layout(reader, ref, coordinate)
                 meta = layout.header.codec_meta
@@ -455,3 +474,12 @@ def _decode_errors(codec: Codec, ref: Reference, coordinate: XComCoordinate | No
             uri=ref.uri,
             coordinate=coordinate,
         ) from exc
+
+
+def _quietly(action: Callable[[], Any]) -> Any:
+    """Run a cache operation; a cache that fails (disk full, permissions) is just bypassed."""
+    try:
+        return action()
+    except OSError as exc:
+        log.warning("xcomstash: read cache unusable: %s", exc)
+        return None

@@ -37,7 +37,9 @@ class FileReader:
         return done
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> FileReader:
         return self

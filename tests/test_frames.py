@@ -1,0 +1,297 @@
+"""Frames, the body of a stored object: FrameWriter cuts a payload into independently
+compressed, hashed frames, and read_frames reassembles it, verifying every frame first."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import pytest
+
+from xcomstash.frames import (
+    ENTRY,
+    FRAME_SIZE,
+    METHOD_RAW,
+    METHOD_ZSTD,
+    Frame,
+    FrameError,
+    FrameWriter,
+    pack_table,
+    read_frames,
+    unpack_table,
+)
+
+SMALL = 4096  # a small frame size keeps the multi-frame cases fast
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as p:
+        yield p
+
+
+def write(
+    payload: bytes,
+    pool: ThreadPoolExecutor,
+    *,
+    compression: str = "zstd",
+    frame_size: int = FRAME_SIZE,
+    pieces: int = 1,
+) -> tuple[list[Frame], bytes, FrameWriter]:
+    """Feed ``payload`` to a FrameWriter in ``pieces`` writes; returns table, body and writer."""
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, compression, 3, pool, frame_size=frame_size, inflight=2)
+    step = max(1, -(-len(payload) // pieces))
+    for start in range(0, len(payload), step):
+        assert writer.write(payload[start : start + step]) == len(payload[start : start + step])
+    frames = writer.finish()
+    return frames, sink.getvalue(), writer
+
+
+def read(frames: list[Frame], body: bytes, pool: ThreadPoolExecutor, offset: int = 0) -> bytearray:
+    """read_frames over ``body`` placed at ``offset`` of a larger object."""
+    blob = b"P" * offset + body + b"T" * 17  # something before and after the body
+
+    def read_at(at: int, length: int) -> bytes:
+        return blob[at : at + length]
+
+    def readinto_at(at: int, target: memoryview) -> int:
+        chunk = blob[at : at + target.nbytes]
+        target[: len(chunk)] = chunk
+        return len(chunk)
+
+    return read_frames(frames, offset, read_at, readinto_at, pool)
+
+
+def repetitive(n: int) -> bytes:
+    return (b"the same line of text, again and again\n" * (n // 39 + 1))[:n]
+
+
+# ------------------------------------------------------------------ round trips
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, FRAME_SIZE - 1, FRAME_SIZE, FRAME_SIZE + 1],
+    ids=["empty", "one byte", "frame-1", "exactly one frame", "frame+1"],
+)
+@pytest.mark.parametrize("kind", ["random", "repetitive"])
+def test_round_trip_is_byte_identical_at_frame_size_boundaries(
+    size: int, kind: str, pool: ThreadPoolExecutor
+) -> None:
+    payload = os.urandom(size) if kind == "random" else repetitive(size)
+    frames, body, writer = write(payload, pool)
+    assert len(frames) == -(-size // FRAME_SIZE)  # ceil: no empty frame, no frame too many
+    assert all(0 < f.raw_len <= FRAME_SIZE for f in frames)
+    assert writer.raw_size == size == sum(f.raw_len for f in frames)
+    assert writer.body_size == len(body) == sum(f.stored_len for f in frames)
+    assert writer.tell() == size
+    back = read(frames, body, pool, offset=13)
+    assert isinstance(back, bytearray)
+    assert bytes(back) == payload
+
+
+@pytest.mark.parametrize("frame_size", [1, 7, SMALL])
+@pytest.mark.parametrize("pieces", [1, 3, 50])
+def test_round_trip_over_many_small_frames_and_uneven_writes(
+    frame_size: int, pieces: int, pool: ThreadPoolExecutor
+) -> None:
+    size = min(SMALL, 60 * frame_size)  # about 60 or more frames, each size kept fast
+    payload = os.urandom(size) + repetitive(3 * size + 5) + os.urandom(size // 3 + 1)
+    frames, body, _ = write(payload, pool, frame_size=frame_size, pieces=pieces)
+    assert len(frames) == -(-len(payload) // frame_size)
+    assert [f.raw_len for f in frames[:-1]] == [frame_size] * (len(frames) - 1)
+    assert bytes(read(frames, body, pool)) == payload
+
+
+def test_frames_are_written_in_order_with_more_frames_than_inflight(pool: ThreadPoolExecutor) -> None:
+    chunks = [bytes([i]) * SMALL for i in range(40)]  # each frame distinguishable
+    frames, body, _ = write(b"".join(chunks), pool, compression="none", frame_size=SMALL, pieces=40)
+    assert [f.sha256 for f in frames] == [hashlib.sha256(c).digest() for c in chunks]
+    assert body == b"".join(chunks)
+
+
+def test_writer_accepts_buffer_objects(pool: ThreadPoolExecutor) -> None:
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, "zstd", 1, pool, frame_size=SMALL)
+    import array
+
+    parts = [b"abc", bytearray(b"defg"), memoryview(b"hij"), array.array("i", [1, 2, 3])]
+    for part in parts:
+        writer.write(part)
+    frames = writer.finish()
+    expected = b"abcdefghij" + array.array("i", [1, 2, 3]).tobytes()
+    assert writer.raw_size == len(expected)
+    assert bytes(read(frames, sink.getvalue(), pool)) == expected
+
+
+# ------------------------------------------------------------------ compression choice
+
+
+def test_incompressible_frames_are_stored_raw(pool: ThreadPoolExecutor) -> None:
+    payload = os.urandom(5 * SMALL)
+    frames, body, _ = write(payload, pool, frame_size=SMALL)
+    assert [f.method for f in frames] == [METHOD_RAW] * 5
+    assert all(f.stored_len == f.raw_len for f in frames)
+    assert body == payload  # raw frames are the payload's own bytes
+
+
+def test_repetitive_frames_are_zstd_compressed(pool: ThreadPoolExecutor) -> None:
+    payload = repetitive(5 * SMALL)
+    frames, body, _ = write(payload, pool, frame_size=SMALL)
+    assert [f.method for f in frames] == [METHOD_ZSTD] * 5
+    assert all(f.stored_len < f.raw_len for f in frames)
+    assert len(body) < len(payload) // 4
+    assert bytes(read(frames, body, pool)) == payload
+
+
+def test_each_frame_chooses_its_own_method(pool: ThreadPoolExecutor) -> None:
+    payload = os.urandom(SMALL) + repetitive(SMALL) + os.urandom(SMALL) + repetitive(SMALL)
+    frames, body, _ = write(payload, pool, frame_size=SMALL)
+    assert [f.method for f in frames] == [METHOD_RAW, METHOD_ZSTD, METHOD_RAW, METHOD_ZSTD]
+    assert bytes(read(frames, body, pool)) == payload
+
+
+def test_compression_none_stores_everything_raw(pool: ThreadPoolExecutor) -> None:
+    payload = repetitive(5 * SMALL) + os.urandom(SMALL)
+    frames, body, _ = write(payload, pool, compression="none", frame_size=SMALL)
+    assert [f.method for f in frames] == [METHOD_RAW] * 6
+    assert body == payload
+    assert bytes(read(frames, body, pool)) == payload
+
+
+def test_frame_digest_is_the_sha256_of_the_stored_bytes(pool: ThreadPoolExecutor) -> None:
+    payload = os.urandom(SMALL) + repetitive(SMALL)
+    frames, body, _ = write(payload, pool, frame_size=SMALL)
+    at = 0
+    for frame in frames:
+        assert frame.sha256 == hashlib.sha256(body[at : at + frame.stored_len]).digest()
+        at += frame.stored_len
+
+
+# ------------------------------------------------------------------ verification
+
+
+@pytest.mark.parametrize("kind", ["random", "repetitive"])
+def test_any_altered_stored_byte_raises_frame_error(kind: str, pool: ThreadPoolExecutor) -> None:
+    payload = os.urandom(3 * 512) if kind == "random" else repetitive(3 * 2048)
+    frames, body, _ = write(payload, pool, frame_size=len(payload) // 3)
+    assert len(frames) == 3
+    for offset in range(len(body)):
+        damaged = bytearray(body)
+        damaged[offset] ^= 0x01
+        with pytest.raises(FrameError):
+            read(frames, bytes(damaged), pool)
+    assert bytes(read(frames, body, pool)) == payload
+
+
+@pytest.mark.parametrize("kind", ["random", "repetitive"])
+def test_body_shorter_than_its_table_raises_frame_error(kind: str, pool: ThreadPoolExecutor) -> None:
+    payload = os.urandom(3 * SMALL) if kind == "random" else repetitive(3 * SMALL)
+    frames, body, _ = write(payload, pool, frame_size=SMALL)
+    for cut in (1, frames[-1].stored_len, len(body)):
+        blob = body[:-cut]
+
+        def read_at(at: int, length: int) -> bytes:
+            return blob[at : at + length]
+
+        def readinto_at(at: int, target: memoryview) -> int:
+            chunk = blob[at : at + target.nbytes]
+            target[: len(chunk)] = chunk
+            return len(chunk)
+
+        with pytest.raises(FrameError):
+            read_frames(frames, 0, read_at, readinto_at, pool)
+
+
+def test_frames_swapped_in_the_body_raise_frame_error(pool: ThreadPoolExecutor) -> None:
+    a, b = os.urandom(SMALL), os.urandom(SMALL)
+    frames, body, _ = write(a + b, pool, frame_size=SMALL)
+    with pytest.raises(FrameError):
+        read(frames, b + a, pool)
+
+
+def test_frame_table_entry_with_a_wrong_digest_raises_frame_error(pool: ThreadPoolExecutor) -> None:
+    frames, body, _ = write(os.urandom(2 * SMALL), pool, frame_size=SMALL)
+    wrong = [frames[0], Frame(frames[1].method, frames[1].raw_len, frames[1].stored_len, b"\0" * 32)]
+    with pytest.raises(FrameError):
+        read(wrong, body, pool)
+
+
+def _zstd_frame_with_matching_digest(stored: bytes, raw_len: int) -> Frame:
+    return Frame(METHOD_ZSTD, raw_len, len(stored), hashlib.sha256(stored).digest())
+
+
+@pytest.mark.parametrize("case", ["not zstd", "larger than raw_len", "smaller than raw_len"])
+def test_zstd_frame_that_matches_its_digest_but_does_not_decode_raises_frame_error(
+    case: str, pool: ThreadPoolExecutor
+) -> None:
+    """A frame whose digest matches (a buggy or foreign producer) but whose zstd data does not
+    decompress to exactly raw_len bytes is a FrameError, never a zstandard exception."""
+    import zstandard
+
+    if case == "not zstd":
+        stored, raw_len = b"these bytes are not a zstd frame at all", 100
+    elif case == "larger than raw_len":  # no content size in the header: output is unbounded
+        stored = zstandard.ZstdCompressor(write_content_size=False).compress(b"a" * 1000)
+        raw_len = 100
+    else:
+        stored = zstandard.ZstdCompressor().compress(b"a" * 50)
+        raw_len = 100
+    frame = _zstd_frame_with_matching_digest(stored, raw_len)
+    with pytest.raises(FrameError):
+        read([frame], stored, pool)
+    # also as one frame among several (decoded on the pool)
+    good = os.urandom(64)
+    frames = [Frame(METHOD_RAW, 64, 64, hashlib.sha256(good).digest()), frame]
+    with pytest.raises(FrameError):
+        read(frames, good + stored, pool)
+
+
+# ------------------------------------------------------------------ frame table
+
+
+def test_table_round_trips_through_pack_and_unpack(pool: ThreadPoolExecutor) -> None:
+    frames, _, _ = write(os.urandom(SMALL) + repetitive(2 * SMALL) + b"x", pool, frame_size=SMALL)
+    blob = pack_table(frames)
+    assert len(blob) == len(frames) * ENTRY.size
+    assert unpack_table(blob) == frames
+    assert unpack_table(b"") == []
+
+
+def _entry(method: int, raw_len: int, stored_len: int) -> bytes:
+    return ENTRY.pack(method, raw_len, stored_len, b"\x11" * 32)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        pytest.param(b"\0", id="one byte"),
+        pytest.param(_entry(0, 1, 1)[:-1], id="one byte short of an entry"),
+        pytest.param(_entry(0, 1, 1) + b"\0", id="one byte over an entry"),
+        pytest.param(_entry(2, 1, 1), id="unknown method 2"),
+        pytest.param(_entry(255, 1, 1), id="unknown method 255"),
+        pytest.param(_entry(0, 5, 4), id="raw frame with a shorter stored length"),
+        pytest.param(_entry(0, 4, 5), id="raw frame with a longer stored length"),
+        pytest.param(_entry(0, FRAME_SIZE + 1, FRAME_SIZE + 1), id="raw frame too large"),
+        pytest.param(_entry(1, FRAME_SIZE + 1, 10), id="zstd frame too large"),
+        pytest.param(_entry(1, 0xFFFFFFFF, 10), id="zstd frame of 4 GiB"),
+        pytest.param(_entry(0, 1, 1) + _entry(3, 1, 1), id="second entry invalid"),
+    ],
+)
+def test_unpack_table_rejects_malformed_tables(blob: bytes) -> None:
+    with pytest.raises(FrameError):
+        unpack_table(blob)
+
+
+def test_unpack_table_accepts_the_largest_valid_entries() -> None:
+    blob = _entry(0, FRAME_SIZE, FRAME_SIZE) + _entry(1, FRAME_SIZE, 0xFFFFFFFF) + _entry(0, 0, 0)
+    frames = unpack_table(blob)
+    assert [(f.method, f.raw_len, f.stored_len) for f in frames] == [
+        (0, FRAME_SIZE, FRAME_SIZE),
+        (1, FRAME_SIZE, 0xFFFFFFFF),
+        (0, 0, 0),
+    ]
