@@ -326,7 +326,7 @@ def test_cache_stays_within_its_bound_over_many_reads(s3_client, s3_prefix: str,
     assert sum(p.stat().st_size for p in entries(cache_dir)) <= 3 * size
 
 
-def test_object_larger_than_the_cache_is_still_read_correctly(
+def test_object_larger_than_the_cache_is_read_from_the_store_and_not_cached(
     s3_client, s3_prefix: str, cache_dir: Path
 ) -> None:
     engine = make_engine(s3_client, s3_prefix, cache_dir, cache_max_bytes=1000)
@@ -336,7 +336,8 @@ def test_object_larger_than_the_cache_is_still_read_correctly(
     assert engine.deserialize(small, readahead=False) == b"s" * 10
     assert engine.deserialize(large, readahead=False) == value
     assert engine.deserialize(large, readahead=False) == value
-    assert entry_for(engine, small) not in entries(cache_dir)  # evicted to make room
+    assert entry_for(engine, large) not in entries(cache_dir)  # never cached: it cannot fit
+    assert entry_for(engine, small) in entries(cache_dir)  # so it evicted nothing
     assert engine.deserialize(small, readahead=False) == b"s" * 10
     assert temp_files(cache_dir) == []
 
