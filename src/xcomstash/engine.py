@@ -90,8 +90,7 @@ class Engine:
                 return self.converter.to_structure(value)
             structure = self._to_structure(value)
             body = self.json_codec.dumps(structure)
-            route = policy.route_by_size(len(body), threshold=threshold, exclusive=exclusive)
-            if route.inline and not policy.collides_with_marker(structure):
+            if not exclusive and len(body) < threshold and not policy.collides_with_marker(structure):
                 return structure
             ref = self._write(
                 coordinate,
@@ -379,6 +378,8 @@ class Engine:
             log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
             return False
         started = time.perf_counter()
+        # Airflow's purge hook passes only the row value: name the XCom as get() does.
+        coordinate = coordinate or XComCoordinate.from_object_key(key)
         self.store.delete(key)
         self._trace("purge", coordinate, ref, started)
         return True

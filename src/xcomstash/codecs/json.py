@@ -13,6 +13,11 @@ from typing import Any, BinaryIO, Callable
 from xcomstash.codecs.base import Codec, short_type_name
 
 
+#: Built once: json.dumps with non-default options builds a new encoder on every call, which
+#: costs more than encoding a small value.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -68,7 +73,7 @@ class JsonCodec(Codec):
     @staticmethod
     def dumps(structure: Any) -> bytes:
         try:
-            return json.dumps(structure, separators=(",", ":"), ensure_ascii=False).encode()
+            return _ENCODER.encode(structure).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             from xcomstash.errors import UnsupportedTypeError
 
