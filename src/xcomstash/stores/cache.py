@@ -19,6 +19,7 @@ from xcomstash.stores.base import ObjectReader
 from xcomstash.stores.local import FileReader
 
 FETCH_CHUNK = 8 * 1024 * 1024
+RESCAN_EVERY = 64
 
 
 class ReadCache:
@@ -27,6 +28,11 @@ class ReadCache:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        #: Bytes this process believes the cache holds: a full scan (which stats every entry)
+        #: runs only when this passes the bound, or every ``RESCAN_EVERY`` fills to notice
+        #: what other processes added, not after every fill.
+        self._estimated_total: int | None = None
+        self._fills_since_scan = 0
 
     def path_for(self, digest: str) -> Path:
         hexdigest = digest.split(":", 1)[-1]
@@ -78,7 +84,15 @@ class ReadCache:
             except FileNotFoundError:
                 pass
             raise
-        self._evict(keep=path)
+        self._fills_since_scan += 1
+        if self._estimated_total is not None:
+            self._estimated_total += origin.size
+        if (
+            self._estimated_total is None
+            or self._estimated_total > self.max_bytes
+            or self._fills_since_scan >= RESCAN_EVERY
+        ):
+            self._evict(keep=path)
         return reader
 
     def discard(self, digest: str) -> None:
@@ -120,3 +134,5 @@ class ReadCache:
                 total -= size
             except FileNotFoundError:
                 pass
+        self._estimated_total = total
+        self._fills_since_scan = 0

@@ -1,0 +1,1 @@
+"""Benchmark of xcomstash against BaseXCom, common.io and a physical baseline (see README.md)."""

@@ -1,0 +1,360 @@
+"""Run ONE (case, store, contender) in this fresh process and print one JSON result line.
+
+    python -m bench.case '<json spec>'
+
+The orchestrator (``bench.run``) builds the spec; see ``run.py`` for its fields. Only the result
+goes to stdout; everything else (Airflow and xcomstash logging included) goes to stderr.
+
+Sequence: set the Airflow env -> import the contender -> warm up (a small value of the same kind,
+under another dag_id, so lazy imports and the first connection are not timed) -> build the
+payload -> reset the peak-RSS counter -> push (timed) -> peak RSS of the push phase -> drop the
+payload -> reset the counter -> pull (timed) -> peak RSS of the pull phase -> rebuild the payload
+from its seed and compare strictly -> exit; the orchestrator then measures what is stored. A wrong value is ``FAILED`` and
+its timings are discarded; an exception is ``ERROR``; a TypeError at push time (the backend
+cannot serialize the type) is ``unsupported``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from typing import Any
+
+MB = 1024 * 1024
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+    return int(match.group(1)) if match else 0
+
+
+def rss_mb() -> float:
+    return _status_kb("VmRSS") / 1024
+
+
+def hwm_mb() -> float:
+    return _status_kb("VmHWM") / 1024
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) < 600 else text[:600] + " ..."
+
+
+class Outcome(Exception):
+    def __init__(self, status: str, error: str, tb: str = "") -> None:
+        super().__init__(error)
+        self.status, self.error, self.tb = status, error, tb
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench import contenders, payloads
+
+    case, store = spec["case"], spec["store"]
+    kind = case["kind"]
+    result: dict[str, Any] = {
+        "case": case["name"],
+        "kind": kind,
+        "store": store["kind"],
+        "contender": spec["contender"],
+        "status": "ok",
+        "error": None,
+        "pid": os.getpid(),
+    }
+    if kind == "s3raw":
+        result.update(_s3_raw(case, store))
+        return result
+
+    t0 = time.perf_counter()
+    contender = contenders.make(spec["contender"], store)
+    result["import_s"] = round(time.perf_counter() - t0, 3)
+    result["batch_pull"] = getattr(contender, "batch_helper", None) is not None
+
+    # Warm-up: same kind of value, another dag_id (not counted in stored bytes).
+    t0 = time.perf_counter()
+    try:
+        if kind in ("frame", "fanin"):
+            warm = payloads.make_frame(2000, seed=1)
+        elif kind == "array":
+            warm = payloads.make_array(0.2, seed=1)
+        else:
+            warm = payloads.make_small(0)
+        contender.pull(contender.push(warm, "warmup", dag_id="warmup"))
+        result["warmup_error"] = None
+    except Exception as exc:  # the measured push reports the real problem
+        result["warmup_error"] = _first_line(exc)
+    result["warmup_s"] = round(time.perf_counter() - t0, 3)
+    del warm
+    result["rss_start_mb"] = round(rss_mb(), 1)
+
+    try:
+        if kind in ("frame", "array"):
+            measured = _single(contender, case, payloads)
+        elif kind == "small":
+            measured = _small(contender, case, payloads)
+        elif kind == "fanin":
+            measured = _fanin(contender, case, payloads)
+        else:
+            raise ValueError(f"unknown case kind {kind!r}")
+        result.update(measured)
+    except Outcome as out:
+        result.update(status=out.status, error=out.error)
+        if out.tb:
+            result["traceback"] = out.tb[-4000:]
+        for k in ("push_s", "pull_s", "total_s"):
+            result[k] = None
+
+    # Stored bytes (objects under <store>/bench/ + row_bytes) are added by the orchestrator,
+    # which lists the store after this process exits (see bench.run.Runner.measure_store).
+    return result
+
+
+def _guard(step: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except TypeError as exc:
+        if step == "push":
+            raise Outcome("unsupported", _first_line(exc)) from None
+        raise Outcome("ERROR", f"{step}: {_first_line(exc)}", traceback.format_exc()) from None
+    except Exception as exc:
+        raise Outcome("ERROR", f"{step}: {_first_line(exc)}", traceback.format_exc()) from None
+
+
+def _verify(expected: Any, got: Any, payloads: Any) -> None:
+    try:
+        payloads.check_equal(expected, got)
+    except AssertionError as exc:
+        raise Outcome("FAILED", f"wrong value pulled back: {str(exc)[:600]}") from None
+
+
+def _build(case: dict[str, Any], payloads: Any) -> Any:
+    if case["kind"] == "frame":
+        return payloads.make_frame(case["rows"])
+    return payloads.make_array(case["mib"])
+
+
+def _single(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any]:
+    value = _build(case, payloads)
+    payload_bytes = payloads.nbytes(value)
+    reset_peak()
+    rss_payload = rss_mb()
+
+    t0 = time.perf_counter()
+    row = _guard("push", contender.push, value, "producer")
+    push_s = time.perf_counter() - t0
+    peak_push = hwm_mb()
+
+    del value
+    reset_peak()
+    rss_before_pull = rss_mb()
+    t0 = time.perf_counter()
+    got = _guard("pull", contender.pull, row)
+    pull_s = time.perf_counter() - t0
+    peak_pull = hwm_mb()
+
+    t0 = time.perf_counter()
+    _verify(_build(case, payloads), got, payloads)
+    return _measures(
+        push_s, pull_s, payload_bytes, rss_payload, rss_before_pull, peak_push, peak_pull,
+        row_bytes=len(row.encode()), items=1, verify_s=time.perf_counter() - t0,
+    )
+
+
+def _small(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any]:
+    n = case["count"]
+    values = [payloads.make_small(i) for i in range(n)]
+    payload_bytes = sum(payloads.nbytes(v) for v in values)
+    reset_peak()
+    rss_payload = rss_mb()
+
+    push = contender.push
+    t0 = time.perf_counter()
+    rows = _guard("push", lambda: [push(v, "producer", i) for i, v in enumerate(values)])
+    push_s = time.perf_counter() - t0
+    peak_push = hwm_mb()
+
+    del values
+    reset_peak()
+    rss_before_pull = rss_mb()
+    pull = contender.pull
+    t0 = time.perf_counter()
+    got = _guard("pull", lambda: [pull(r) for r in rows])
+    pull_s = time.perf_counter() - t0
+    peak_pull = hwm_mb()
+
+    t0 = time.perf_counter()
+    _verify(n, len(got), payloads)
+    for i, value in enumerate(got):
+        _verify(payloads.make_small(i), value, payloads)
+    return _measures(
+        push_s, pull_s, payload_bytes, rss_payload, rss_before_pull, peak_push, peak_pull,
+        row_bytes=sum(len(r.encode()) for r in rows), items=n, verify_s=time.perf_counter() - t0,
+    )
+
+
+def _fanin(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any]:
+    """Push ``count`` ~1 MB frames with map_index 0..count-1 (each built, pushed, dropped, as
+    by separate mapped tasks), then pull all of them into one list (the fan-in task)."""
+    n, item_mib = case["count"], case["item_mib"]
+    reset_peak()
+    rss_payload = rss_mb()
+    rows: list[str] = []
+    push_s = 0.0
+    payload_bytes = 0
+    push = contender.push
+    for i in range(n):
+        item = payloads.make_fanin_item(i, item_mib)
+        payload_bytes += payloads.nbytes(item)
+        t0 = time.perf_counter()
+        rows.append(_guard("push", push, item, "mapped", i))
+        push_s += time.perf_counter() - t0
+        del item
+    peak_push = hwm_mb()
+
+    reset_peak()
+    rss_before_pull = rss_mb()
+    t0 = time.perf_counter()
+    got = _guard("pull", contender.pull_many, rows)
+    pull_s = time.perf_counter() - t0
+    peak_pull = hwm_mb()
+
+    t0 = time.perf_counter()
+    _verify(n, len(got), payloads)
+    for i, value in enumerate(got):
+        _verify(payloads.make_fanin_item(i, item_mib), value, payloads)
+    return _measures(
+        push_s, pull_s, payload_bytes, rss_payload, rss_before_pull, peak_push, peak_pull,
+        row_bytes=sum(len(r.encode()) for r in rows), items=n, verify_s=time.perf_counter() - t0,
+    )
+
+
+def _measures(
+    push_s: float,
+    pull_s: float,
+    payload_bytes: int,
+    rss_payload: float,
+    rss_before_pull: float,
+    peak_push: float,
+    peak_pull: float,
+    *,
+    row_bytes: int,
+    items: int,
+    verify_s: float,
+) -> dict[str, Any]:
+    peak = max(peak_push, peak_pull)
+    return {
+        "push_s": round(push_s, 4),
+        "pull_s": round(pull_s, 4),
+        "total_s": round(push_s + pull_s, 4),
+        "items": items,
+        "payload_bytes": payload_bytes,
+        "row_bytes": row_bytes,
+        "rss_payload_mb": round(rss_payload, 1),
+        "rss_before_pull_mb": round(rss_before_pull, 1),
+        "peak_rss_push_mb": round(peak_push, 1),
+        "peak_rss_pull_mb": round(peak_pull, 1),
+        "peak_rss_mb": round(peak, 1),
+        "peak_over_payload": round(peak * MB / payload_bytes, 2) if payload_bytes else None,
+        "verify_s": round(verify_s, 3),
+    }
+
+
+def _s3_raw(case: dict[str, Any], store: dict[str, Any], rounds: int = 2) -> dict[str, Any]:
+    """boto3 managed transfer (upload_fileobj / download_fileobj, boto3's default 8 MiB parts
+    and 10 threads) of one object of random bytes; ``rounds`` times, the best round reported."""
+    import io
+
+    import numpy as np
+    from boto3.s3.transfer import TransferConfig
+
+    from bench import contenders
+
+    client = contenders.s3_client(store)
+    config = TransferConfig()
+    size = int(case["mib"] * MB)
+    data = np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8).tobytes()
+    key = f"{store['prefix']}/{contenders.DAG_ID}/raw.bin"
+    client.put_object(Bucket=store["bucket"], Key=f"{store['prefix']}/warmup.bin", Body=b"x" * 1024)
+    ups, downs = [], []
+    ok = True
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        client.upload_fileobj(io.BytesIO(data), store["bucket"], key, Config=config)
+        ups.append(time.perf_counter() - t0)
+        buf = io.BytesIO()
+        t0 = time.perf_counter()
+        client.download_fileobj(store["bucket"], key, buf, Config=config)
+        downs.append(time.perf_counter() - t0)
+        ok = ok and buf.getbuffer() == memoryview(data)
+        del buf
+    push_s, pull_s = min(ups), min(downs)
+    head = client.head_object(Bucket=store["bucket"], Key=key)
+    out: dict[str, Any] = {
+        "payload_bytes": size,
+        "stored_bytes": head["ContentLength"],
+        "rounds": rounds,
+        "upload_s_all": [round(t, 3) for t in ups],
+        "download_s_all": [round(t, 3) for t in downs],
+        "push_s": round(push_s, 4),
+        "pull_s": round(pull_s, 4),
+        "total_s": round(push_s + pull_s, 4),
+        "upload_mb_s": round(size / MB / push_s, 1),
+        "download_mb_s": round(size / MB / pull_s, 1),
+        "peak_rss_mb": round(hwm_mb(), 1),
+    }
+    if not ok:
+        out.update(status="FAILED", error="downloaded bytes differ", push_s=None, pull_s=None, total_s=None)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    # Keep stdout for the one result line; everything else (logging, warnings) goes to stderr.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    spec = json.loads(argv[1])
+    from bench.contenders import child_env
+
+    # Before anything imports airflow. The orchestrator already put these (and any
+    # AIRFLOW__XCOMSTASH__* overrides) in our environment; this fills them in for a manual run.
+    for name, value in child_env(spec).items():
+        os.environ.setdefault(name, value)
+    os.makedirs(spec["airflow_home"], exist_ok=True)
+    if spec["store"]["kind"] == "local":
+        os.makedirs(spec["store"]["root"], exist_ok=True)
+    try:
+        result = run(spec)
+    except BaseException as exc:  # noqa: BLE001 - report, whatever it is
+        result = {
+            "case": spec["case"]["name"],
+            "store": spec["store"]["kind"],
+            "contender": spec["contender"],
+            "status": "ERROR",
+            "error": _first_line(exc),
+            "traceback": traceback.format_exc()[-4000:],
+        }
+    out.write(json.dumps(result) + "\n")
+    out.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown (Airflow's atexit hooks cost ~0.7 s): nothing left to measure.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
