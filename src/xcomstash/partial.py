@@ -189,27 +189,19 @@ def rows_of_range_index(spec: list[int], start: int, length: int) -> Any:
 
 def select_in_memory(value: Any, columns: Sequence[str] | None, rows: tuple[int, int | None] | None) -> Any:
     """The same selection on a value already in memory (inline rows, polars, other labels)."""
-    start, stop = rows if rows is not None else (0, None)
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    if kind.startswith("pandas"):
-        if columns is not None:
-            missing = [c for c in columns if c not in value.columns]
-            if missing:
-                raise SelectionError(f"columns {missing} are not in the stored DataFrame")
-            value = value[list(columns)]
-        return value.iloc[start:stop] if rows is not None else value
-    if kind.startswith("polars"):
-        if columns is not None:
-            missing = [c for c in columns if c not in value.columns]
-            if missing:
-                raise SelectionError(f"columns {missing} are not in the stored DataFrame")
-            value = value.select(list(columns))
-        return value.slice(start, None if stop is None else max(0, stop - start)) if rows else value
-    if kind.startswith("pyarrow"):
-        if columns is not None:
-            missing = [c for c in columns if c not in value.schema.names]
-            if missing:
-                raise SelectionError(f"columns {missing} are not in the stored table")
-            value = value.select(list(columns))
-        return value.slice(start, None if stop is None else max(0, stop - start)) if rows else value
-    raise SelectionError(f"partial reads need a table, the stored value is a {kind}")
+    family = kind.split(".", 1)[0]
+    if family not in ("pandas", "polars", "pyarrow"):
+        raise SelectionError(f"partial reads need a table, the stored value is a {kind}")
+    if columns is not None:
+        present = list(value.schema.names) if family == "pyarrow" else list(value.columns)
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise SelectionError(f"columns {missing} are not in the stored {kind}")
+        value = value[list(columns)] if family == "pandas" else value.select(list(columns))
+    if rows is None:
+        return value
+    start, stop = rows
+    if family == "pandas":
+        return value.iloc[start:stop]
+    return value.slice(start, None if stop is None else max(0, stop - start))
