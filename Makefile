@@ -8,4 +8,5 @@ demo: bootstrap
 	.venv/bin/python demo/run_demo.py
 
 test: bootstrap
+	./scripts/test-deps.sh
 	.venv/bin/python -m pytest

@@ -22,7 +22,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["S3Server", "free_port", "port_is_free", "start_seaweedfs", "weed_binary"]
+__all__ = [
+    "PostgresServer",
+    "RedisServer",
+    "S3Server",
+    "free_port",
+    "port_is_free",
+    "start_postgres",
+    "start_redis",
+    "start_seaweedfs",
+    "weed_binary",
+]
 
 LOOPBACK = "127.0.0.1"
 #: SeaweedFS puts each HTTP service's gRPC listener on its port + 10000.
@@ -308,3 +318,146 @@ def _wait_until_up(
                 f"(last probe: {last}); log tail:\n{server.log_tail()}"
             )
         time.sleep(0.1)
+
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on loopback, user ``airflow`` (trust auth)."""
+
+    port: int
+    datadir: Path
+    bindir: Path
+    database: str = "airflow"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return f"postgresql+psycopg2://airflow@{LOOPBACK}:{self.port}/{self.database}"
+
+    def create_database(self, name: str) -> str:
+        """A fresh database on this server; returns its SQLAlchemy URL."""
+        subprocess.run(
+            [str(self.bindir / "psql"), "-h", LOOPBACK, "-p", str(self.port), "-U", "airflow",
+             "-d", "postgres", "-qc", f'create database "{name}"'],
+            check=True, capture_output=True,
+        )
+        return f"postgresql+psycopg2://airflow@{LOOPBACK}:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.datadir / "data"), "-m",
+                          "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+        if os.geteuid() == 0 and self.datadir.name.startswith("xcomstash-pg-"):
+            import shutil
+
+            shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and pg_ctl refuse to run as root: run them as the ``postgres`` user then."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def postgres_bindir() -> Path:
+    found = sorted(glob.glob(PG_BIN_GLOB))
+    if not found:
+        raise FileNotFoundError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+    return Path(found[-1])
+
+
+def start_postgres(workdir: Path, *, database: str = "airflow") -> PostgresServer:
+    """initdb + pg_ctl start on a free loopback port (durability off: it is a test database),
+    then create ``database``. Stop with :meth:`PostgresServer.stop`. As root the cluster lives
+    in its own /tmp directory instead of ``workdir`` (see below)."""
+    bindir = postgres_bindir()
+    if os.geteuid() == 0:
+        # The cluster runs as ``postgres``, which cannot enter root's 0700 test directories:
+        # give it a directory of its own in /tmp (removed by stop()).
+        import shutil
+        import tempfile
+
+        workdir = Path(tempfile.mkdtemp(prefix="xcomstash-pg-"))
+        os.chmod(workdir, 0o755)
+        shutil.chown(workdir, "postgres", "postgres")
+    else:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        _as_postgres([str(bindir / "initdb"), "-D", str(workdir / "data"), "-U", "airflow", "-A",
+                      "trust", "-E", "UTF8", "--no-sync"]),
+        check=True, capture_output=True,
+    )
+    for _ in range(5):
+        port = free_port()
+        opts = (f"-c listen_addresses={LOOPBACK} -p {port} -k {workdir} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        done = subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(workdir / "data"), "-l",
+                          str(workdir / "log"), "-w", "-o", opts, "start"]),
+            capture_output=True,
+        )
+        if done.returncode == 0:
+            server = PostgresServer(port=port, datadir=workdir, bindir=bindir, database=database)
+            server.create_database(database)
+            return server
+    raise RuntimeError(f"PostgreSQL did not start: {(workdir / 'log').read_text(errors='replace')[-2000:]}")
+
+
+# -------------------------------------------------------------------------------- Redis
+
+
+@dataclass
+class RedisServer:
+    port: int
+    _proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_redis(workdir: Path) -> RedisServer:
+    """``redis-server`` (Debian's, installed by scripts/test-deps.sh) on a free loopback port,
+    no persistence."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise FileNotFoundError("redis-server not found: run scripts/test-deps.sh")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    server = RedisServer(port=port, _proc=proc)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"redis-server did not answer on {port}")
