@@ -76,3 +76,56 @@ class StoreReadError(ReadError, StoreUnavailableError):
 class DecodeError(ReadError):
     """The object passed its integrity check but its codec could not decode it
     (for example a codec missing on this worker, or an incompatible library version)."""
+
+
+# ------------------------------------------------------------------ security (issue 4)
+
+
+class SecurityError(XComStashError):
+    """Base of the errors raised by encryption, signing, access and value policy checks."""
+
+
+class KeyUnavailableError(SecurityError):
+    """No key to encrypt or decrypt with: no keyset configured for the DAG, or the object's
+    key id is not in the keyset this worker holds (another team's key, or a removed key)."""
+
+
+class DecryptionError(IntegrityError, SecurityError):
+    """Authenticated decryption failed: wrong key, tampered header, body or key slot, a
+    truncated or reordered body, an object swapped with another, or one copied to another
+    scope (DAG, or run where configured)."""
+
+    def __init__(self, message: str, *, uri: str = "", coordinate: object | None = None) -> None:
+        if uri:
+            super().__init__(message, uri=uri, coordinate=coordinate)
+        else:  # raised below the engine, which adds where the object lives
+            self.detail, self.uri, self.coordinate = message, uri, coordinate
+            Exception.__init__(self, message)
+
+
+class ReferenceSignatureError(InvalidReferenceError, SecurityError):
+    """A reference's MAC is missing, malformed or wrong: the row was forged or edited."""
+
+
+class AccessDeniedError(SecurityError, PermissionError):
+    """The producer restricted who may read this value, and the reader is not among them."""
+
+
+class PolicyViolationError(SecurityError):
+    """A value breaks a configured rule; the message names the rule and where it came from."""
+
+    def __init__(self, message: str, *, rule: str = "") -> None:
+        self.rule = rule
+        super().__init__(message)
+
+
+class TypeNotAllowedError(PolicyViolationError, TypeError):
+    """The value's type is not on the allowlist that applies to its DAG."""
+
+
+class ValueTooLargeError(PolicyViolationError):
+    """The value is larger than the maximum size that applies to its DAG."""
+
+
+class SensitiveDataError(PolicyViolationError):
+    """The value holds what looks like a secret or personal data, and the policy is ``reject``."""
