@@ -1,0 +1,313 @@
+"""Keys: a keyset (one primary key for new values, older keys still accepted for reading),
+keysets scoped per DAG id pattern (one per team), and where keysets come from.
+
+A keyset is a small JSON document, so it fits an env var, a file or an Airflow Variable::
+
+    {"xcomstash_keyset": 1, "primary": "k3f9a01c2",
+     "keys": [{"id": "k3f9a01c2", "secret": "<32 bytes, base64url>", "created": "2026-11-23T14:00:00Z"},
+              {"id": "k0b77e415", "secret": "...", "created": "2026-05-01T09:00:00Z"}]}
+
+Every key is 32 random bytes. Nothing uses a key's bytes directly: each purpose gets its own
+subkey through HKDF-SHA256 (RFC 5869) with a purpose label, so the key that wraps data keys,
+the key that signs references and the key that names deduplicated blobs are independent.
+
+Scoping: ``team_a_*=file:/etc/xcomstash/team_a.json; team_b_*=variable:xcs_team_b`` gives each
+DAG id pattern its own keyset (first match wins). A worker given only team A's keyset has no
+key for team B's objects and no way to sign team B's references.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import json
+import os
+import secrets
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from xcomstash.errors import ConfigError, KeyUnavailableError
+
+KEY_BYTES = 32
+#: Key ids go into every object's key slot, so they are short and ASCII.
+MAX_KEY_ID_CHARS = 40
+DOCUMENT_VERSION = 1
+#: Purposes of HKDF subkeys; never change a label once released (it changes every subkey).
+PURPOSE_WRAP = "wrap"
+PURPOSE_MAC = "reference-mac"
+PURPOSE_DEDUP = "blob-name"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_key_id() -> str:
+    return "k" + secrets.token_hex(4)
+
+
+def valid_key_id(key_id: object) -> bool:
+    return (
+        isinstance(key_id, str)
+        and 0 < len(key_id) <= MAX_KEY_ID_CHARS
+        and key_id.isascii()
+        and all(c.isalnum() or c in "-_." for c in key_id)
+    )
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    secret: bytes = field(repr=False)
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if not valid_key_id(self.id):
+            raise ConfigError(
+                f"key id {self.id!r:.60} is invalid: 1-{MAX_KEY_ID_CHARS} ASCII letters, digits, '-', '_' or '.'"
+            )
+        if len(self.secret) != KEY_BYTES:
+            raise ConfigError(f"key {self.id} must be {KEY_BYTES} bytes, not {len(self.secret)}")
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> Key:
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cls(key_id or new_key_id(), secrets.token_bytes(KEY_BYTES), created)
+
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived with HKDF-SHA256 (cached per key)."""
+        return self._subkeys[purpose]
+
+    @cached_property
+    def _subkeys(self) -> dict[str, bytes]:
+        return {
+            p: HKDF(
+                algorithm=hashes.SHA256(),
+                length=KEY_BYTES,
+                salt=b"xcomstash-hkdf-salt-v1",
+                info=b"xcomstash/v1/" + p.encode(),
+            ).derive(self.secret)
+            for p in (PURPOSE_WRAP, PURPOSE_MAC, PURPOSE_DEDUP)
+        }
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """A primary key (used for everything new) and older keys (accepted when reading)."""
+
+    primary_id: str
+    keys: tuple[Key, ...]
+
+    def __post_init__(self) -> None:
+        ids = [k.id for k in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"keyset has duplicate key ids: {sorted(ids)}")
+        if self.primary_id not in ids:
+            raise ConfigError(f"keyset primary {self.primary_id!r} is not one of its keys {ids}")
+
+    @property
+    def primary(self) -> Key:
+        return self.get(self.primary_id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(k.id for k in self.keys)
+
+    def get(self, key_id: str) -> Key:
+        for key in self.keys:
+            if key.id == key_id:
+                return key
+        raise KeyUnavailableError(
+            f"key {key_id!r:.60} is not in this keyset (holds {', '.join(self.ids)}): the value was "
+            "encrypted under a key this worker does not have (another team's keyset, or a key "
+            "removed before its objects were re-wrapped)"
+        )
+
+    # ------------------------------------------------------------- rotation
+
+    @classmethod
+    def generate(cls) -> Keyset:
+        key = Key.generate()
+        return cls(key.id, (key,))
+
+    def rotated(self, new: Key | None = None) -> Keyset:
+        """A new primary key in front; every older key stays for reading (no downtime)."""
+        key = new or Key.generate()
+        return Keyset(key.id, (key, *self.keys))
+
+    def without(self, key_id: str) -> Keyset:
+        """Drop an old key (after ``xcomstash keys rewrap`` moved its objects to the primary)."""
+        if key_id == self.primary_id:
+            raise ConfigError(f"cannot remove the primary key {key_id}; rotate first")
+        self.get(key_id)
+        return Keyset(self.primary_id, tuple(k for k in self.keys if k.id != key_id))
+
+    # --------------------------------------------------------- serialisation
+
+    def to_json(self) -> str:
+        doc = {
+            "xcomstash_keyset": DOCUMENT_VERSION,
+            "primary": self.primary_id,
+            "keys": [{"id": k.id, "secret": _b64(k.secret), "created": k.created} for k in self.keys],
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "keyset") -> Keyset:
+        """Parse a keyset document; errors name the source but never echo key material."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ConfigError(f"{source}: not a JSON keyset document") from None
+        if not isinstance(doc, dict) or doc.get("xcomstash_keyset") != DOCUMENT_VERSION:
+            raise ConfigError(f"{source}: not an xcomstash keyset (expected \"xcomstash_keyset\": 1)")
+        entries, primary = doc.get("keys"), doc.get("primary")
+        if not isinstance(entries, list) or not entries or not isinstance(primary, str):
+            raise ConfigError(f"{source}: a keyset needs a \"primary\" id and a non-empty \"keys\" list")
+        keys = []
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("secret"), str):
+                raise ConfigError(f"{source}: key #{n} needs an \"id\" and a \"secret\"")
+            try:
+                secret = _unb64(entry["secret"])
+            except (binascii.Error, ValueError):
+                raise ConfigError(f"{source}: key #{n} secret is not base64url") from None
+            created = entry.get("created", "")
+            keys.append(Key(entry.get("id"), secret, created if isinstance(created, str) else ""))  # type: ignore[arg-type]
+        return cls(primary, tuple(keys))
+
+
+# ------------------------------------------------------------------- files
+
+
+def write_keyset_file(path: str | os.PathLike[str], keyset: Keyset, *, overwrite: bool = False) -> Path:
+    """Write a keyset readable by its owner only (0600), atomically.
+
+    A new file is created with ``O_EXCL``; an existing one is only replaced when ``overwrite``
+    (rotation), through a 0600 temporary file renamed over it, so the key is never briefly
+    world-readable and a crash leaves the old keyset intact."""
+    target = Path(path)
+    data = keyset.to_json().encode()
+    if not overwrite:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return target
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".keyset-", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_keyset_file(path: str | os.PathLike[str]) -> Keyset:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read keyset file {path}: {exc.strerror}") from None
+    return Keyset.from_json(text, source=f"keyset file {path}")
+
+
+def file_is_private(path: str | os.PathLike[str]) -> bool:
+    """True when neither group nor others may read the file (what ``keys generate`` writes)."""
+    return not (os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+# ------------------------------------------------------------------ sources
+
+#: Resolves a source's argument to keyset JSON; the adapter adds ``variable`` (Airflow
+#: Variables, so every configured secrets backend is consulted).
+Resolver = Callable[[str], str]
+
+
+def _from_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"keyset source env:{name}: the environment variable is not set")
+    return value
+
+
+def _from_file(path: str) -> str:
+    return read_keyset_file(path).to_json()
+
+
+BUILTIN_RESOLVERS: dict[str, Resolver] = {"env": _from_env, "file": _from_file}
+
+
+def load_keyset(source: str, resolvers: Mapping[str, Resolver] | None = None) -> Keyset:
+    """``env:NAME``, ``file:/path`` or (with the Airflow adapter) ``variable:NAME``."""
+    kind, sep, arg = source.strip().partition(":")
+    table = {**BUILTIN_RESOLVERS, **(resolvers or {})}
+    if not sep or not arg or kind not in table:
+        raise ConfigError(
+            f"keyset source {source!r:.80} must be one of {', '.join(k + ':...' for k in sorted(table))}"
+        )
+    return Keyset.from_json(table[kind](arg), source=f"keyset {kind}:{arg}")
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Keysets by DAG id pattern (``fnmatch``, first match wins)."""
+
+    scopes: tuple[tuple[str, Keyset], ...]
+
+    @classmethod
+    def single(cls, keyset: Keyset) -> KeyRing:
+        return cls((("*", keyset),))
+
+    def for_dag(self, dag_id: str) -> Keyset:
+        for pattern, keyset in self.scopes:
+            if fnmatch.fnmatchcase(dag_id, pattern):
+                return keyset
+        raise KeyUnavailableError(
+            f"no keyset on this worker covers DAG {dag_id!r} (configured patterns: "
+            f"{', '.join(p for p, _ in self.scopes) or 'none'})"
+        )
+
+    def keysets(self) -> Iterable[Keyset]:
+        return (k for _, k in self.scopes)
+
+
+def parse_scoped_sources(spec: str) -> list[tuple[str, str]]:
+    """``pattern=source`` entries separated by ``;`` or newlines; a bare source means ``*``."""
+    out = []
+    for raw in spec.replace("\n", ";").split(";"):
+        entry = raw.strip()
+        if not entry:
+            continue
+        pattern, eq, source = entry.partition("=")
+        if not eq:
+            pattern, source = "*", entry
+        elif ":" in pattern:  # "file:/a=b" has no pattern: the "=" belongs to the source
+            pattern, source = "*", entry
+        out.append((pattern.strip() or "*", source.strip()))
+    return out
+
+
+def load_keyring(spec: str, resolvers: Mapping[str, Resolver] | None = None) -> KeyRing | None:
+    """The keyring a ``keysets`` option names, or ``None`` when it is empty."""
+    entries = parse_scoped_sources(spec)
+    if not entries:
+        return None
+    return KeyRing(tuple((pattern, load_keyset(source, resolvers)) for pattern, source in entries))

@@ -1,0 +1,258 @@
+"""Authenticated encryption of an object body, frame by frame (a streaming AEAD).
+
+The construction is the one Tink's streaming AEAD (AES-GCM-HKDF-STREAMING) and the STREAM
+scheme of Hoang, Reyhanitabar, Rogaway and Vizár ("Online Authenticated-Encryption and its
+Nonce-Reuse Misuse-Resistance", CRYPTO 2015) use, with AES-256-GCM from ``cryptography``
+(OpenSSL) as the only primitive:
+
+- every object gets a fresh random 256-bit **data key**; it is wrapped (AES-256-GCM, random
+  96-bit nonce) under the keyset's primary key (its HKDF ``wrap`` subkey) into a fixed-size
+  **key slot** that names the key id;
+- each body frame (1 MiB of plaintext, see :mod:`xcomstash.frames`) is sealed with AES-256-GCM
+  under the data key with the nonce ``prefix (7 random bytes) || frame index (u32, big-endian)
+  || last-frame flag (1 byte)``, so frames cannot be reordered, dropped from the end, or
+  moved to another object without the tag check failing;
+- the associated data of every frame and of the key slot is the **object AAD**: SHA-256 over
+  the object header (codec, sizes, nonce prefix, scope mode: everything but the key slot) and
+  the **scope** the reader expects (DAG id, and run id when configured). The reader computes
+  the scope from what it was asked to read, never from the object, so an object (or its
+  reference) copied into another DAG's place does not decrypt.
+
+Because the data key is wrapped in a separate fixed-size slot that the header digest does not
+cover, rotating keys (re-wrapping) rewrites 128 bytes per object and leaves the body and the
+root digest the reference carries untouched.
+
+Failures are typed: :class:`~xcomstash.errors.KeyUnavailableError` when the slot names a key
+this worker lacks, :class:`~xcomstash.errors.DecryptionError` for everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from xcomstash.crypto.keyset import MAX_KEY_ID_CHARS, PURPOSE_WRAP, Keyset, valid_key_id
+from xcomstash.errors import ConfigError, DecryptionError
+
+#: The algorithm name written into object headers.
+ALGORITHM = "aes256gcm-stream-v1"
+NONCE_PREFIX_BYTES = 7
+TAG_BYTES = 16
+DATA_KEY_BYTES = 32
+MAX_FRAMES = 2**32 - 1
+SCOPE_DAG = "dag"
+SCOPE_RUN = "run"
+SCOPE_MODES = (SCOPE_DAG, SCOPE_RUN)
+
+SLOT_MAGIC = b"XKS1"
+_SLOT_HEAD = struct.Struct(f"<4sB{MAX_KEY_ID_CHARS}s12s{DATA_KEY_BYTES + TAG_BYTES}s")
+#: Fixed so that a re-wrap can replace the slot without moving anything else.
+KEY_SLOT_BYTES = 128
+_SLOT_PAD = KEY_SLOT_BYTES - _SLOT_HEAD.size
+_FRAME_NONCE = struct.Struct(">7sIB")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an object is bound to: its DAG, and its run when the deployment asks for that."""
+
+    dag_id: str
+    run_id: str | None = None
+
+    @classmethod
+    def of(cls, mode: str, dag_id: str, run_id: str) -> Scope:
+        if mode not in SCOPE_MODES:
+            raise ConfigError(f"encryption scope must be one of {SCOPE_MODES}, got {mode!r}")
+        return cls(dag_id, run_id if mode == SCOPE_RUN else None)
+
+    def to_bytes(self) -> bytes:
+        dag = self.dag_id.encode()
+        out = struct.pack("<I", len(dag)) + dag
+        if self.run_id is None:
+            return out + b"\x00"
+        run = self.run_id.encode()
+        return out + b"\x01" + struct.pack("<I", len(run)) + run
+
+    def __str__(self) -> str:
+        return f"dag {self.dag_id!r}" + ("" if self.run_id is None else f", run {self.run_id!r}")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The encryption parameters recorded in the object header (no secrets)."""
+
+    nonce_prefix: bytes
+    scope_mode: str = SCOPE_DAG
+    algorithm: str = ALGORITHM
+
+    @classmethod
+    def new(cls, scope_mode: str = SCOPE_DAG) -> Envelope:
+        if scope_mode not in SCOPE_MODES:
+            raise ConfigError(f"encryption scope must be one of {SCOPE_MODES}, got {scope_mode!r}")
+        return cls(os.urandom(NONCE_PREFIX_BYTES), scope_mode)
+
+    def to_header(self) -> dict[str, object]:
+        return {
+            "alg": self.algorithm,
+            "nonce_prefix": self.nonce_prefix.hex(),
+            "scope": self.scope_mode,
+            "key_slot": KEY_SLOT_BYTES,
+        }
+
+    @classmethod
+    def from_header(cls, doc: object) -> Envelope:
+        """Parse the header's ``encryption`` block; anything unexpected is a DecryptionError."""
+        if not isinstance(doc, dict):
+            raise DecryptionError("object header has a malformed encryption block")
+        alg, prefix, scope, slot = doc.get("alg"), doc.get("nonce_prefix"), doc.get("scope"), doc.get("key_slot")
+        if alg != ALGORITHM:
+            raise DecryptionError(f"unsupported encryption algorithm {alg!r:.40}")
+        if scope not in SCOPE_MODES or slot != KEY_SLOT_BYTES:
+            raise DecryptionError("object header has a malformed encryption block")
+        try:
+            raw = bytes.fromhex(prefix) if isinstance(prefix, str) else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != NONCE_PREFIX_BYTES:
+            raise DecryptionError("object header has a malformed nonce prefix")
+        return cls(raw, scope)
+
+    def scope_for(self, dag_id: str, run_id: str) -> Scope:
+        return Scope.of(self.scope_mode, dag_id, run_id)
+
+
+def object_aad(header: bytes, scope: Scope) -> bytes:
+    """The associated data binding frames and key slot to one header and one scope."""
+    h = hashlib.sha256(b"xcomstash-object-aad-v1\x00")
+    h.update(struct.pack("<Q", len(header)))
+    h.update(header)
+    h.update(scope.to_bytes())
+    return h.digest()
+
+
+def _wrap_aad(key_id: str, aad: bytes) -> bytes:
+    return b"xcomstash-wrap-v1\x00" + key_id.encode() + b"\x00" + aad
+
+
+# ------------------------------------------------------------------ key slot
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    key_id: str
+    nonce: bytes
+    wrapped: bytes
+
+    def to_bytes(self) -> bytes:
+        return _SLOT_HEAD.pack(
+            SLOT_MAGIC, len(self.key_id), self.key_id.encode(), self.nonce, self.wrapped
+        ) + bytes(_SLOT_PAD)
+
+    @classmethod
+    def parse(cls, blob: bytes) -> KeySlot:
+        if len(blob) != KEY_SLOT_BYTES:
+            raise DecryptionError(f"key slot is {len(blob)} bytes, not {KEY_SLOT_BYTES}")
+        magic, id_len, raw_id, nonce, wrapped = _SLOT_HEAD.unpack_from(blob)
+        if magic != SLOT_MAGIC or id_len > MAX_KEY_ID_CHARS or any(blob[_SLOT_HEAD.size :]):
+            raise DecryptionError("key slot is malformed (altered or not an encrypted object)")
+        if any(raw_id[id_len:]):
+            raise DecryptionError("key slot is malformed (key id padding)")
+        try:
+            key_id = raw_id[:id_len].decode("ascii")
+        except UnicodeDecodeError:
+            key_id = ""
+        if not valid_key_id(key_id):
+            raise DecryptionError("key slot names an invalid key id")
+        return cls(key_id, nonce, wrapped)
+
+
+def wrap(keyset: Keyset, data_key: bytes, aad: bytes) -> bytes:
+    """Seal ``data_key`` under the keyset's primary key: the object's key slot."""
+    key = keyset.primary
+    nonce = os.urandom(12)
+    wrapped = AESGCM(key.subkey(PURPOSE_WRAP)).encrypt(nonce, data_key, _wrap_aad(key.id, aad))
+    return KeySlot(key.id, nonce, wrapped).to_bytes()
+
+
+def unwrap(keyset: Keyset, slot: bytes, aad: bytes) -> bytes:
+    """The data key in ``slot``; KeyUnavailableError if the keyset lacks its key,
+    DecryptionError if the slot, header or scope do not match."""
+    parsed = KeySlot.parse(slot)
+    key = keyset.get(parsed.key_id)
+    try:
+        data_key = AESGCM(key.subkey(PURPOSE_WRAP)).decrypt(
+            parsed.nonce, parsed.wrapped, _wrap_aad(key.id, aad)
+        )
+    except InvalidTag:
+        raise DecryptionError(
+            f"cannot unwrap the data key with key {key.id}: the object's header or key slot was "
+            "altered, or the object was copied from another scope (DAG or run)"
+        ) from None
+    if len(data_key) != DATA_KEY_BYTES:
+        raise DecryptionError("unwrapped data key has the wrong length")
+    return data_key
+
+
+def slot_key_id(slot: bytes) -> str:
+    return KeySlot.parse(slot).key_id
+
+
+def rewrap(keyset: Keyset, slot: bytes, aad: bytes) -> bytes | None:
+    """The slot re-sealed under the primary key, or ``None`` if it already is (so a rotation
+    run can be repeated or resumed and does no work twice)."""
+    if KeySlot.parse(slot).key_id == keyset.primary_id:
+        return None
+    return wrap(keyset, unwrap(keyset, slot, aad), aad)
+
+
+def new_data_key() -> bytes:
+    return os.urandom(DATA_KEY_BYTES)
+
+
+# ------------------------------------------------------------------- frames
+
+
+class FrameCipher:
+    """Seals and opens the frames of one object. Thread-safe: frames are independent, so the
+    frame pool encrypts and decrypts them in parallel (OpenSSL releases the GIL)."""
+
+    def __init__(self, data_key: bytes, envelope: Envelope, aad: bytes) -> None:
+        self._aead = AESGCM(data_key)
+        self._prefix = envelope.nonce_prefix
+        self._aad = aad
+
+    def _nonce(self, index: int, last: bool) -> bytes:
+        if not 0 <= index <= MAX_FRAMES:
+            raise DecryptionError(f"frame index {index} out of range")
+        return _FRAME_NONCE.pack(self._prefix, index, 1 if last else 0)
+
+    def seal(self, index: int, last: bool, plaintext: bytes | memoryview) -> bytes:
+        return self._aead.encrypt(self._nonce(index, last), bytes(plaintext), self._aad)
+
+    def open(self, index: int, last: bool, sealed: bytes | memoryview) -> bytes:
+        try:
+            return self._aead.decrypt(self._nonce(index, last), bytes(sealed), self._aad)
+        except InvalidTag:
+            raise _frame_failure(index, last) from None
+
+    def open_into(self, index: int, last: bool, sealed: bytes | memoryview, target: memoryview) -> None:
+        """Decrypt straight into ``target`` (exactly the plaintext length): no extra copy."""
+        if len(target) != len(sealed) - TAG_BYTES:
+            raise DecryptionError(f"frame {index} has the wrong sealed length")
+        try:
+            self._aead.decrypt_into(self._nonce(index, last), sealed, self._aad, target)
+        except InvalidTag:
+            raise _frame_failure(index, last) from None
+
+
+def _frame_failure(index: int, last: bool) -> DecryptionError:
+    where = "last frame" if last else f"frame {index}"
+    return DecryptionError(
+        f"authentication failed on the {where}: the body was altered, truncated, reordered or "
+        "swapped with another object's"
+    )
