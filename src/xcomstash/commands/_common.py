@@ -1,0 +1,122 @@
+"""What the maintenance subcommands share: where the store and the rows come from, progress
+bars on stderr, ``--json`` on stdout, one summary line, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+#: Exit codes of the maintenance commands.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command could not do its work (store or database errors, bad options)
+EXIT_FOUND_PROBLEMS = 2  # the work was done, and it found missing or corrupt objects
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, api: bool = False) -> None:
+    group = parser.add_argument_group("where")
+    group.add_argument(
+        "--store-url",
+        metavar="URL",
+        help="the store to work on (default: [xcomstash] store_url of this Airflow installation)",
+    )
+    if api:
+        group.add_argument(
+            "--api-url",
+            metavar="URL",
+            help="read xcom rows through Airflow's REST API at URL (e.g. http://airflow:8080) "
+            "instead of the metadata database",
+        )
+        group.add_argument(
+            "--api-token",
+            metavar="TOKEN",
+            help="bearer token for --api-url (default: $XCOMSTASH_API_TOKEN)",
+        )
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    out.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The store named by ``--store-url``, else the one Airflow's configuration names
+    (S3 credentials from the Airflow connection in the URL)."""
+    from xcomstash.stores import open_store as _open
+
+    url = getattr(args, "store_url", None)
+    factory = None
+    if not url or url.startswith("s3:"):
+        from xcomstash.airflow.settings import read_config, s3_client_from_connection
+
+        factory = s3_client_from_connection
+        if not url:
+            url = read_config()[0].store_url
+    return _open(url, s3_client_factory=factory)
+
+
+def row_source(args: argparse.Namespace) -> Any:
+    import os
+
+    if getattr(args, "api_url", None):
+        from xcomstash.airflow.rows import RestRows
+
+        return RestRows(args.api_url, token=args.api_token or os.environ.get("XCOMSTASH_API_TOKEN"))
+    from xcomstash.airflow.rows import DatabaseRows
+
+    return DatabaseRows()
+
+
+def config_option(name: str, fallback: str) -> str:
+    from xcomstash.airflow.settings import SECTION, _conf
+
+    return _conf().get(SECTION, name, fallback=fallback) or fallback
+
+
+@contextmanager
+def progress_bars(args: argparse.Namespace) -> Iterator[Callable[[str, int], None]]:
+    """``advance(label, n)``: one live counter per label, on stderr (stdout stays JSON-clean)."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        yield lambda label, n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+
+        def advance(label: str, n: int, total: int | None = None) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], advance=n, total=total if total is not None else None)
+
+        yield advance
+
+
+def emit(args: argparse.Namespace, document: dict[str, Any], render: Callable[[], None], summary: str) -> None:
+    """``--json``: the document on stdout. Otherwise: the rendered report, then the summary."""
+    if getattr(args, "json", False):
+        document = dict(document, summary=summary)
+        print(json.dumps(document, indent=2, default=str))
+        return
+    render()
+    print(summary)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def fail(message: str) -> int:
+    print(f"xcomstash: error: {message}", file=sys.stderr)
+    return EXIT_FAILED

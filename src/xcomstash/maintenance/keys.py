@@ -1,0 +1,73 @@
+"""What a store key is: a content-addressed blob, a link, a per-XCom object, or not ours.
+
+Layout (see :mod:`xcomstash.coordinate`): ``<dag>/<run>/.blobs/<hex>.xcs``,
+``<dag>/<run>/.links/<task>/<map_index>/<key>/<hex>`` and ``<dag>/<run>/<task>/<map>/<key>.xcs``.
+Everything of one DAG run sits under ``<dag>/<run>/``, which is what lets reconcile decide
+run by run from a streamed listing.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from urllib.parse import unquote
+
+from xcomstash.coordinate import OBJECT_SUFFIX, XComCoordinate, parse_blob_key, parse_link_key
+
+
+class KeyKind(str, Enum):
+    BLOB = "blob"
+    LINK = "link"
+    OBJECT = "object"  # per-XCom object (dedup off, or written before dedup)
+    FOREIGN = "foreign"  # not written by xcomstash: reported, never deleted
+
+
+def classify(key: str) -> KeyKind:
+    parts = key.split("/")
+    if len(parts) == 4 and parse_blob_key(key) is not None:
+        return KeyKind.BLOB
+    if len(parts) == 7 and parse_link_key(key) is not None:
+        return KeyKind.LINK
+    if len(parts) == 5 and key.endswith(OBJECT_SUFFIX):
+        try:
+            int(parts[3])
+        except ValueError:
+            return KeyKind.FOREIGN
+        return KeyKind.OBJECT
+    return KeyKind.FOREIGN
+
+
+def run_group(key: str) -> str:
+    """``<dag>/<run>`` of a key (the unit reconcile decides on); the key itself if shorter."""
+    first = key.find("/")
+    if first < 0:
+        return key
+    second = key.find("/", first + 1)
+    return key if second < 0 else key[:second]
+
+
+def _decode(component: str) -> str | None:
+    if "!" in component:  # shortened: the original cannot be recovered from the key
+        return None
+    return "" if component == "%" else unquote(component)
+
+
+def dag_of(key: str) -> str:
+    """The DAG part of a key, decoded, for reports ("by DAG")."""
+    head = key.split("/", 1)[0]
+    return _decode(head) or head
+
+
+def xcom_of_key(key: str) -> XComCoordinate | None:
+    """The XCom a link or per-XCom object belongs to (``None`` for blobs and foreign keys)."""
+    kind = classify(key)
+    if kind is KeyKind.OBJECT:
+        return XComCoordinate.from_object_key(key)
+    if kind is not KeyKind.LINK:
+        return None
+    parts = key.split("/")
+    decoded = [_decode(parts[i]) for i in (0, 1, 3, 5)]
+    if any(d is None for d in decoded):
+        return None
+    dag_id, run_id, task_id, xkey = decoded
+    return XComCoordinate(dag_id, run_id, task_id, int(parts[4]), xkey)  # type: ignore[arg-type]

@@ -1,0 +1,408 @@
+"""Reconcile the store against the xcom table: delete what no row references, report what
+rows reference but the store lacks.
+
+Why it exists: clearing a task, deleting a run and ``airflow db clean`` delete xcom rows
+without calling the XCom backend, so their objects stay behind. An object is *alive* iff at
+least one row's reference names it (several rows may share one content-addressed blob); a
+link is alive iff its own XCom's row references the link's blob.
+
+How it stays safe while Airflow runs:
+
+- **grace period**: only objects last modified more than ``grace`` ago are collected, so an
+  object whose task has not recorded its row yet (or is being retried) is left alone. A blob's
+  age is that of its newest link, so a fresh push that reuses an old blob protects it.
+- **one snapshot of the rows, taken before the listing**: a row recorded later belongs to an
+  object written within the grace period.
+- **re-check before deleting**: every candidate is looked at again (``head``) and skipped if it
+  was rewritten since it was listed; a blob is deleted only when, after its orphan links are
+  gone, no link to it is left in its run.
+- **idempotent and resumable**: every decision is made from the current state; an interrupted
+  run just leaves work for the next one, and deleting twice is harmless.
+
+Memory stays bounded: the live set holds one 64-bit hash per referenced key (a collision can
+only keep an orphan, never delete a live object), and the listing is streamed and decided one
+DAG run (``<dag>/<run>/``) at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from xcomstash.coordinate import BLOBS, XComCoordinate, parse_blob_key, parse_link_key
+from xcomstash.errors import InvalidReferenceError, StoreError
+from xcomstash.maintenance.keys import KeyKind, classify, dag_of, run_group, xcom_of_key
+from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
+from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
+from xcomstash.reference import MARKER
+from xcomstash.stores.base import ObjectInfo, Store
+
+DEFAULT_GRACE_SECONDS = 6 * 3600
+_BLOB_PART = f"/{BLOBS}/"
+#: Deletions in flight at once on remote stores.
+DELETE_WORKERS = 8
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    dry_run: bool = False
+    #: Only list (and so only collect) objects under this key prefix, e.g. one DAG's.
+    prefix: str = ""
+    #: Wall-clock "now" (POSIX seconds); tests pin it, operators never need to.
+    now: float | None = None
+    #: Look up each missing object's row to report it (a second pass over the rows).
+    report_missing: bool = True
+
+
+@dataclass
+class Missing:
+    coordinate: dict[str, Any]
+    uri: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"xcom": self.coordinate, "uri": self.uri}
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    grace_seconds: float
+    cutoff: float
+    rows_scanned: int = 0
+    references: int = 0
+    invalid_references: int = 0
+    invalid: list[str] = field(default_factory=list)
+    outside_store: int = 0
+    listed: int = 0
+    listed_bytes: int = 0
+    live: Tally = field(default_factory=Tally)
+    orphans: Tally = field(default_factory=Tally)  # collected (or would be, in a dry run)
+    young_orphans: Tally = field(default_factory=Tally)  # unreferenced but within the grace period
+    foreign: Tally = field(default_factory=Tally)  # not our keys: never touched
+    kept_on_recheck: int = 0
+    deleted: int = 0
+    deleted_bytes: int = 0
+    missing: list[Missing] = field(default_factory=list)
+    missing_count: int = 0
+    rows_without_link: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.missing_count == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "grace_seconds": self.grace_seconds,
+            "cutoff": iso(self.cutoff),
+            "rows_scanned": self.rows_scanned,
+            "references": self.references,
+            "invalid_references": {"count": self.invalid_references, "sample": list(self.invalid)},
+            "references_outside_store": self.outside_store,
+            "listed": {"count": self.listed, "bytes": self.listed_bytes},
+            "live": {"count": self.live.count, "bytes": self.live.bytes},
+            "orphans": self.orphans.to_json(),
+            "young_orphans": self.young_orphans.to_json(),
+            "foreign": self.foreign.to_json(),
+            "kept_on_recheck": self.kept_on_recheck,
+            "deleted": {"count": self.deleted, "bytes": self.deleted_bytes},
+            "missing": {
+                "count": self.missing_count,
+                "sample": [m.to_json() for m in self.missing],
+            },
+            "rows_without_link": self.rows_without_link,
+            "errors": list(self.errors),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def live_keys(
+    rows: Iterable[XComRow], store: Store, report: ReconcileReport, progress: Progress | None = None
+) -> set[int]:
+    """Hashes of every key the rows keep alive: referenced objects and their rows' links.
+
+    A row that carries the marker but does not parse still protects the URI it names, if any:
+    reconcile never deletes what a row might point at.
+    """
+    live: set[int] = set()
+    for row in rows:
+        report.rows_scanned += 1
+        if progress is not None and report.rows_scanned % 10000 == 0:
+            progress("rows", 10000)
+        ref, error = reference_or_error(row.value)
+        if error is not None:
+            report.invalid_references += 1
+            if len(report.invalid) < SAMPLE_SIZE:
+                report.invalid.append(f"{row.coordinate}: {error}")
+            uri = decode_value(row.value).get("uri")
+            if isinstance(uri, str):
+                try:
+                    live.add(hash(store.key_for(uri)))
+                except InvalidReferenceError:
+                    pass
+            continue
+        if ref is None:
+            continue
+        report.references += 1
+        try:
+            key = store.key_for(ref.uri)
+        except InvalidReferenceError:
+            report.outside_store += 1
+            continue
+        live.add(hash(key))
+        if _BLOB_PART in key:
+            live.add(hash(row.coordinate.link_key(ref.digest)))
+    if progress is not None:
+        progress("rows", report.rows_scanned % 10000)
+    return live
+
+
+class Reconciler:
+    """One reconcile pass: rows snapshot, streamed listing, per-run decisions, re-checked deletes."""
+
+    def __init__(
+        self,
+        store: Store,
+        options: ReconcileOptions = ReconcileOptions(),
+        progress: Progress | None = None,
+        confirm: Callable[[XComCoordinate], tuple[bool, Any]] | None = None,
+    ) -> None:
+        """``confirm``: read one row now (``(exists, value)``). Given when the rows did not come
+        from one consistent snapshot (the REST API): every candidate link and per-XCom object
+        is then checked against its own row before it is deleted."""
+        self.store = store
+        self.confirm = confirm
+        self.options = options
+        self.progress = progress
+        now = time.time() if options.now is None else options.now
+        self.cutoff = now - options.grace_seconds
+        self.report = ReconcileReport(
+            dry_run=options.dry_run, grace_seconds=options.grace_seconds, cutoff=self.cutoff
+        )
+        self._pool = (
+            ThreadPoolExecutor(DELETE_WORKERS, thread_name_prefix="xcomstash-gc")
+            if not store.is_local and not options.dry_run
+            else None
+        )
+        self._flushed_groups: set[int] = set()
+
+    def run(self, rows: Iterable[XComRow], rows_again: Callable[[], Iterable[XComRow]] | None = None) -> ReconcileReport:
+        """``rows``: the snapshot; ``rows_again``: a fresh pass, used only to name missing objects."""
+        started = time.perf_counter()
+        try:
+            live = live_keys(rows, self.store, self.report, self.progress)
+            self._reconcile_listing(live)
+            if live and rows_again is not None and self.options.report_missing:
+                self._report_missing(live, rows_again())
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    # ------------------------------------------------------------------ listing
+
+    def _reconcile_listing(self, live: set[int]) -> None:
+        group: list[ObjectInfo] = []
+        current: str | None = None
+        listed = 0
+        try:
+            for info in self.store.list(self.options.prefix):
+                listed += 1
+                if self.progress is not None and listed % 10000 == 0:
+                    self.progress("objects", 10000)
+                name = run_group(info.key)
+                if name != current:
+                    if group:
+                        self._decide(current or "", group, live)
+                    group, current = [], name
+                group.append(info)
+            if group:
+                self._decide(current or "", group, live)
+        except StoreError as exc:
+            self.report.errors.append(f"listing the store failed: {exc}")
+        if self.progress is not None:
+            self.progress("objects", listed % 10000)
+
+    def _decide(self, name: str, group: list[ObjectInfo], live: set[int]) -> None:
+        report, cutoff = self.report, self.cutoff
+        # A group seen twice means the store did not list runs contiguously: blobs of such a
+        # run are kept (their links may be elsewhere in the listing).
+        marker = hash(name)
+        regrouped = marker in self._flushed_groups
+        self._flushed_groups.add(marker)
+        newest_link: dict[str, float] = {}
+        for info in group:
+            if "/.links/" in info.key:
+                link = parse_link_key(info.key)
+                if link is not None and info.modified > newest_link.get(link.hex_digest, 0.0):
+                    newest_link[link.hex_digest] = info.modified
+        links: list[ObjectInfo] = []
+        others: list[ObjectInfo] = []
+        blobs: list[tuple[ObjectInfo, str]] = []
+        for info in group:
+            report.listed += 1
+            report.listed_bytes += info.size
+            key = info.key
+            h = hash(key)
+            if h in live:
+                live.discard(h)
+                report.live.count += 1
+                report.live.bytes += info.size
+                continue
+            kind = classify(key)
+            if kind is KeyKind.FOREIGN:
+                report.foreign.add(key, info.size, info.modified, dag_of(key))
+                continue
+            age_from = info.modified
+            if kind is KeyKind.BLOB:
+                blob = parse_blob_key(key)
+                assert blob is not None
+                age_from = max(age_from, newest_link.get(blob.hex_digest, 0.0))
+                if regrouped:
+                    age_from = float("inf")
+            if age_from >= cutoff:
+                report.young_orphans.add(key, info.size, info.modified, dag_of(key))
+                continue
+            if kind is KeyKind.LINK:
+                links.append(info)
+            elif kind is KeyKind.BLOB:
+                blobs.append((info, blob.hex_digest))  # type: ignore[union-attr]
+            else:
+                others.append(info)
+        if self.options.dry_run:
+            for info in (*links, *others, *(b for b, _ in blobs)):
+                report.orphans.add(info.key, info.size, info.modified, dag_of(info.key))
+            return
+        self._delete_rechecked(links + others)
+        if blobs:
+            self._delete_blobs(name, blobs)
+
+    # ----------------------------------------------------------------- deleting
+
+    def _delete_rechecked(self, infos: list[ObjectInfo]) -> None:
+        if not infos:
+            return
+        results = (
+            self._pool.map(self._delete_one, infos) if self._pool is not None else map(self._delete_one, infos)
+        )
+        for info, outcome in zip(infos, results):
+            self._count(info, outcome)
+
+    def _delete_one(self, info: ObjectInfo) -> str:
+        """``deleted``, ``gone`` (someone else deleted it), ``kept`` (rewritten) or an error."""
+        try:
+            now = self.store.head(info.key)
+            if now is None:
+                return "gone"
+            if now.modified >= self.cutoff or now.modified != info.modified:
+                return "kept"
+            if self.confirm is not None and self._still_referenced(info.key):
+                return "kept"
+            self.store.delete(info.key)
+            return "deleted"
+        except StoreError as exc:
+            return f"error: cannot delete {info.key}: {exc}"
+
+    def _still_referenced(self, key: str) -> bool:
+        """Whether the XCom a link or per-XCom object belongs to references it right now.
+        A key whose XCom cannot be named (shortened components) counts as referenced."""
+        coordinate = xcom_of_key(key)
+        if coordinate is None:
+            return classify(key) is not KeyKind.BLOB
+        exists, value = self.confirm(coordinate)  # type: ignore[misc]
+        if not exists:
+            return False
+        ref, error = reference_or_error(value)
+        if error is not None:
+            return True
+        if ref is None:
+            return False
+        try:
+            target = self.store.key_for(ref.uri)
+        except InvalidReferenceError:
+            return False
+        link = parse_link_key(key)
+        if link is not None:
+            return target == link.blob_key
+        return target == key
+
+    def _count(self, info: ObjectInfo, outcome: str) -> None:
+        report = self.report
+        if outcome == "deleted":
+            report.orphans.add(info.key, info.size, info.modified, dag_of(info.key))
+            report.deleted += 1
+            report.deleted_bytes += info.size
+        elif outcome == "gone":
+            report.orphans.add(info.key, info.size, info.modified, dag_of(info.key))
+        elif outcome == "kept":
+            report.kept_on_recheck += 1
+        else:
+            report.errors.append(outcome)
+
+    def _delete_blobs(self, name: str, blobs: list[tuple[ObjectInfo, str]]) -> None:
+        """Delete unreferenced old blobs of one run, unless a link to them is (still) there."""
+        linked: set[str] = set()
+        try:
+            for info in self.store.list(f"{name}/.links/"):
+                link = parse_link_key(info.key)
+                if link is not None:
+                    linked.add(link.hex_digest)
+        except StoreError as exc:
+            self.report.errors.append(f"cannot list the links of {name}: {exc}")
+            return
+        doomed = []
+        for info, hex_digest in blobs:
+            if hex_digest in linked:
+                self.report.kept_on_recheck += 1
+            else:
+                doomed.append(info)
+        self._delete_rechecked(doomed)
+
+    # ------------------------------------------------------------------ missing
+
+    def _report_missing(self, remaining: set[int], rows: Iterable[XComRow]) -> None:
+        """Rows whose object was not listed: confirmed with ``head`` (a row recorded after the
+        snapshot, or an object outside ``prefix``, is not reported)."""
+        report = self.report
+        prefix = self.options.prefix
+        for row in rows:
+            if not remaining:
+                break
+            value = decode_value(row.value)
+            if not isinstance(value, dict) or MARKER not in value:
+                continue
+            ref, error = reference_or_error(value)
+            if ref is None:
+                continue
+            try:
+                key = self.store.key_for(ref.uri)
+            except InvalidReferenceError:
+                continue
+            h = hash(key)
+            if (
+                _BLOB_PART in key
+                and key.startswith(prefix)
+                and hash(row.coordinate.link_key(ref.digest)) in remaining
+            ):
+                report.rows_without_link += 1
+            if h not in remaining or not key.startswith(prefix):
+                continue
+            try:
+                present = self.store.head(key) is not None
+            except StoreError as exc:
+                report.errors.append(f"cannot check {key}: {exc}")
+                continue
+            if present:
+                continue
+            report.missing_count += 1
+            if len(report.missing) < SAMPLE_SIZE:
+                report.missing.append(Missing(row.coordinate.as_dict(), ref.uri))
+
