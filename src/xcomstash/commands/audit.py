@@ -1,0 +1,97 @@
+"""``xcomstash audit``: query the durable audit log (the JSON-lines objects under ``!audit/``
+in the store) by DAG, run, task, key, operation, outcome and time range."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from xcomstash import audit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "audit",
+        help="query the audit log (pushes, pulls, purges, denials, integrity failures)",
+        description=(
+            "Print audit events from the store's durable audit log. Without --store-url the "
+            "store comes from Airflow's [xcomstash] store_url (and its connection for S3)."
+        ),
+    )
+    parser.add_argument("--store-url", help="file:///path or s3://[conn_id@]bucket/prefix")
+    parser.add_argument("--dag", dest="dag_id")
+    parser.add_argument("--run", dest="run_id")
+    parser.add_argument("--task", dest="task_id")
+    parser.add_argument("--key")
+    parser.add_argument("--op", choices=audit.OPS)
+    parser.add_argument("--outcome", choices=audit.OUTCOMES)
+    parser.add_argument("--since", help="ISO 8601 time or relative (30m, 2h, 7d)")
+    parser.add_argument("--until", help="ISO 8601 time or relative (30m, 2h, 7d)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument("--limit", type=int, default=0, help="print at most this many (the newest)")
+    parser.set_defaults(func=run)
+
+
+def open_configured_store(url: str | None) -> Any:
+    """The store named on the command line, or the one Airflow's configuration names."""
+    from xcomstash.stores import open_store
+
+    if url:
+        factory = None
+        if url.startswith("s3://") and "@" in url.split("/", 3)[2]:
+            from xcomstash.airflow.settings import s3_client_from_connection
+
+            factory = s3_client_from_connection
+        return open_store(url, s3_client_factory=factory)
+    from xcomstash.airflow.settings import read_config, s3_client_from_connection
+
+    config, _ = read_config()
+    return open_store(config.store_url, s3_client_factory=s3_client_from_connection)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        query = audit.Query(
+            dag_id=args.dag_id,
+            run_id=args.run_id,
+            task_id=args.task_id,
+            key=args.key,
+            op=args.op,
+            outcome=args.outcome,
+            since=audit.parse_time(args.since) if args.since else None,
+            until=audit.parse_time(args.until) if args.until else None,
+        )
+    except ValueError as exc:
+        print(f"xcomstash audit: {exc}", file=sys.stderr)
+        return 2
+    store = open_configured_store(args.store_url)
+    events = list(audit.read_events(store, query))
+    if args.limit > 0:
+        events = events[-args.limit :]
+    if args.json:
+        for event in events:
+            print(event.to_json())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(events)} audit events", show_lines=False)
+    for column in ("time (UTC)", "op", "outcome", "dag / run", "task[map] / key", "by", "bytes", "key id", "error"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        x, a = e.xcom, e.actor
+        by = f"{a.get('dag_id')}.{a.get('task_id')} try {a.get('try_number')}" if a else ""
+        table.add_row(
+            e.ts.replace("T", " ").rstrip("Z"),
+            e.op,
+            e.outcome,
+            f"{x.get('dag_id')} / {x.get('run_id')}",
+            f"{x.get('task_id')}[{x.get('map_index')}] / {x.get('key')}",
+            by,
+            f"{e.size:,}" if e.size is not None else "",
+            e.key_id,
+            e.error,
+        )
+    Console(width=200).print(table)
+    return 0
