@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Pattern
 
 from xcomstash.errors import ConfigError, SensitiveDataError
@@ -153,25 +154,34 @@ class Scanner:
 
     # ------------------------------------------------------------ strings
 
-    def _patterns(self) -> list[Detector]:
-        found = list(self.detectors)
+    def _patterns(self) -> _Detectors:
+        pattern = None
         if self.registered is not None:
             try:
                 pattern = self.registered()
             except Exception:  # a broken masker must not break pushes; it just adds nothing
                 pattern = None
-            if pattern is not None and pattern.pattern:
-                found.insert(0, Detector("registered-secret", pattern))
-        return found
+            if pattern is not None and not pattern.pattern:
+                pattern = None
+        cached = self.__dict__.get("_compiled")
+        if cached is not None and cached[0] is pattern:
+            return cached[1]
+        found = list(self.detectors)
+        if pattern is not None:
+            found.insert(0, Detector("registered-secret", pattern))
+        compiled = _Detectors(found, _prefilter(found))
+        self.__dict__["_compiled"] = (pattern, compiled)
+        return compiled
 
     def _field_is_sensitive(self, name: Any) -> bool:
         if not isinstance(name, str) or name in _SERDE_KEYS:
             return False
-        normalized = _NON_WORD.sub("_", name.strip().lower())
-        return any(s in normalized for s in self.sensitive_fields)
+        return _name_is_sensitive(name, self.sensitive_fields)
 
     @staticmethod
-    def _text_findings(detectors: list[Detector], text: str, where: str) -> list[Finding]:
+    def _text_findings(detectors: _Detectors, text: str, where: str) -> list[Finding]:
+        if detectors.prefilter is not None and detectors.prefilter.search(text) is None:
+            return []  # one combined pass rules out every detector (the common case)
         return [Finding(d.name, where) for d in detectors if d.matches(text)]
 
     @staticmethod
@@ -209,7 +219,7 @@ class Scanner:
         return masked, findings, not budget.exhausted
 
     def _walk(
-        self, obj: Any, where: str, detectors: list[Detector], budget: _Budget, findings: list[Finding], *, mask: bool
+        self, obj: Any, where: str, detectors: _Detectors, budget: _Budget, findings: list[Finding], *, mask: bool
     ) -> Any:
         if isinstance(obj, str):
             if not budget.take(obj):
@@ -300,6 +310,29 @@ class Scanner:
         return self._text_findings(self._patterns(), head, "bytes")
 
 
+@lru_cache(maxsize=4096)
+def _name_is_sensitive(name: str, fields: frozenset[str]) -> bool:
+    normalized = _NON_WORD.sub("_", name.strip().lower())
+    return any(s in normalized for s in fields)
+
+
+class _Detectors(list):  # type: ignore[type-arg]
+    """The detectors of one scan, with their combined prefilter."""
+
+    def __init__(self, detectors: list[Detector], prefilter: Pattern[str] | None) -> None:
+        super().__init__(detectors)
+        self.prefilter = prefilter
+
+
+def _prefilter(detectors: list[Detector]) -> Pattern[str] | None:
+    """One alternation of every detector's pattern: a string none of them can match is ruled
+    out in a single regex pass. ``None`` if the patterns cannot be combined."""
+    try:
+        return re.compile("|".join(f"(?:{d.pattern.pattern})" for d in detectors))
+    except re.error:
+        return None
+
+
 def _has_content(value: Any) -> bool:
     return value not in (None, "", [], {})
 
@@ -348,7 +381,7 @@ def _as_arrow(value: Any) -> tuple[Any, str]:
     raise TypeError(f"not a table: {type(value).__name__}")
 
 
-def _mask_columns(value: Any, kind: str, table: Any, hit: dict[str, bool], detectors: list[Detector]) -> Any:
+def _mask_columns(value: Any, kind: str, table: Any, hit: dict[str, bool], detectors: _Detectors) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
