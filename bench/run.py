@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
                 "access_key": S3_KEYS[0], "secret_key": S3_KEYS[1],
                 "prefix": f"run-{time.strftime('%Y%m%dT%H%M%S')}",
             }
+        partial_mib = 300 if "df300" in cases else (30 if "df30" in cases else 0)
         for case, store_kind, contender in plan:
             # A type the backend cannot serialize fails before the store is touched: run once.
             earlier = [r for r in results if r.get("case") == case["name"]
@@ -467,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             store = s3_store if store_kind == "s3" else {"kind": "local", "root": ""}
             results.append(runner.run_case(case, store, contender, len(plan)))
+        if partial_mib:
+            meta["partial_read"] = _partial_read(console, partial_mib, stores, s3_store, timeout)
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = f"interrupted ({type(exc).__name__} {exc})"
         console.print(f"[bold red]{interrupted}: stopping[/]")
@@ -481,6 +484,13 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print()
     render(console, results, stores, cases)
+    if meta.get("partial_read"):
+        from bench.partial_read import describe
+
+        console.print(f"Partial read, 1 of 9 columns of the {partial_mib} MB DataFrame (xcomstash only; "
+                      "the others have no partial read and fetch the whole object):")
+        for r in meta["partial_read"]:
+            console.print("  " + describe(r))
     console.print(f"whole run: {meta['wall_s']:.1f} s wall ({len(plan)} case processes)")
 
     out = Path(args.json)
@@ -489,6 +499,20 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"results: {out}")
     bad = [r for r in results if r.get("status") not in ("ok", "unsupported", "n/a")]
     return 130 if interrupted else (1 if bad else 0)
+
+
+def _partial_read(console: Any, mib: int, stores: list[str], s3_store: Any, timeout: float) -> list[dict[str, Any]]:
+    """bench.partial_read in a fresh process, on the same stores (and SeaweedFS) as the cases."""
+    argv = [sys.executable, "-m", "bench.partial_read", "--json", "--mib", str(mib), "--stores", ",".join(stores)]
+    if s3_store is not None:
+        argv += ["--s3-endpoint", s3_store["endpoint"], "--s3-bucket", s3_store["bucket"],
+                 "--s3-keys", f"{s3_store['access_key']}:{s3_store['secret_key']}"]
+    console.print(f"partial read: 1 of 9 columns of the {mib} MB DataFrame on {','.join(stores)}")
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_child_base_env())
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0:
+        console.print(f"[red]partial read failed (exit {proc.returncode})[/]\n{proc.stderr[-2000:]}")
+    return rows
 
 
 def _start_s3(workdir: Path):

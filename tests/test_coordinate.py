@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xcomstash import Engine, StashConfig, XComCoordinate
-from xcomstash.coordinate import MAX_KEY_BYTES, OBJECT_SUFFIX
+from xcomstash.coordinate import parse_blob_key, parse_link_key, MAX_KEY_BYTES, OBJECT_SUFFIX
 from xcomstash.stores import LocalStore
 
 BASE = dict(dag_id="dag", run_id="run", task_id="task", map_index=-1, key="return_value")
@@ -117,15 +117,39 @@ def test_foreign_keys_do_not_map_to_a_coordinate(key: str) -> None:
     assert XComCoordinate.from_object_key(key) is None
 
 
-def test_awkward_coordinate_is_stored_inside_the_store_root(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dedup", [True, False], ids=["blobs", "per-xcom"])
+def test_awkward_coordinate_is_stored_inside_the_store_root(tmp_path: Path, dedup: bool) -> None:
     root = tmp_path / "store"
-    engine = Engine(StashConfig(store_url=f"file://{root}", threshold=0))
+    engine = Engine(StashConfig(store_url=f"file://{root}", threshold=0, dedup=dedup))
     c = XComCoordinate("../../escape", "/abs", "..", -1, "a/../../b")
     stored = engine.serialize(b"data", c)
-    (path,) = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert path.resolve().is_relative_to(root.resolve())
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) == (2 if dedup else 1)  # the blob and its link, or the one object
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in written)
     assert engine.deserialize(stored) == b"data"
-    assert engine.store.key_for(stored["uri"]) == c.object_key()
+    expected = c.blob_key(stored["digest"]) if dedup else c.object_key()
+    assert engine.store.key_for(stored["uri"]) == expected
+
+
+def test_blob_and_link_keys_parse_back() -> None:
+    c = XComCoordinate("d/x", "r", "t.1", 4, "k y")
+    digest = "sha256:" + "ab" * 32
+    blob = parse_blob_key(c.blob_key(digest))
+    link = parse_link_key(c.link_key(digest))
+    assert blob is not None and link is not None
+    assert blob.hex_digest == link.hex_digest == "ab" * 32
+    assert link.blob_key == c.blob_key(digest)
+    assert (link.task_id, link.map_index, link.key) == ("t.1", 4, "k y")
+    assert c.link_key(digest).startswith(blob.links_root)
+    assert parse_blob_key(c.object_key()) is None and parse_link_key(c.object_key()) is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["d/r/.blobs/abc.xcs", "d/r/.blobs/" + "g" * 64 + ".xcs", "d/r/x/.blobs/" + "a" * 64 + ".xcs", ""],
+)
+def test_malformed_blob_keys_do_not_parse(key: str) -> None:
+    assert parse_blob_key(key) is None
 
 
 def test_str_names_every_field() -> None:

@@ -57,6 +57,15 @@ def files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+def objects(root: Path) -> list[Path]:
+    """Stored objects: every file except the links that say which XComs use a blob."""
+    return [p for p in files(root) if ".links" not in p.parts]
+
+
+def links(root: Path) -> list[Path]:
+    return [p for p in files(root) if ".links" in p.parts]
+
+
 def object_path(root: Path, stored: dict) -> Path:
     assert stored["uri"].startswith(f"file://{root.resolve()}/")
     return Path(stored["uri"][len("file://") :])
@@ -145,7 +154,7 @@ def test_exclusive_mode_stores_every_value(root: Path, value) -> None:
     stored = engine.serialize(value, COORD)
     assert is_reference(stored)
     assert engine.deserialize(json.loads(json.dumps(stored))) == value
-    assert len(files(root)) == 1
+    assert len(objects(root)) == 1 and len(links(root)) == 1
 
 
 @pytest.mark.parametrize(
@@ -189,14 +198,23 @@ def test_nested_marker_is_just_data_and_stays_inline(root: Path) -> None:
 
 def test_reference_is_small_versioned_and_describes_the_value(engine: Engine) -> None:
     stored = engine.serialize(nine_column_frame(), COORD)
-    assert set(stored) == {MARKER, "summary", "type", "codec", "size", "uri", "digest"}
+    assert set(stored) == {MARKER, "summary", "type", "codec", "size", "uri", "digest", "xcom"}
+    assert stored["xcom"] == COORD.as_dict()
     assert stored[MARKER] == 1
     assert stored["summary"] == "DataFrame 1,000 rows x 9 cols"
     assert stored["type"] == "pandas.DataFrame"
     assert stored["codec"] == "pandas.arrow-ipc"
     assert stored["digest"].startswith("sha256:") and len(stored["digest"]) == 71
     assert len(json.dumps(stored).encode()) < 600
+    digest_hex = stored["digest"].removeprefix("sha256:")
+    assert stored["uri"].endswith(f"/etl_dag/scheduled__2026-11-23T10:00:00+00:00/.blobs/{digest_hex}.xcs")
+
+
+def test_per_xcom_layout_names_the_object_after_the_xcom(root: Path) -> None:
+    engine = make_engine(root, threshold=0, dedup=False)
+    stored = engine.serialize(nine_column_frame(), COORD)
     assert stored["uri"].endswith("/etl_dag/scheduled__2026-11-23T10:00:00+00:00/extract/3/rows.xcs")
+    assert links(root) == []
 
 
 def test_reference_size_is_the_object_size(engine: Engine, root: Path) -> None:
@@ -207,7 +225,8 @@ def test_reference_size_is_the_object_size(engine: Engine, root: Path) -> None:
 # =========================================================================== object keys
 
 
-def test_pushing_twice_for_one_coordinate_overwrites_one_object(engine: Engine, root: Path) -> None:
+def test_per_xcom_layout_pushing_twice_for_one_coordinate_overwrites_one_object(root: Path) -> None:
+    engine = make_engine(root, threshold=0, dedup=False)
     first = engine.serialize(np.arange(1000), COORD)
     second = engine.serialize(np.arange(2000), COORD)
     assert first["uri"] == second["uri"]
@@ -216,15 +235,18 @@ def test_pushing_twice_for_one_coordinate_overwrites_one_object(engine: Engine, 
 
 
 def test_reference_to_an_overwritten_object_fails_instead_of_returning_the_new_value(
-    engine: Engine,
+    root: Path,
 ) -> None:
+    engine = make_engine(root, threshold=0, dedup=False)
     first = engine.serialize({"v": "old" * 100}, COORD)
     engine.serialize({"v": "new" * 100}, COORD)
     with pytest.raises(IntegrityError):
         engine.deserialize(first)
 
 
-def test_each_coordinate_field_gives_its_own_object(engine: Engine, root: Path) -> None:
+@pytest.mark.parametrize("dedup", [True, False], ids=["blobs", "per-xcom"])
+def test_each_coordinate_field_gives_its_own_object(root: Path, dedup: bool) -> None:
+    engine = make_engine(root, threshold=0, dedup=dedup)
     variants = [
         COORD,
         XComCoordinate("other_dag", COORD.run_id, COORD.task_id, COORD.map_index, COORD.key),
@@ -235,7 +257,7 @@ def test_each_coordinate_field_gives_its_own_object(engine: Engine, root: Path) 
     ]
     stored = [engine.serialize(f"value {i}" * 10, c) for i, c in enumerate(variants)]
     assert len({s["uri"] for s in stored}) == len(variants)
-    assert len(files(root)) == len(variants)
+    assert len(objects(root)) == len(variants)
     for i, s in enumerate(stored):
         assert engine.deserialize(s) == f"value {i}" * 10
 
@@ -288,14 +310,13 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
     assert header.codec == "pandas.arrow-ipc"
     assert header.compression == compression
     assert header.python_type == "pandas.DataFrame"
-    assert header.xcom == {
-        "dag_id": "etl_dag",
-        "run_id": "scheduled__2026-11-23T10:00:00+00:00",
-        "task_id": "extract",
-        "map_index": 3,
-        "key": "rows",
-    }
-    assert XComCoordinate(**header.xcom) == COORD
+    # A blob may serve several XComs of the run: it names the run, its links name the XComs.
+    assert header.xcom == {"dag_id": "etl_dag", "run_id": "scheduled__2026-11-23T10:00:00+00:00"}
+    (link,) = links(root)
+    assert link.relative_to(root.resolve()).parts[2:] == (
+        ".links", "extract", "3", "rows", stored["digest"].removeprefix("sha256:")
+    )
+
 
     data = path.read_bytes()
     assert data.startswith(objectformat.MAGIC)
@@ -308,6 +329,13 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
     )
     if compression == "none":
         assert layout.body_size == layout.raw_size
+
+
+def test_per_xcom_object_header_names_the_whole_xcom(root: Path) -> None:
+    engine = make_engine(root, threshold=0, dedup=False)
+    stored = engine.serialize(nine_column_frame(50), COORD)
+    header = layout_of(object_path(root, stored)).header
+    assert XComCoordinate(**header.xcom) == COORD
 
 
 def test_footer_raw_size_is_the_codec_payload_size(engine: Engine, root: Path) -> None:

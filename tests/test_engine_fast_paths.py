@@ -174,7 +174,8 @@ def test_deserialize_many_raises_for_a_deleted_object_instead_of_partial_results
 
 
 def pending(engine: Engine) -> dict:
-    """The read-ahead's scheduled fetches, by object key (engine internals, inspected only)."""
+    """The read-ahead's scheduled fetches, by coordinate; each gives (key read, bytes)
+    (engine internals, inspected only)."""
     assert engine._readahead is not None
     return dict(engine._readahead._pending)
 
@@ -186,9 +187,9 @@ def wait_for_prefetches(engine: Engine) -> None:
 N = 14
 
 
-@pytest.fixture
-def mapped(tmp_path: Path) -> tuple[Engine, list[bytes], list[dict]]:
-    engine = make_engine(tmp_path / "store", threshold=0)
+@pytest.fixture(params=[True, False], ids=["blobs", "per-xcom"])
+def mapped(tmp_path: Path, request) -> tuple[Engine, list[bytes], list[dict]]:
+    engine = make_engine(tmp_path / "store", threshold=0, dedup=request.param)
     values = [os.urandom(3000 + 100 * i) for i in range(N)]
     rows = [engine.serialize(v, coord(i)) for i, v in enumerate(values)]
     return engine, values, rows
@@ -207,7 +208,12 @@ def test_read_ahead_is_scheduled_after_two_consecutive_indexes(mapped) -> None:
     assert pending(engine) == {}
     assert engine.deserialize(rows[1], coord(1)) == values[1]
     scheduled = set(pending(engine))
-    assert scheduled == {coord(i).object_key() for i in range(2, 2 + WINDOW)}
+    assert scheduled == {coord(i) for i in range(2, 2 + WINDOW)}
+    wait_for_prefetches(engine)
+    # each prefetch found the object its XCom references (through its link, or its own key)
+    assert {c: f.result()[0] for c, f in pending(engine).items()} == {
+        coord(i): engine.store.key_for(rows[i]["uri"]) for i in range(2, 2 + WINDOW)
+    }
     wait_for_prefetches(engine)
     for i in range(2, N):
         assert engine.deserialize(rows[i], coord(i)) == values[i]
@@ -233,25 +239,25 @@ def test_object_overwritten_after_prefetch_reads_the_new_value(mapped, same_size
     engine, values, rows = mapped
     assert engine.deserialize(rows[0], coord(0)) == values[0]
     assert engine.deserialize(rows[1], coord(1)) == values[1]
-    key5 = coord(5).object_key()
-    assert key5 in pending(engine)
+    assert coord(5) in pending(engine)
     wait_for_prefetches(engine)
-    stale = pending(engine)[key5].result()
+    _, stale = pending(engine)[coord(5)].result()
     assert stale == path_of(rows[5]).read_bytes()  # the prefetch holds the first attempt's bytes
 
-    # a retry of map index 5 overwrites its object with a different value
+    # a retry of map index 5 pushes a different value (over the old object, or as a new blob)
     new_value = os.urandom(len(values[5]) if same_size else len(values[5]) + 777)
     new_row = engine.serialize(new_value, coord(5))
-    assert new_row["uri"] == rows[5]["uri"] and new_row["digest"] != rows[5]["digest"]
+    assert new_row["digest"] != rows[5]["digest"]
+    assert (new_row["uri"] == rows[5]["uri"]) is (not engine.config.dedup)
     assert (new_row["size"] == rows[5]["size"]) is same_size
     assert path_of(new_row).read_bytes() != stale
-    assert pending(engine)[key5].result() == stale  # still the stale copy, about to be taken
+    assert pending(engine)[coord(5)].result()[1] == stale  # still the stale copy, about to be taken
     rows[5], values[5] = new_row, new_value
 
     for i in range(2, N):
         got = engine.deserialize(rows[i], coord(i))
         assert got == values[i], f"map index {i}"
-    assert key5 not in pending(engine)
+    assert coord(5) not in pending(engine)
 
 
 def test_read_ahead_disabled_schedules_nothing(tmp_path: Path) -> None:
@@ -327,7 +333,7 @@ def test_corrupt_large_value_prefetched_by_read_ahead_raises_integrity_error(tmp
     flip(path_of(rows[2]), layout.body_offset + layout.frames[0].stored_len + 5)  # in frame 1
     assert engine.deserialize(rows[0], coord(0, "big")) == values[0]
     assert engine.deserialize(rows[1], coord(1, "big")) == values[1]
-    assert coord(2, "big").object_key() in pending(engine)
+    assert coord(2, "big") in pending(engine)
     wait_for_prefetches(engine)
     with pytest.raises(IntegrityError):
         engine.deserialize(rows[2], coord(2, "big"))

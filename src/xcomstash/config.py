@@ -32,6 +32,9 @@ class StashConfig:
     cache_max_bytes: int = 2 * 1024**3
     #: Fetch the next mapped outputs while a task reads them one by one.
     read_ahead: bool = True
+    #: Store identical payloads of one DAG run once (content-addressed blobs plus links);
+    #: ``False`` writes one object per XCom at a deterministic key instead.
+    dedup: bool = True
 
     def __post_init__(self) -> None:
         parse_store_url(self.store_url)

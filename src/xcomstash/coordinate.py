@@ -1,7 +1,18 @@
-"""Where an XCom lives in Airflow's terms, and the object key it maps to in a store.
+"""Where an XCom lives in Airflow's terms, and the keys it maps to in a store.
 
-The object key is deterministic per XCom so that a retried task overwrites its previous object
-instead of leaking a new one, and so that an object in a listing maps back to its xcom row.
+Two layouts, both under ``<dag>/<run>/`` so everything of one DAG run sits together:
+
+- **shared blobs** (the default, ``dedup``): the object is ``.blobs/<digest>.xcs``, named by its
+  root digest, so identical payloads pushed in one run are stored once; each XCom that
+  references it leaves a **link** ``.links/<task>/<map_index>/<key>/<digest>`` whose body is the
+  blob's key. Links say, from the store alone, which XComs keep a blob alive (purge and
+  reconcile use them), and let read-ahead find the next mapped output's blob. A blob streamed
+  to S3 in several parts is kept where it was uploaded, ``.blobs/s-<random>.xcs`` (S3 cannot
+  rename, and a copy would cost as much as the upload); its links still carry the digest.
+- **per XCom** (``dedup = False``, and everything written before dedup existed):
+  ``<task>/<map_index>/<key>.xcs``, deterministic, so a retry overwrites its previous object.
+
+Every component is percent-encoded (see :meth:`XComCoordinate.object_key`).
 """
 
 from __future__ import annotations
@@ -18,6 +29,11 @@ _COMPONENT_BUDGET = 200
 #: The key part of an empty component: quote() never outputs a lone "%" (it would be "%25"),
 #: while "%00" (used before) is also the encoding of "\x00", so "" and "\x00" collided.
 _EMPTY = "%"
+BLOBS = ".blobs"
+LINKS = ".links"
+_HEX_DIGEST_LEN = 64
+#: Prefix of a blob kept where it was streamed (see the module docstring).
+STREAMED_PREFIX = "s-"
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,46 @@ class XComCoordinate:
         assert len(key.encode()) <= MAX_KEY_BYTES
         return key
 
+    def run_prefix(self) -> str:
+        """``<dag>/<run>``: the part of every key that names this XCom's DAG run."""
+        return f"{_encode_component(self.dag_id)}/{_encode_component(self.run_id)}"
+
+    def blob_key(self, digest: str) -> str:
+        """The content-addressed object for ``digest`` (``sha256:<hex>``) in this XCom's run."""
+        return f"{self.run_prefix()}/{BLOBS}/{hex_of(digest)}{OBJECT_SUFFIX}"
+
+    def links_prefix(self) -> str:
+        """Where this XCom's links live: ``<dag>/<run>/.links/<task>/<map_index>/<key>``."""
+        return (
+            f"{self.run_prefix()}/{LINKS}/{_encode_component(self.task_id)}/"
+            f"{int(self.map_index)}/{_encode_component(self.key)}"
+        )
+
+    def link_key(self, digest: str) -> str:
+        """The marker saying this XCom references the blob ``digest``."""
+        return f"{self.links_prefix()}/{hex_of(digest)}"
+
+    @classmethod
+    def from_dict(cls, doc: object) -> XComCoordinate | None:
+        """The inverse of :meth:`as_dict`; ``None`` if ``doc`` is not such a dict."""
+        if not isinstance(doc, dict):
+            return None
+        try:
+            coordinate = cls(
+                dag_id=doc["dag_id"],
+                run_id=doc["run_id"],
+                task_id=doc["task_id"],
+                map_index=doc["map_index"],
+                key=doc["key"],
+            )
+        except (KeyError, TypeError):
+            return None
+        if not all(isinstance(v, str) for v in (coordinate.dag_id, coordinate.run_id, coordinate.task_id, coordinate.key)):
+            return None
+        if not isinstance(coordinate.map_index, int) or isinstance(coordinate.map_index, bool):
+            return None
+        return coordinate
+
     @classmethod
     def from_object_key(cls, key: str) -> XComCoordinate | None:
         """Map a store key back to its coordinate; ``None`` if the key was shortened or is not ours."""
@@ -89,3 +145,79 @@ def _encode_component(text: str) -> str:
         return encoded
     digest = hashlib.sha256(text.encode()).hexdigest()[:24]
     return f"{encoded[:_COMPONENT_BUDGET - 26]}!{digest}"
+
+
+def hex_of(digest: str) -> str:
+    """``sha256:<hex>`` -> ``<hex>`` (the form used in key names)."""
+    return digest.split(":", 1)[1] if ":" in digest else digest
+
+
+def _is_hex_digest(text: str) -> bool:
+    return len(text) == _HEX_DIGEST_LEN and all(c in "0123456789abcdef" for c in text)
+
+
+@dataclass(frozen=True)
+class BlobKey:
+    """A parsed ``<dag>/<run>/.blobs/<hex>.xcs`` (or ``.blobs/s-<random>.xcs``) key."""
+
+    run_prefix: str
+    #: The digest the name carries; ``None`` for a blob kept where it was streamed.
+    hex_digest: str | None
+
+    @property
+    def links_root(self) -> str:
+        """The prefix under which every link of this blob's run lives."""
+        return f"{self.run_prefix}/{LINKS}/"
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    """A parsed ``<dag>/<run>/.links/<task>/<map_index>/<key>/<hex>`` key."""
+
+    run_prefix: str
+    task_id: str
+    map_index: int
+    key: str
+    hex_digest: str
+
+    @property
+    def blob_key(self) -> str:
+        """The blob named by the digest (a streamed blob's key is in the link's body)."""
+        return f"{self.run_prefix}/{BLOBS}/{self.hex_digest}{OBJECT_SUFFIX}"
+
+
+def streamed_blob_key(run_prefix: str, token: str) -> str:
+    return f"{run_prefix}/{BLOBS}/{STREAMED_PREFIX}{token}{OBJECT_SUFFIX}"
+
+
+def parse_blob_key(key: str) -> BlobKey | None:
+    parts = key.split("/")
+    if len(parts) != 4 or parts[2] != BLOBS or not parts[3].endswith(OBJECT_SUFFIX):
+        return None
+    name = parts[3][: -len(OBJECT_SUFFIX)]
+    run_prefix = f"{parts[0]}/{parts[1]}"
+    if _is_hex_digest(name):
+        return BlobKey(run_prefix=run_prefix, hex_digest=name)
+    token = name[len(STREAMED_PREFIX) :]
+    if name.startswith(STREAMED_PREFIX) and 16 <= len(token) <= 64 and all(c in "0123456789abcdef" for c in token):
+        return BlobKey(run_prefix=run_prefix, hex_digest=None)
+    return None
+
+
+def parse_link_key(key: str) -> LinkKey | None:
+    """Task and key come back decoded (``None``-safe only for unshortened components)."""
+    parts = key.split("/")
+    if len(parts) != 7 or parts[2] != LINKS or not _is_hex_digest(parts[6]):
+        return None
+    try:
+        map_index = int(parts[4])
+    except ValueError:
+        return None
+    task_id, xkey = ("" if p == _EMPTY else unquote(p) for p in (parts[3], parts[5]))
+    return LinkKey(
+        run_prefix=f"{parts[0]}/{parts[1]}",
+        task_id=task_id,
+        map_index=map_index,
+        key=xkey,
+        hex_digest=parts[6],
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -17,7 +18,14 @@ from xcomstash.codecs import CodecRegistry, default_registry
 from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, json_summary
 from xcomstash.config import StashConfig
-from xcomstash.coordinate import XComCoordinate
+from xcomstash.coordinate import (
+    LINKS,
+    XComCoordinate,
+    hex_of,
+    parse_blob_key,
+    parse_link_key,
+    streamed_blob_key,
+)
 from xcomstash.codecs.arrow import ArrowTableCodec
 from xcomstash.codecs.pandas import PandasDataFrameCodec
 from xcomstash.frames import FrameError, FrameWriter, read_frames
@@ -137,38 +145,103 @@ class Engine:
         write_body: Callable[[Any], Any],
     ) -> Reference:
         started = time.perf_counter()
-        key = coordinate.object_key()
         header = objectformat.ObjectHeader(
             codec=codec.name,
             compression=self.config.compression,
             python_type=short_type_name(value),
             codec_meta=codec.meta(value),
-            xcom=coordinate.as_dict(),
+            # A blob may serve several XComs of the run: its header names only the run, so that
+            # identical payloads give identical bytes. The links name the XComs.
+            xcom=_run_scope(coordinate) if self.config.dedup else coordinate.as_dict(),
         )
         head = objectformat.preamble(header)
-        with self.store.writer(key) as sink:
-            sink.write(head)
-            body = FrameWriter(
-                sink, self.config.compression, self.config.compression_level, self._pool()
-            )
-            try:
-                write_body(body)
-                frames = body.finish()
-            except BaseException:
-                body.abandon()
-                raise
-            tail = objectformat.trailer(frames, body.body_size, body.raw_size)
-            sink.write(tail)
+        if self.config.dedup:
+            staged = streamed_blob_key(coordinate.run_prefix(), uuid.uuid4().hex)
+            with self.store.new_object(staged) as pending:
+                body, tail = self._write_frames(pending, head, write_body)
+                digest = objectformat.root_digest(head, tail)
+                size = len(head) + body.body_size + len(tail)
+                key = self._publish_blob(pending, coordinate, digest, size)
+        else:
+            key = coordinate.object_key()
+            with self.store.writer(key) as sink:
+                body, tail = self._write_frames(sink, head, write_body)
+            digest = objectformat.root_digest(head, tail)
         ref = Reference(
             uri=self.store.uri_for(key),
             size=len(head) + body.body_size + len(tail),
-            digest=objectformat.root_digest(head, tail),
+            digest=digest,
             codec=codec.name,
             python_type=header.python_type,
             summary=clip_summary(summary),
+            xcom=coordinate,
         )
         self._trace("push", coordinate, ref, started, raw_bytes=body.raw_size)
         return ref
+
+    def _write_frames(
+        self, sink: Any, head: bytes, write_body: Callable[[Any], Any]
+    ) -> tuple[FrameWriter, bytes]:
+        """Preamble, framed body and trailer into ``sink``; returns the writer and the trailer."""
+        sink.write(head)
+        body = FrameWriter(sink, self.config.compression, self.config.compression_level, self._pool())
+        try:
+            write_body(body)
+            frames = body.finish()
+        except BaseException:
+            body.abandon()
+            raise
+        tail = objectformat.trailer(frames, body.body_size, body.raw_size)
+        sink.write(tail)
+        return body, tail
+
+    def _publish_blob(self, pending: Any, coordinate: XComCoordinate, digest: str, size: int) -> str:
+        """Publish a written blob and link this XCom to it; returns the blob's key.
+
+        The link is written before the blob is published, so a purge that lists links never
+        misses this XCom's. Where publishing is cheap (a rename, a single PUT) the blob is
+        named by its digest, and publishing identical bytes again is harmless. A multipart S3
+        upload stays where it was streamed, unless the run already holds the same content:
+        then the upload is aborted and this XCom links the existing blob.
+        """
+        link = coordinate.link_key(digest)
+        if pending.cheap_publish:
+            key = coordinate.blob_key(digest)
+        else:
+            key = self._stored_blob(coordinate, digest, size) or pending.staged_key
+        with self.store.writer(link) as sink:
+            sink.write(key.encode())
+        if key == pending.staged_key or pending.cheap_publish:
+            pending.publish(key)
+        else:
+            pending.discard()
+        return key
+
+    def _stored_blob(self, coordinate: XComCoordinate, digest: str, size: int) -> str | None:
+        """A blob of this run already holding ``digest`` (found through its links), if any."""
+        suffix = "/" + hex_of(digest)
+        for info in self.store.list(f"{coordinate.run_prefix()}/{LINKS}"):
+            if not info.key.endswith(suffix):
+                continue
+            key = self._link_target(info.key)
+            existing = self.store.head(key) if key else None
+            if existing is not None and existing.size == size:
+                return key
+        return None
+
+    def _link_target(self, link_key: str) -> str | None:
+        """The blob a link points at: its body, else (an empty link) the digest-named blob."""
+        parsed = parse_link_key(link_key)
+        if parsed is None:
+            return None
+        try:
+            body = self.store.get(link_key).decode()
+        except (StoreError, UnicodeDecodeError):
+            return None
+        target = parse_blob_key(body)
+        if target is None or target.run_prefix != parsed.run_prefix:
+            return parsed.blob_key if not body else None
+        return body
 
     def _pool(self) -> ThreadPoolExecutor:
         """Threads for compressing, hashing and fetching frames (created on first large value)."""
@@ -212,9 +285,9 @@ class Engine:
         """Fetch, verify and decode; raises a :class:`ReadError` subclass, never a wrong value."""
         started = time.perf_counter()
         key = self.store.key_for(ref.uri)
-        coordinate = coordinate or XComCoordinate.from_object_key(key)
+        coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
         ahead = self._readahead if readahead else None
-        prefetched = ahead.take(key) if ahead else None
+        prefetched = ahead.take(coordinate, key) if ahead and coordinate else None
         try:
             if prefetched is not None:
                 try:
@@ -315,7 +388,7 @@ class Engine:
         self, ref: Reference, columns: Sequence[str] | None, rows: tuple[int, int | None] | None
     ) -> tuple[Any, PartialRead | None]:
         key = self.store.key_for(ref.uri)
-        coordinate = XComCoordinate.from_object_key(key)
+        coordinate = ref.xcom or XComCoordinate.from_object_key(key)
         cache = self.cache
         cached = _quietly(lambda: cache.open(ref.digest)) if cache else None
         if cached is not None:
@@ -356,19 +429,31 @@ class Engine:
         stats = PartialRead(source.bytes_fetched, source.frames_fetched, len(layout.frames), ref.size)
         return value, stats
 
-    def _prefetch(self, key: str) -> bytes | None:
+    def _prefetch(self, coordinate: XComCoordinate) -> tuple[str, bytes] | None:
+        """The object a (predicted) XCom most likely references, and its bytes: the blob of
+        its newest link, else its per-XCom object. Only a guess: the reader verifies it."""
+        links = [
+            info for info in self.store.list(coordinate.links_prefix()) if parse_link_key(info.key)
+        ]
+        key = self._link_target(max(links, key=lambda i: i.modified).key) if links else None
+        key = key or coordinate.object_key()
         reader = self.store.open_reader(key)
         try:
             if reader.size > MAX_PREFETCH_BYTES:
                 return None
-            return reader.read_at(0, reader.size)
+            return key, reader.read_at(0, reader.size)
         finally:
             reader.close()
 
     # ---------------------------------------------------------------- purge
 
     def purge(self, stored: Any, coordinate: XComCoordinate | None = None) -> bool:
-        """Delete the object a row references; True if the row held a reference."""
+        """Forget what a row references; True if the row held a reference.
+
+        A per-XCom object is deleted. A shared blob loses this XCom's link, and is deleted only
+        when no link is left (other XComs of the run may hold the same payload). Without a
+        coordinate the link cannot be named, so the blob is left to ``xcomstash reconcile``.
+        """
         if not is_reference(stored):
             return False
         try:
@@ -378,9 +463,17 @@ class Engine:
             log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
             return False
         started = time.perf_counter()
-        # Airflow's purge hook passes only the row value: name the XCom as get() does.
-        coordinate = coordinate or XComCoordinate.from_object_key(key)
-        self.store.delete(key)
+        coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
+        blob = parse_blob_key(key)
+        if blob is None:
+            self.store.delete(key)
+        elif coordinate is None:
+            log.warning("xcomstash: cannot name the link of %s; leaving it to reconcile", ref.uri)
+        else:
+            self.store.delete(coordinate.link_key(ref.digest))
+            suffix = "/" + hex_of(ref.digest)
+            if not any(info.key.endswith(suffix) for info in self.store.list(blob.links_root)):
+                self.store.delete(key)
         self._trace("purge", coordinate, ref, started)
         return True
 
@@ -423,6 +516,10 @@ class Engine:
             ),
             self.trace_file,
         )
+
+
+def _run_scope(coordinate: XComCoordinate) -> dict[str, object]:
+    return {"dag_id": coordinate.dag_id, "run_id": coordinate.run_id}
 
 
 def _verified_layout(

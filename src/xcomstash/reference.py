@@ -5,6 +5,10 @@ how big it is, what it is) and carries everything a reader needs to check what i
 the exact object size and a SHA-256 digest. The marker key holds the format version, so a
 reference can never be confused with a user's own value: the engine offloads any user value
 whose JSON form would carry the marker, so every marker found in a row was written by us.
+
+Since objects are content-addressed (one blob may serve several XComs of a run), a reference
+also names the XCom it was written for (``xcom``): errors can then say which XCom failed, and
+read-ahead can find the next mapped output. References written before carry no ``xcom``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import InvalidReferenceError
 
 MARKER = "__xcomstash__"
@@ -21,6 +26,8 @@ MAX_SUMMARY_CHARS = 120
 MAX_URI_CHARS = 1100
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _FIELDS = {MARKER, "uri", "size", "digest", "codec", "type", "summary"}
+_OPTIONAL_FIELDS = {"xcom"}
+MAX_XCOM_FIELD_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,12 @@ class Reference:
     codec: str
     python_type: str
     summary: str
+    #: The XCom this reference was written for (``None`` in references from before dedup).
+    xcom: XComCoordinate | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to the xcom row (key order chosen for the UI)."""
-        return {
+        doc: dict[str, Any] = {
             MARKER: FORMAT_VERSION,
             "summary": self.summary,
             "type": self.python_type,
@@ -43,6 +52,9 @@ class Reference:
             "uri": self.uri,
             "digest": self.digest,
         }
+        if self.xcom is not None:
+            doc["xcom"] = self.xcom.as_dict()
+        return doc
 
     @classmethod
     def from_json(cls, obj: Any) -> Reference:
@@ -55,7 +67,7 @@ class Reference:
                 f"unsupported xcomstash reference version {version!r}; this worker reads version "
                 f"{FORMAT_VERSION} (is an older xcomstash installed here than on the producer?)"
             )
-        unknown = set(obj) - _FIELDS
+        unknown = set(obj) - _FIELDS - _OPTIONAL_FIELDS
         missing = _FIELDS - set(obj)
         if unknown or missing:
             raise InvalidReferenceError(
@@ -72,6 +84,11 @@ class Reference:
         for field in ("codec", "type", "summary"):
             if not isinstance(obj[field], str) or len(obj[field]) > 200:
                 raise InvalidReferenceError(f"malformed xcomstash reference: bad {field}")
+        xcom = None
+        if "xcom" in obj:
+            xcom = XComCoordinate.from_dict(obj["xcom"])
+            if xcom is None or len(str(xcom)) > MAX_XCOM_FIELD_CHARS:
+                raise InvalidReferenceError("malformed xcomstash reference: bad xcom")
         return cls(
             uri=uri,
             size=size,
@@ -79,6 +96,7 @@ class Reference:
             codec=obj["codec"],
             python_type=obj["type"],
             summary=obj["summary"],
+            xcom=xcom,
         )
 
 

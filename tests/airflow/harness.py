@@ -402,7 +402,15 @@ class AirflowEnv:
     # ---------------------------------------------------------------- store and trace
 
     def store_objects(self, under: str = "") -> dict[str, int]:
-        """Every file in the local store (relative path -> size), temporary files included."""
+        """Every file in the local store (relative path -> size), temporary files included,
+        links (which only say which XComs use a blob) excluded."""
+        return {k: v for k, v in self._store_files(under).items() if "/.links/" not in f"/{k}"}
+
+    def store_links(self, under: str = "") -> set[str]:
+        """The links in the local store: ``<dag>/<run>/.links/<task>/<map>/<key>/<digest>``."""
+        return {k for k in self._store_files(under) if "/.links/" in f"/{k}"}
+
+    def _store_files(self, under: str) -> dict[str, int]:
         base = self.store / under if under else self.store
         if not base.exists():
             return {}

@@ -57,6 +57,9 @@ def snapshot(env: AirflowEnv, run_id: str, seen: int) -> Snapshot:
 @pytest.fixture(scope="module")
 def rerun(make_airflow_env) -> Rerun:
     env = make_airflow_env("rerun", dags=["xcs_rerun.py"])
+    # Pinned on the per-XCom layout (objects under dag/run/flaky/); tests/airflow/test_dedup.py
+    # covers retries and purge with shared blobs.
+    env.config["AIRFLOW__XCOMSTASH__DEDUP"] = "False"
     first = env.dags_test(DAG_ID, logical_date=LOGICAL_DATE, env={"XCS_PHASE": "1"})
     first.assert_success()
     after_retry = snapshot(env, first.run_id, 0)

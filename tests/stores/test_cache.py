@@ -63,6 +63,12 @@ def s3_bytes(s3_client, row: dict) -> bytes:
     return s3_client.get_object(Bucket=BUCKET, Key=s3_key(row))["Body"].read()
 
 
+def replace_in_s3(s3_client, engine: Engine, row: dict, other_value: bytes) -> None:
+    """Put another valid object's bytes under ``row``'s key (a replaced or swapped object)."""
+    other = engine.serialize(other_value, coord(99, "elsewhere"))
+    s3_client.put_object(Bucket=BUCKET, Key=s3_key(row), Body=s3_bytes(s3_client, other))
+
+
 def delete_from_s3(s3_client, row: dict) -> None:
     s3_client.delete_object(Bucket=BUCKET, Key=s3_key(row))
     with pytest.raises(Exception):
@@ -160,8 +166,8 @@ def test_second_read_is_served_from_the_cache_without_s3(
 def test_a_miss_reads_s3_and_a_new_reference_is_a_new_entry(engine: Engine, s3_client, cache_dir: Path) -> None:
     first = engine.serialize(b"first attempt " * 100, coord(0))
     assert engine.deserialize(first) == b"first attempt " * 100
-    second = engine.serialize(b"second attempt " * 100, coord(0))  # a retry overwrites the key
-    assert second["uri"] == first["uri"] and second["digest"] != first["digest"]
+    second = engine.serialize(b"second attempt " * 100, coord(0))  # a retry
+    assert second["digest"] != first["digest"]
     assert engine.deserialize(second) == b"second attempt " * 100
     assert (engine.cache.hits, engine.cache.misses) == (0, 2)
     assert entries(cache_dir) == sorted([entry_for(engine, first), entry_for(engine, second)])
@@ -173,7 +179,7 @@ def test_an_object_that_does_not_match_its_reference_is_not_cached(
     engine: Engine, s3_client, cache_dir: Path
 ) -> None:
     row = engine.serialize(os.urandom(3000), coord(0))
-    engine.serialize(os.urandom(4000), coord(0))  # replaced in S3 by another value
+    replace_in_s3(s3_client, engine, row, os.urandom(4000))
     with pytest.raises(IntegrityError):
         engine.deserialize(row)
     assert entries(cache_dir) == []
@@ -244,7 +250,7 @@ def test_corrupt_cache_entry_with_the_object_replaced_in_s3_raises_integrity_err
     row = engine.serialize(os.urandom(50_000), coord(0))
     engine.deserialize(row)
     flip(entry_for(engine, row), 100)
-    engine.serialize(os.urandom(50_000), coord(0))  # same key, other bytes
+    replace_in_s3(s3_client, engine, row, os.urandom(50_000))  # same key, other bytes
     with pytest.raises(IntegrityError) as info:
         engine.deserialize(row)
     assert isinstance(info.value, ReadError) and info.value.uri == row["uri"]

@@ -99,7 +99,7 @@ def test_store_and_engine_use_airflow_connection(
     assert result["endpoint"] == s3_server.endpoint_url
     assert result["got"] == "written with connection credentials"
     assert result["listed"] == ["conn/value.xcs"]
-    assert result["uri"].startswith(f"s3://xcom/{s3_prefix}/engine/conn_dag/run/task/-1/")
+    assert result["uri"].startswith(f"s3://xcom/{s3_prefix}/engine/conn_dag/run/.blobs/")
     assert result["array"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert result["bad"] is not None, "a wrong secret was accepted"
 

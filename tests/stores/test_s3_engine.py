@@ -56,7 +56,7 @@ def test_dataframe_round_trip(engine: Engine, coordinate: XComCoordinate, s3_cli
     stored = engine.serialize(df, coordinate)
     assert is_reference(stored)
     ref = Reference.from_json(stored)
-    assert ref.uri == f"{STORE_URL}/{coordinate.object_key()}"
+    assert ref.uri == f"{STORE_URL}/{coordinate.blob_key(ref.digest)}"
     head = s3_client.head_object(Bucket="xcom", Key=s3_key(ref))
     assert head["ContentLength"] == ref.size
     back = engine.deserialize(stored, coordinate)
@@ -79,7 +79,20 @@ def test_json_value_round_trip(engine: Engine, coordinate: XComCoordinate) -> No
     assert engine.deserialize(stored, coordinate) == value
 
 
-def test_overwrite_by_retry_reads_latest(engine: Engine, coordinate: XComCoordinate) -> None:
+def test_retry_with_another_value_gets_its_own_blob_and_both_read(
+    engine: Engine, coordinate: XComCoordinate
+) -> None:
+    first = engine.serialize(np.zeros(1000), coordinate)
+    second = engine.serialize(np.ones(1000), coordinate)
+    assert Reference.from_json(first).uri != Reference.from_json(second).uri
+    np.testing.assert_array_equal(engine.deserialize(second, coordinate), np.ones(1000))
+    np.testing.assert_array_equal(engine.deserialize(first, coordinate), np.zeros(1000))
+
+
+def test_per_xcom_layout_overwrite_by_retry_reads_latest(s3_client, coordinate: XComCoordinate) -> None:
+    engine = Engine(
+        StashConfig(store_url=STORE_URL, threshold=0, dedup=False), s3_client_factory=lambda _: s3_client
+    )
     first = engine.serialize(np.zeros(1000), coordinate)
     second = engine.serialize(np.ones(1000), coordinate)
     assert Reference.from_json(first).uri == Reference.from_json(second).uri

@@ -83,7 +83,11 @@ def test_deserialize_many_on_s3_through_a_read_cache(s3_client, s3_prefix: str, 
 def test_deserialize_many_on_s3_raises_the_first_failure_in_order(fanin, s3_client) -> None:
     engine, values, rows = fanin
     s3_client.delete_object(Bucket=BUCKET, Key=s3_key(rows[20]))
-    engine.serialize(b"a retry overwrote this", coord(35))  # rows[35] no longer matches
+    other = engine.serialize(b"a replaced object", coord(99))  # rows[35]'s object replaced:
+    s3_client.put_object(
+        Bucket=BUCKET, Key=s3_key(rows[35]),
+        Body=s3_client.get_object(Bucket=BUCKET, Key=s3_key(other))["Body"].read(),
+    )
     with pytest.raises(ObjectMissingError) as info:
         engine.deserialize_many(rows)
     assert info.value.uri == rows[20]["uri"] and info.value.coordinate == coord(20)

@@ -174,10 +174,31 @@ class XComStashBackend(BaseXCom):
         return await asyncio.to_thread(cls.deserialize_many, list(msg.root))
 
     @classmethod
+    def delete(  # type: ignore[override]
+        cls, key: str, task_id: str, dag_id: str, run_id: str, map_index: int | None = None
+    ) -> None:
+        """BaseXCom.delete, except that purge learns which XCom it purges: a shared blob is
+        kept alive by links named after XComs, and only this XCom's link may go."""
+        from airflow.sdk.execution_time.comms import DeleteXCom
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        row = cls._get_xcom_db_ref(
+            key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index
+        )
+        cls._purge(row, _coordinate(dag_id, run_id, task_id, map_index, key))
+        SUPERVISOR_COMMS.send(
+            DeleteXCom(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=map_index)
+        )
+
+    @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:  # type: ignore[override]
+        cls._purge(xcom, None)
+
+    @classmethod
+    def _purge(cls, xcom: Any, coordinate: XComCoordinate | None) -> None:
         stored = getattr(xcom, "value", None)
         path = legacy.legacy_path(stored)
         if path is not None:
             legacy.purge(path)
             return
-        engine().purge(stored)
+        engine().purge(stored, coordinate)

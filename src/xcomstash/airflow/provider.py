@@ -86,6 +86,18 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "False",
         "default": "True",
     },
+    "dedup": {
+        "description": (
+            "Store identical payloads pushed in one DAG run once: objects are named by their "
+            "digest under <dag>/<run>/.blobs/, with one small link per XCom under "
+            "<dag>/<run>/.links/ saying which XComs use a blob (purge deletes a blob with its "
+            "last link). False writes one object per XCom at <dag>/<run>/<task>/<map>/<key>.xcs.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "False",
+        "default": "True",
+    },
     "trace_file": {
         "description": (
             "If set, append one JSON line per offloaded push, pull and purge (where, size, time) "

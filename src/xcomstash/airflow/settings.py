@@ -47,6 +47,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         cache_dir=cache_dir or None,
         cache_max_bytes=conf.getint(SECTION, "cache_max_bytes", fallback=2 * 1024**3),
         read_ahead=conf.getboolean(SECTION, "read_ahead", fallback=True),
+        dedup=conf.getboolean(SECTION, "dedup", fallback=True),
     )
     trace_file = conf.get(SECTION, "trace_file", fallback="") or None
     return config, trace_file

@@ -36,6 +36,26 @@ class ObjectReader(Protocol):
     def close(self) -> None: ...
 
 
+class PendingObject(Protocol):
+    """A stream whose key is chosen after it is written (content addressing: the name is the
+    digest of what was written). Nothing is visible until :meth:`publish`."""
+
+    #: Publishing costs no second transfer of the bytes (a rename, or a single PUT not yet
+    #: sent). When it does (S3 multipart: a server-side copy), a writer that finds the content
+    #: already stored should :meth:`discard` instead.
+    cheap_publish: bool
+    #: Where the bytes are being streamed: publishing under this key costs nothing more.
+    staged_key: str
+
+    def write(self, data: bytes | memoryview) -> int: ...
+
+    def publish(self, key: str) -> None:
+        """Make the written bytes the object ``key`` (atomically replacing any object there)."""
+
+    def discard(self) -> None:
+        """Drop the written bytes; nothing becomes visible."""
+
+
 class Store(ABC):
     #: The root URI; every object URI starts with ``root_uri + "/"``.
     root_uri: str
@@ -49,6 +69,12 @@ class Store(ABC):
         On an exception nothing is published: readers see the old object or none, never a
         partial one.
         """
+
+    @abstractmethod
+    def new_object(self, staged_key: str) -> AbstractContextManager[PendingObject]:
+        """A :class:`PendingObject` streamed towards ``staged_key`` (or a temporary file next
+        to it). Leaving the block without :meth:`PendingObject.publish` (or with an exception)
+        discards it."""
 
     @abstractmethod
     def get(self, key: str) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError
-from xcomstash.stores.base import ObjectInfo, ObjectReader, Store
+from xcomstash.stores.base import ObjectInfo, ObjectReader, PendingObject, Store
 
 
 class FileReader:
@@ -48,6 +48,47 @@ class FileReader:
         self.close()
 
 
+class _PendingFile:
+    """A temporary file next to its destination, renamed into place on publish."""
+
+    cheap_publish = True
+
+    def __init__(self, store: LocalStore, staged_key: str) -> None:
+        self._store = store
+        self.staged_key = staged_key
+        directory = store._path(staged_key).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+        except OSError as exc:
+            raise StoreError(f"cannot write to local store {store.root}: {exc}") from exc
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        return self._file.write(data)
+
+    def publish(self, key: str) -> None:
+        path = self._store._path(key)
+        try:
+            self._file.close()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self._store.uri_for(key)}: {exc}") from exc
+        self._done = True
+
+    def discard(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._file.close()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
 class LocalStore(Store):
     is_local = True
 
@@ -76,6 +117,14 @@ class LocalStore(Store):
             except FileNotFoundError:
                 pass
             raise
+
+    @contextmanager
+    def new_object(self, staged_key: str) -> Iterator[PendingObject]:
+        pending = _PendingFile(self, staged_key)
+        try:
+            yield pending
+        finally:
+            pending.discard()  # a no-op once published
 
     def get(self, key: str) -> bytes:
         path = self._path(key)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError, StoreUnavailableError
-from xcomstash.stores.base import ObjectInfo, ObjectReader, Store
+from xcomstash.stores.base import ObjectInfo, ObjectReader, PendingObject, Store
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 PART_SIZE = 16 * 1024 * 1024
@@ -66,9 +66,15 @@ class _MultipartWriter:
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
 
-    def commit(self) -> None:
+    @property
+    def single_part(self) -> bool:
+        """Nothing uploaded yet: everything written so far fits one PUT."""
+        return self._upload_id is None
+
+    def commit(self, key: str | None = None) -> None:
+        """Finish the upload; a single-part object may still be sent to another ``key``."""
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
+            self._client.put_object(Bucket=self._bucket, Key=key or self._key, Body=bytes(self._buffer))
             return
         if self._buffer:
             self._send(bytes(self._buffer))
@@ -92,6 +98,50 @@ class _MultipartWriter:
                 )
             except Exception:  # best effort: lifecycle rules / reconcile clean the rest
                 pass
+
+
+class _PendingUpload:
+    """Bytes streamed towards ``staged_key``. A value that fits one part is sent as a single
+    PUT to whatever key it is published under; a multipart upload is best completed at its
+    staged key (anywhere else costs a server-side copy: S3 cannot rename), or aborted when the
+    content turns out to be stored already."""
+
+    def __init__(self, store: S3Store, staged_key: str) -> None:
+        self._store = store
+        self.staged_key = staged_key
+        self._stream = _MultipartWriter(store.client, store.bucket, store._s3_key(staged_key), store._pool)
+        self._done = False
+
+    @property
+    def cheap_publish(self) -> bool:
+        return self._stream.single_part
+
+    def write(self, data: bytes | memoryview) -> int:
+        return self._stream.write(data)
+
+    def publish(self, key: str) -> None:
+        store, target = self._store, self._store._s3_key(key)
+        try:
+            if self._stream.single_part or key == self.staged_key:
+                self._stream.commit(key=target)
+            else:
+                self._stream.commit()
+                staged = store._s3_key(self.staged_key)
+                store.client.copy_object(
+                    Bucket=store.bucket, Key=target, CopySource={"Bucket": store.bucket, "Key": staged}
+                )
+                store.client.delete_object(Bucket=store.bucket, Key=staged)
+        except Exception as exc:
+            self.discard()
+            if isinstance(exc, StoreError) or not _is_s3_error(exc):
+                raise
+            raise _translate(exc, store.uri_for(key), "cannot upload") from exc
+        self._done = True
+
+    def discard(self) -> None:
+        if not self._done:
+            self._done = True
+            self._stream.abort()
 
 
 class S3Reader:
@@ -158,6 +208,18 @@ class S3Store(Store):
             if isinstance(exc, Exception) and not isinstance(exc, StoreError) and _is_s3_error(exc):
                 raise _translate(exc, self.uri_for(key), "cannot upload") from exc
             raise
+
+    @contextmanager
+    def new_object(self, staged_key: str) -> Iterator[PendingObject]:
+        pending = _PendingUpload(self, staged_key)
+        try:
+            yield pending
+        except BaseException as exc:
+            pending.discard()
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError) and _is_s3_error(exc):
+                raise _translate(exc, self.uri_for(staged_key), "cannot upload") from exc
+            raise
+        pending.discard()  # a no-op once published
 
     def open_reader(self, key: str) -> ObjectReader:
         try:
