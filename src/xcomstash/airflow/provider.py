@@ -98,6 +98,28 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "False",
         "default": "True",
     },
+    "reconcile_grace_period": {
+        "description": (
+            "xcomstash reconcile only deletes unreferenced objects last written longer ago than "
+            "this (s, m, h, d suffixes), so an object whose task has not recorded its xcom row "
+            "yet is never collected. Keep it well above your longest task runtime plus retries.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "24h",
+        "default": "6h",
+    },
+    "retention_policies": {
+        "description": (
+            "JSON list of retention policies applied by `xcomstash retention`; the first whose "
+            "dag_id glob matches a DAG applies: max_age (e.g. 30d), keep_last_runs (N), "
+            "max_bytes (stored bytes per DAG, e.g. 50GiB). Empty: no retention.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": '[{"dag_id": "etl_*", "max_age": "30d", "keep_last_runs": 10, "max_bytes": "50GiB"}]',
+        "default": "",
+    },
     "trace_file": {
         "description": (
             "If set, append one JSON line per offloaded push, pull and purge (where, size, time) "

@@ -149,6 +149,19 @@ class DatabaseRows:
             session.commit()
         return done
 
+    def delete_run_xcoms(self, dag_id: str, run_id: str) -> int:
+        """Delete every xcom row of one DAG run through the ORM (one transaction)."""
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+        from sqlalchemy import delete
+
+        with create_session(scoped=False) as session:
+            result = session.execute(
+                delete(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id)
+            )
+            session.commit()
+        return result.rowcount or 0
+
     def runs(self, dag_pattern: str | None = None) -> list[dict[str, Any]]:
         """DAG runs that have xcom rows: dag_id, run_id, state, run_after (newest first per DAG)."""
         from airflow.models.dagrun import DagRun

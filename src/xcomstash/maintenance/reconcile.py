@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 
 from xcomstash.coordinate import BLOBS, XComCoordinate, parse_blob_key, parse_link_key
 from xcomstash.errors import InvalidReferenceError, StoreError
+from xcomstash.maintenance.listing import list_objects
 from xcomstash.maintenance.keys import KeyKind, classify, dag_of, run_group, xcom_of_key
 from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
@@ -214,7 +215,7 @@ class Reconciler:
         current: str | None = None
         listed = 0
         try:
-            for info in self.store.list(self.options.prefix):
+            for info in list_objects(self.store, self.options.prefix):
                 listed += 1
                 if self.progress is not None and listed % 10000 == 0:
                     self.progress("objects", 10000)
@@ -241,9 +242,9 @@ class Reconciler:
         newest_link: dict[str, float] = {}
         for info in group:
             if "/.links/" in info.key:
-                link = parse_link_key(info.key)
-                if link is not None and info.modified > newest_link.get(link.hex_digest, 0.0):
-                    newest_link[link.hex_digest] = info.modified
+                hex_digest = info.key[-64:]  # a link key ends with its blob's hex digest
+                if info.modified > newest_link.get(hex_digest, 0.0):
+                    newest_link[hex_digest] = info.modified
         links: list[ObjectInfo] = []
         others: list[ObjectInfo] = []
         blobs: list[tuple[ObjectInfo, str]] = []
@@ -351,7 +352,7 @@ class Reconciler:
         """Delete unreferenced old blobs of one run, unless a link to them is (still) there."""
         linked: set[str] = set()
         try:
-            for info in self.store.list(f"{name}/.links/"):
+            for info in list_objects(self.store, f"{name}/.links/"):
                 link = parse_link_key(info.key)
                 if link is not None:
                     linked.add(link.hex_digest)
