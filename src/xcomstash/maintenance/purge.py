@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from xcomstash.coordinate import XComCoordinate, parse_blob_key, parse_link_key
+from xcomstash.coordinate import XComCoordinate, hex_of, parse_blob_key, parse_link_key
 from xcomstash.errors import InvalidReferenceError, StoreError
 from xcomstash.maintenance.listing import list_objects
 from xcomstash.reference import Reference
@@ -28,7 +28,7 @@ class PurgeResult:
 
 def purge_objects(store: Store, items: Iterable[tuple[XComCoordinate, Reference]]) -> PurgeResult:
     result = PurgeResult(errors=[])
-    blobs: dict[str, set[str]] = {}  # run prefix -> blob keys to delete if unlinked
+    blobs: dict[str, dict[str, str]] = {}  # run prefix -> {blob key: digest hex}, deleted if unlinked
     for coordinate, ref in items:
         try:
             key = store.key_for(ref.uri)
@@ -40,18 +40,19 @@ def purge_objects(store: Store, items: Iterable[tuple[XComCoordinate, Reference]
                 _delete(store, key, result)
                 continue
             _delete(store, coordinate.link_key(ref.digest), result)
-            blobs.setdefault(blob.run_prefix, set()).add(key)
+            blobs.setdefault(blob.run_prefix, {})[key] = hex_of(ref.digest)
         except StoreError as exc:
             result.errors.append(f"cannot delete the object of {coordinate}: {exc}")  # type: ignore[union-attr]
     for run_prefix, keys in blobs.items():
         try:
+            # Links are named by the blob's digest (also for blobs kept under a streamed name).
             linked = {
-                parsed.blob_key
+                parsed.hex_digest
                 for info in list_objects(store, f"{run_prefix}/.links/")
                 if (parsed := parse_link_key(info.key)) is not None
             }
-            for key in keys:
-                if key in linked:
+            for key, hex_digest in keys.items():
+                if hex_digest in linked:
                     result.kept_shared += 1
                 else:
                     _delete(store, key, result)

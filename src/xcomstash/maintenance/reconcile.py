@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from xcomstash import objectformat
 from xcomstash.coordinate import BLOBS, XComCoordinate, parse_blob_key, parse_link_key
 from xcomstash.errors import InvalidReferenceError, StoreError
 from xcomstash.maintenance.listing import list_objects
@@ -266,7 +267,11 @@ class Reconciler:
             if kind is KeyKind.BLOB:
                 blob = parse_blob_key(key)
                 assert blob is not None
-                age_from = max(age_from, newest_link.get(blob.hex_digest, 0.0))
+                hex_digest = blob.hex_digest or self._content_hex(key)
+                if hex_digest is None:  # unreadable streamed blob: cannot tell its links
+                    age_from = float("inf")
+                else:
+                    age_from = max(age_from, newest_link.get(hex_digest, 0.0))
                 if regrouped:
                     age_from = float("inf")
             if age_from >= cutoff:
@@ -275,7 +280,7 @@ class Reconciler:
             if kind is KeyKind.LINK:
                 links.append(info)
             elif kind is KeyKind.BLOB:
-                blobs.append((info, blob.hex_digest))  # type: ignore[union-attr]
+                blobs.append((info, hex_digest))  # type: ignore[arg-type]
             else:
                 others.append(info)
         if self.options.dry_run:
@@ -287,6 +292,19 @@ class Reconciler:
             self._delete_blobs(name, blobs)
 
     # ----------------------------------------------------------------- deleting
+
+    def _content_hex(self, key: str) -> str | None:
+        """The root digest of a blob kept under a random name (a streamed S3 upload): its
+        links are named by that digest, not by the blob's key."""
+        try:
+            reader = self.store.open_reader(key)
+            try:
+                return objectformat.read_layout(reader.size, reader.read_at).digest.split(":", 1)[1]
+            finally:
+                reader.close()
+        except (StoreError, objectformat.ObjectFormatError) as exc:
+            self.report.errors.append(f"cannot read blob {key}: {exc}")
+            return None
 
     def _delete_rechecked(self, infos: list[ObjectInfo]) -> None:
         if not infos:
