@@ -13,6 +13,14 @@ Why frames rather than one compressed stream:
   read and verified on its own.
 
 A frame table entry is ``method (u8) | raw length (u32) | stored length (u32) | sha256 (32)``.
+
+**Encrypted objects** (see :mod:`xcomstash.crypto.stream`): each frame is compressed first
+(when it pays), then sealed with AES-256-GCM under the object's data key with a STREAM nonce
+(frame index and last-frame flag), so a stored frame is the ciphertext plus a 16-byte tag. The
+SHA-256 in the table is over the stored (sealed) bytes, so the root digest still covers every
+byte, and reads check it before decrypting. The writer holds back one frame so it knows which
+frame is the last; an empty body is one empty sealed frame, so even truncation to nothing is
+detected.
 """
 
 from __future__ import annotations
@@ -22,7 +30,13 @@ import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from xcomstash.crypto.stream import FrameCipher
+
+#: Bytes a sealed frame adds (the AES-GCM tag).
+SEAL_OVERHEAD = 16
 
 FRAME_SIZE = 1024 * 1024
 METHOD_RAW = 0
@@ -53,19 +67,26 @@ def pack_table(frames: list[Frame]) -> bytes:
     return b"".join(f.pack() for f in frames)
 
 
-def unpack_table(blob: bytes) -> list[Frame]:
+def unpack_table(blob: bytes, *, sealed: bool = False) -> list[Frame]:
     if len(blob) % ENTRY.size:
         raise FrameError("frame table length is not a whole number of entries")
     frames = [Frame(*ENTRY.unpack_from(blob, i)) for i in range(0, len(blob), ENTRY.size)]
+    overhead = SEAL_OVERHEAD if sealed else 0
     for f in frames:
         if f.method not in (METHOD_RAW, METHOD_ZSTD) or f.raw_len > FRAME_SIZE:
             raise FrameError("frame table entry is invalid")
-        if f.method == METHOD_RAW and f.stored_len != f.raw_len:
+        if f.method == METHOD_RAW and f.stored_len != f.raw_len + overhead:
             raise FrameError("raw frame with differing stored length")
+        if sealed and f.stored_len < SEAL_OVERHEAD:
+            raise FrameError("sealed frame shorter than its tag")
+    if sealed and not frames:
+        raise FrameError("an encrypted body has at least one frame")
     return frames
 
 
-def _encode_frame(chunk: bytes, method: int, level: int) -> tuple[Frame, bytes]:
+def _encode_frame(
+    chunk: bytes, method: int, level: int, cipher: FrameCipher | None = None, index: int = 0, last: bool = False
+) -> tuple[Frame, bytes]:
     stored, used = chunk, METHOD_RAW
     if method == METHOD_ZSTD and chunk:
         import zstandard
@@ -76,6 +97,8 @@ def _encode_frame(chunk: bytes, method: int, level: int) -> tuple[Frame, bytes]:
             packed = zstandard.ZstdCompressor(level=level).compress(chunk)
             if len(packed) < len(chunk):
                 stored, used = packed, METHOD_ZSTD
+    if cipher is not None:
+        stored = cipher.seal(index, last, stored)
     return Frame(used, len(chunk), len(stored), hashlib.sha256(stored).digest()), stored
 
 
@@ -92,6 +115,8 @@ class FrameWriter:
         *,
         frame_size: int | None = None,
         inflight: int = 4,
+        cipher: FrameCipher | None = None,
+        check_size: Callable[[int], None] | None = None,
     ) -> None:
         self._sink = sink
         self._method = _METHODS[compression]
@@ -104,6 +129,12 @@ class FrameWriter:
         self.frames: list[Frame] = []
         self.raw_size = 0
         self.body_size = 0
+        #: Seals frames when the object is encrypted; one frame is then held back until the
+        #: next byte arrives (or finish), so the last frame is known when it is sealed.
+        self._cipher = cipher
+        self._index = 0
+        #: Called with the running raw size (the size rule: raises to stop the write).
+        self._check_size = check_size
 
     # The file-object protocol codecs and libraries (pyarrow, numpy, polars) expect.
     def writable(self) -> bool:
@@ -129,15 +160,22 @@ class FrameWriter:
         view = memoryview(data).cast("B")
         n = view.nbytes
         self.raw_size += n
+        if self._check_size is not None:
+            self._check_size(self.raw_size)
         self._buffer += view
-        while len(self._buffer) >= self._frame_size:
+        hold = 1 if self._cipher is not None else 0  # keep a full frame back: it may be the last
+        while len(self._buffer) >= self._frame_size + hold:
             chunk = bytes(self._buffer[: self._frame_size])
             del self._buffer[: self._frame_size]
             self._submit(chunk)
         return n
 
-    def _submit(self, chunk: bytes) -> None:
-        self._pending.append(self._pool.submit(_encode_frame, chunk, self._method, self._level))
+    def _submit(self, chunk: bytes, last: bool = False) -> None:
+        index = self._index
+        self._index += 1
+        self._pending.append(
+            self._pool.submit(_encode_frame, chunk, self._method, self._level, self._cipher, index, last)
+        )
         while len(self._pending) > self._inflight:
             self._drain_one()
 
@@ -149,8 +187,8 @@ class FrameWriter:
 
     def finish(self) -> list[Frame]:
         """Encode what is buffered and wait for every frame; returns the frame table."""
-        if self._buffer:
-            self._submit(bytes(self._buffer))
+        if self._buffer or (self._cipher is not None and self._index == 0):
+            self._submit(bytes(self._buffer), last=True)
             self._buffer = bytearray()
         while self._pending:
             self._drain_one()
@@ -168,9 +206,11 @@ def read_frames(
     read_at: Callable[[int, int], bytes],
     readinto_at: Callable[[int, memoryview], None],
     pool: ThreadPoolExecutor,
+    cipher: FrameCipher | None = None,
 ) -> bytearray:
     """Assemble the uncompressed payload: each frame is fetched, checked against its SHA-256,
-    then decompressed straight into its place in one preallocated buffer (no second copy)."""
+    decrypted if sealed, then decompressed straight into its place in one preallocated buffer
+    (no second copy of the payload; a raw sealed frame is decrypted in place)."""
     raw_size = sum(f.raw_len for f in frames)
     dest = bytearray(raw_size)
     view = memoryview(dest)
@@ -181,17 +221,28 @@ def read_frames(
         stored_at += frame.stored_len
         raw_at += frame.raw_len
 
+    last_index = len(frames) - 1
+
     def one(job: tuple[int, Frame, int, int]) -> None:
         index, frame, offset, start = job
         target = view[start : start + frame.raw_len]
-        if frame.method == METHOD_RAW:
+        if cipher is not None:
+            sealed = read_at(offset, frame.stored_len)
+            if len(sealed) != frame.stored_len or hashlib.sha256(sealed).digest() != frame.sha256:
+                raise FrameError(f"frame {index} does not match its digest")
+            if frame.method == METHOD_RAW:
+                cipher.open_into(index, index == last_index, sealed, target)
+                return
+            stored = cipher.open(index, index == last_index, sealed)
+        elif frame.method == METHOD_RAW:
             readinto_at(offset, target)
             if hashlib.sha256(target).digest() != frame.sha256:
                 raise FrameError(f"frame {index} does not match its digest")
             return
-        stored = read_at(offset, frame.stored_len)
-        if len(stored) != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
-            raise FrameError(f"frame {index} does not match its digest")
+        else:
+            stored = read_at(offset, frame.stored_len)
+            if len(stored) != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
+                raise FrameError(f"frame {index} does not match its digest")
         import zstandard
 
         try:
@@ -202,8 +253,9 @@ def read_frames(
             raise FrameError(f"frame {index} decompressed to the wrong length")
         target[:] = out
 
-    if len(jobs) == 1:
-        one(jobs[0])
+    if len(jobs) <= 1:
+        for job in jobs:
+            one(job)
     else:
         for _ in pool.map(one, jobs):
             pass

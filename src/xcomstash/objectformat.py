@@ -2,8 +2,15 @@
 
 ::
 
-    "XCSTASH1" | u32 header length | header (JSON) | frames ... | frame table | footer
+    "XCSTASH1" | u32 header length | header (JSON) | [key slot] | frames ... | frame table | footer
     footer = u64 body size | u64 raw size | u32 frame count | "XCSEND01"
+
+An encrypted object's header has an ``encryption`` block (algorithm, nonce prefix, scope mode;
+no secrets) and is followed by a fixed-size key slot: the object's data key wrapped under a
+keyset key, naming the key id (see :mod:`xcomstash.crypto.stream`). The slot is deliberately
+*outside* the root digest: re-wrapping under a new key (rotation) replaces those bytes only,
+and the references in the database stay valid. AES-GCM authenticates the slot itself, bound to
+this header and the object's scope.
 
 The header names the format version, codec (with the metadata it needs), compression, the
 producer's Python type and the XCom coordinate, so an operator tool can decode and attribute
@@ -11,7 +18,7 @@ any object without the database. The frame table lists every body frame with its
 (see :mod:`xcomstash.frames`).
 
 The object's **root digest**, the one the reference carries, is the SHA-256 of preamble,
-header, frame table and footer. Because the table holds each frame's own digest, checking the
+header, frame table and footer (not the key slot). Because the table holds each frame's own digest, checking the
 root and then each frame verifies every byte, and lets a reader verify one frame at a time.
 """
 
@@ -33,6 +40,9 @@ MAX_HEADER_BYTES = 64 * 1024
 _LEN = struct.Struct("<I")
 _FOOTER = struct.Struct("<QQI8s")
 PREAMBLE_SIZE = len(MAGIC) + _LEN.size
+#: Size of an encrypted object's key slot; equals ``xcomstash.crypto.stream.KEY_SLOT_BYTES``
+#: (a test pins it), repeated here so reading plaintext objects never imports cryptography.
+KEY_SLOT_BYTES = 128
 FOOTER_SIZE = _FOOTER.size
 
 
@@ -48,9 +58,11 @@ class ObjectHeader:
     codec_meta: dict[str, Any] = field(default_factory=dict)
     xcom: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    #: The encryption block (``None``: a plaintext object, byte-identical to earlier versions).
+    encryption: dict[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "format": self.format,
             "codec": self.codec,
             "codec_meta": self.codec_meta,
@@ -58,7 +70,13 @@ class ObjectHeader:
             "python_type": self.python_type,
             "xcom": self.xcom,
         }
+        if self.encryption is not None:
+            doc["encryption"] = self.encryption
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @property
+    def key_slot_size(self) -> int:
+        return KEY_SLOT_BYTES if self.encryption is not None else 0
 
 
 def preamble(header: ObjectHeader) -> bytes:
@@ -88,6 +106,11 @@ class ObjectLayout:
     body_size: int
     raw_size: int
     digest: str
+    #: The header exactly as stored (what an encrypted object's associated data covers).
+    header_bytes: bytes = b""
+    #: The key slot of an encrypted object, and where it starts.
+    key_slot: bytes | None = None
+    key_slot_offset: int = 0
 
 
 def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout:
@@ -98,11 +121,20 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
     if first[: len(MAGIC)] != MAGIC:
         raise ObjectFormatError("not an xcomstash object (bad magic)")
     (header_len,) = _LEN.unpack_from(first, len(MAGIC))
-    body_offset = PREAMBLE_SIZE + header_len
-    if header_len > MAX_HEADER_BYTES or body_offset + FOOTER_SIZE > size:
+    head_end = PREAMBLE_SIZE + header_len
+    if header_len > MAX_HEADER_BYTES or head_end + FOOTER_SIZE > size:
         raise ObjectFormatError(f"object header length {header_len} does not fit the object")
-    head = first[:body_offset] if len(first) >= body_offset else read_at(0, body_offset)
+    head = first[:head_end] if len(first) >= head_end else read_at(0, head_end)
     header = parse_header(head[PREAMBLE_SIZE:])
+    slot_size = header.key_slot_size
+    body_offset = head_end + slot_size
+    if body_offset + FOOTER_SIZE > size:
+        raise ObjectFormatError("object is too short for its key slot")
+    key_slot = None
+    if slot_size:
+        key_slot = first[head_end:body_offset] if len(first) >= body_offset else read_at(head_end, slot_size)
+        if len(key_slot) != slot_size:
+            raise ObjectFormatError("object key slot is truncated")
     footer = read_at(size - FOOTER_SIZE, FOOTER_SIZE)
     body_size, raw_size, count, end_magic = _FOOTER.unpack(footer)
     if end_magic != FOOTER_MAGIC:
@@ -115,7 +147,7 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
         )
     table = read_at(body_offset + body_size, table_size)
     try:
-        frames = unpack_table(table)
+        frames = unpack_table(table, sealed=key_slot is not None)
     except FrameError as exc:
         raise ObjectFormatError(str(exc)) from None
     if sum(f.stored_len for f in frames) != body_size or sum(f.raw_len for f in frames) != raw_size:
@@ -127,6 +159,9 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
         body_size=body_size,
         raw_size=raw_size,
         digest=root_digest(head, table + footer),
+        header_bytes=bytes(head[PREAMBLE_SIZE:]),
+        key_slot=key_slot,
+        key_slot_offset=head_end,
     )
 
 
@@ -146,9 +181,12 @@ def parse_header(blob: bytes) -> ObjectHeader:
             python_type=doc["python_type"],
             codec_meta=doc.get("codec_meta") or {},
             xcom=doc.get("xcom") or {},
+            encryption=doc.get("encryption"),
         )
     except KeyError as exc:
         raise ObjectFormatError(f"object header lacks {exc}") from None
+    if header.encryption is not None and not isinstance(header.encryption, dict):
+        raise ObjectFormatError("object header's encryption block is not an object")
     if not all(isinstance(v, str) for v in (header.codec, header.compression, header.python_type)):
         raise ObjectFormatError("object header fields have the wrong type")
     if not isinstance(header.codec_meta, dict) or not isinstance(header.xcom, dict):

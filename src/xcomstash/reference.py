@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from xcomstash.access import Readers
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import InvalidReferenceError
 
@@ -26,7 +27,10 @@ MAX_SUMMARY_CHARS = 120
 MAX_URI_CHARS = 1100
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _FIELDS = {MARKER, "uri", "size", "digest", "codec", "type", "summary"}
-_OPTIONAL_FIELDS = {"xcom"}
+#: ``readers``: who may read the value (see :mod:`xcomstash.access`); ``mac``: the signature
+#: over every other field (see :mod:`xcomstash.signing`).
+_OPTIONAL_FIELDS = {"xcom", "readers", "mac"}
+MAX_MAC_CHARS = 100
 MAX_XCOM_FIELD_CHARS = 1000
 
 
@@ -40,6 +44,10 @@ class Reference:
     summary: str
     #: The XCom this reference was written for (``None`` in references from before dedup).
     xcom: XComCoordinate | None = None
+    #: Who may read the value (``None``: anyone who can read the row).
+    readers: Readers | None = None
+    #: ``"<key id>:<HMAC>"`` when the reference is signed.
+    mac: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to the xcom row (key order chosen for the UI)."""
@@ -54,6 +62,10 @@ class Reference:
         }
         if self.xcom is not None:
             doc["xcom"] = self.xcom.as_dict()
+        if self.readers is not None:
+            doc["readers"] = self.readers.to_json()
+        if self.mac is not None:
+            doc["mac"] = self.mac
         return doc
 
     @classmethod
@@ -89,6 +101,10 @@ class Reference:
             xcom = XComCoordinate.from_dict(obj["xcom"])
             if xcom is None or len(str(xcom)) > MAX_XCOM_FIELD_CHARS:
                 raise InvalidReferenceError("malformed xcomstash reference: bad xcom")
+        readers = Readers.from_json(obj["readers"]) if "readers" in obj else None
+        mac = obj.get("mac")
+        if mac is not None and (not isinstance(mac, str) or len(mac) > MAX_MAC_CHARS):
+            raise InvalidReferenceError("malformed xcomstash reference: bad mac")
         return cls(
             uri=uri,
             size=size,
@@ -97,6 +113,8 @@ class Reference:
             python_type=obj["type"],
             summary=obj["summary"],
             xcom=xcom,
+            readers=readers,
+            mac=mac,
         )
 
 
