@@ -100,9 +100,13 @@ class MaintenanceEnv(AirflowEnv):
         assert result.returncode == expect, result.describe()
         return json.loads(result.stdout)
 
+    def store_files(self) -> dict[str, int]:
+        """Every file in the local store, links included (key -> size)."""
+        return self._store_files("")
+
     def store_keys(self) -> set[str]:
-        """Every object in the local store, temporary upload files excluded."""
-        return {k for k in self.store_objects() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
+        """Every object and link in the local store, temporary upload files excluded."""
+        return {k for k in self.store_files() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
 
     def referenced_keys(self) -> set[str]:
         """The keys the xcom rows keep alive: each referenced object, and for content-addressed

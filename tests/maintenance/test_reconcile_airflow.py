@@ -48,7 +48,7 @@ def test_dry_run_reports_the_orphans_and_deletes_nothing(lifecycle) -> None:
     assert env.store_keys() == before
     assert report["dry_run"] is True
     assert report["orphans"]["count"] == len(orphans)
-    assert report["orphans"]["bytes"] == sum(env.store_objects()[k] for k in orphans)
+    assert report["orphans"]["bytes"] == sum(env.store_files()[k] for k in orphans)
     assert set(report["orphans"]["by_dag"]) == {"xcs_gc", "xcs_gc_other"}
     assert report["live"]["count"] == len(before) - len(orphans)
     assert report["missing"]["count"] == 0

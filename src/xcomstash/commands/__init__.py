@@ -9,4 +9,4 @@ command that needs Airflow imports it only when it runs.
 from __future__ import annotations
 
 #: Module names under ``xcomstash.commands``, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("inspect", "reconcile", "verify", "retention", "audit", "keys")
+COMMAND_MODULES: tuple[str, ...] = ("inspect", "reconcile", "verify", "retention", "stats", "migrate", "audit", "keys")

@@ -1,0 +1,98 @@
+"""``xcomstash stats``: what the XComs weigh, where, and how fast it grows."""
+
+from __future__ import annotations
+
+import argparse
+
+from xcomstash.commands import _common
+
+DESCRIPTION = """\
+Counts and bytes of XComs by DAG, task and codec, inline (in the database) against stored
+(in the object store, once per object with dedup), the compression ratio (from a sample of
+object footers), the largest values, and growth per day. Reads the metadata database (or the
+REST API with --api-url); reads no object bodies.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "stats",
+        help="counts and bytes by DAG, task, codec; inline vs stored; compression; largest; growth",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dag", metavar="PATTERN", help="only DAGs matching this glob")
+    parser.add_argument("--top", type=int, default=10, metavar="N", help="rows per ranking (default 10)")
+    parser.add_argument("--compression-sample", type=int, default=200, metavar="N",
+                        help="objects whose footers are read for the compression ratio (default 200, -1: all)")
+    _common.add_common_arguments(parser, api=True)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xcomstash.errors import XComStashError
+    from xcomstash.maintenance.report import human_bytes
+    from xcomstash.maintenance.rows import RowFilter
+    from xcomstash.maintenance.stats import collect
+
+    try:
+        store = _common.open_store(args)
+        source = _common.row_source(args)
+        with _common.progress_bars(args) as advance:
+            report = collect(
+                source.iter_rows(RowFilter(dag_pattern=args.dag)),
+                store,
+                top=args.top,
+                layout_sample=args.compression_sample,
+                progress=lambda what, n: advance("reading rows", n),
+            )
+    except XComStashError as exc:
+        return _common.fail(str(exc))
+    doc = report.to_json(top=args.top)
+    ratio = report.compression_ratio
+    summary = (
+        f"stats: {report.rows:,} XComs, {report.inline.inline_count:,} inline "
+        f"({human_bytes(report.inline.inline_bytes)}), {report.stored.stored_count:,} stored "
+        f"({report.unique_objects:,} objects, {human_bytes(report.unique_bytes)})"
+        + (f", compression {ratio:.2f}x" if ratio else "")
+        + f" in {report.seconds:.1f}s"
+    )
+
+    def render() -> None:
+        from rich.table import Table
+
+        out = _common.console()
+
+        def table(title: str, groups: dict) -> None:
+            t = Table(title=title, title_justify="left")
+            for c in ("", "inline", "inline bytes", "stored", "stored bytes"):
+                t.add_column(c, justify="left" if not c else "right")
+            for name, b in groups.items():
+                t.add_row(name, f"{b['inline_count']:,}", human_bytes(b["inline_bytes"]),
+                          f"{b['stored_count']:,}", human_bytes(b["stored_bytes"]))
+            out.print(t)
+
+        table("by DAG", doc["by_dag"])
+        table(f"by task (top {args.top})", doc["by_task"])
+        t = Table(title="by codec", title_justify="left")
+        for c in ("codec", "count", "bytes"):
+            t.add_column(c, justify="left" if c == "codec" else "right")
+        for name, v in doc["by_codec"].items():
+            t.add_row(name, f"{v['count']:,}", human_bytes(v["bytes"]))
+        out.print(t)
+        t = Table(title="largest values", title_justify="left")
+        for c in ("bytes", "value", "xcom"):
+            t.add_column(c, justify="right" if c == "bytes" else "left")
+        for item in doc["largest"]:
+            x = item["xcom"]
+            t.add_row(human_bytes(item["bytes"]), item["summary"], f"{x['dag_id']}/{x['run_id']}/{x['task_id']}[{x['map_index']}]/{x['key']}")
+        out.print(t)
+        t = Table(title="growth per day", title_justify="left")
+        for c in ("day", "XComs", "bytes"):
+            t.add_column(c, justify="left" if c == "day" else "right")
+        for day, b in doc["by_day"].items():
+            t.add_row(day, f"{b['inline_count'] + b['stored_count']:,}", human_bytes(b["inline_bytes"] + b["stored_bytes"]))
+        out.print(t)
+
+    _common.emit(args, doc, render, summary)
+    return _common.EXIT_OK
