@@ -6,6 +6,7 @@ registry, and one exception hierarchy rooted at :class:`XComStashError`. In Airf
 ``AIRFLOW__CORE__XCOM_BACKEND=xcomstash.airflow.backend.XComStashBackend``.
 """
 
+from xcomstash.access import Restricted
 from xcomstash.codecs import Codec, register_codec
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
@@ -37,6 +38,7 @@ __all__ = [
     "ObjectMissingError",
     "ReadError",
     "Reference",
+    "Restricted",
     "StashConfig",
     "StoreError",
     "StoreReadError",

@@ -105,13 +105,39 @@ class Engine:
 
     def serialize(self, value: Any, coordinate: XComCoordinate) -> Any:
         """What goes into the xcom row: the value's JSON structure (inline) or a reference."""
+        if self.guard is None and type(value).__name__ == "Restricted" and isinstance(value, _restricted_type()):
+            from xcomstash.security import Guard, SecurityConfig
+
+            self.guard = Guard(SecurityConfig())  # readers need the checked path
         if self.guard is not None:
-            return self._serialize_guarded(value, coordinate)
+            if self.guard.config.active or isinstance(value, _restricted_type()):
+                return self._serialize_guarded(value, coordinate)
+            return self._serialize_audited(value, coordinate)
         if not self.trace_file:
             return self._serialize(value, coordinate)
         started = time.perf_counter()
         stored = self._serialize(value, coordinate)
         if not is_reference(stored):
+            self._trace_inline("push", coordinate, value, stored, started)
+        return stored
+
+    def _serialize_audited(self, value: Any, coordinate: XComCoordinate) -> Any:
+        """The plain push path, with audit events (no keys, no rules configured)."""
+        from xcomstash.security import outcome_of
+
+        guard = self.guard
+        assert guard is not None
+        started = time.perf_counter()
+        try:
+            stored = self._serialize(value, coordinate)
+        except XComStashError as exc:
+            guard.record("push", outcome_of(exc), coordinate, error=exc)
+            raise
+        if is_reference(stored):
+            guard.record("push", "ok", coordinate, uri=stored["uri"], size=stored["size"], digest=stored["digest"])
+        else:
+            guard.record("push", "ok", coordinate, route="inline")
+        if self.trace_file and not is_reference(stored):
             self._trace_inline("push", coordinate, value, stored, started)
         return stored
 
@@ -389,6 +415,11 @@ class Engine:
         ``expected`` says which XCom the reader asked for (what it knows of it); with a guard,
         a reference written for another XCom is rejected before the store is touched."""
         if is_reference(stored):
+            if self.guard is None and "readers" in stored:
+                raise AccessDeniedError(
+                    f"the value at {str(stored.get('uri'))[:300]} has restricted readers, and this "
+                    "engine has no reader identity (no guard)"
+                )
             if self.guard is not None:
                 if expected is None and coordinate is not None:  # the row's own XCom: all known
                     from xcomstash.access import Expected
@@ -738,6 +769,12 @@ class Engine:
             ),
             self.trace_file,
         )
+
+
+def _restricted_type() -> type:
+    from xcomstash.access import Restricted
+
+    return Restricted
 
 
 def _run_scope(coordinate: XComCoordinate) -> dict[str, object]:

@@ -123,6 +123,17 @@ class Rules:
         )
 
     @property
+    def restricts(self) -> bool:
+        """Whether any rule limits anything (otherwise pushes need no rule checks at all)."""
+        return any(
+            r.allowed_types is not None
+            or r.max_value_bytes
+            or r.sensitive_data not in (None, OFF)
+            or r.read_scope not in (None, READ_ANY)
+            for r in (self.default, *self.per_dag)
+        )
+
+    @property
     def scans(self) -> bool:
         """Whether any DAG may need a sensitive-data scan (so the engine can skip the work)."""
         return any(r.sensitive_data not in (None, OFF) for r in (self.default, *self.per_dag))

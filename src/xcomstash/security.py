@@ -52,7 +52,8 @@ class SecurityConfig:
 
     @property
     def active(self) -> bool:
-        return self.encrypt or self.sign_references or self.rules != Rules()
+        """Whether pushes need the checked path (keys or rules); audit alone does not."""
+        return self.encrypt or self.sign_references or self.rules.restricts
 
 
 class Guard:

@@ -17,6 +17,7 @@ from airflow.sdk.execution_time.comms import (
     XComSequenceSliceResult,
 )
 
+from xcomstash.access import Expected
 from xcomstash.airflow import legacy
 from xcomstash.airflow.settings import engine
 from xcomstash.coordinate import XComCoordinate
@@ -30,6 +31,26 @@ def _coordinate(dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any
         map_index=-1 if map_index is None else int(map_index),
         key=str(key or BaseXCom.XCOM_RETURN_KEY),
     )
+
+
+def _expected(
+    dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any, include_prior_dates: bool
+) -> Expected:
+    """What a pull asked for (an earlier run's row may answer when prior dates are included)."""
+    return Expected(
+        dag_id=str(dag_id),
+        run_id=None if include_prior_dates else str(run_id),
+        task_id=str(task_id),
+        map_index=None if map_index is None else int(map_index),
+        key=str(key),
+    )
+
+
+def _own_run() -> Expected | None:
+    from xcomstash.airflow.security import current_actor
+
+    actor = current_actor()
+    return Expected(dag_id=actor.dag_id, run_id=actor.run_id) if actor is not None else None
 
 
 class _Row:
@@ -72,19 +93,48 @@ class XComStashBackend(BaseXCom):
         )
 
     @classmethod
-    def deserialize_value(cls, result: Any) -> Any:  # type: ignore[override]
+    def deserialize_value(cls, result: Any, expected: Expected | None = None) -> Any:  # type: ignore[override]
+        """``expected``: the XCom the caller asked for. Airflow's own bare calls (the lazy
+        sequence of a mapped task's outputs, always of the reader's own run) give none: then
+        the reference must at least belong to the running task's DAG run."""
         stored = result.value
         path = legacy.legacy_path(stored)
         if path is not None:
             return legacy.read(path)
-        return engine().deserialize(stored)
+        return engine().deserialize(stored, expected=expected or _own_run())
 
     @classmethod
-    def deserialize_many(cls, stored_values: list[Any]) -> list[Any]:
+    def deserialize_many(cls, stored_values: list[Any], expected: Expected | None = None) -> list[Any]:
         """Fan-in: legacy rows one by one, our references concurrently, order preserved."""
         if any(legacy.legacy_path(v) is not None for v in stored_values):
-            return [cls.deserialize_value(_Row(v)) for v in stored_values]
-        return engine().deserialize_many(stored_values)
+            return [cls.deserialize_value(_Row(v), expected) for v in stored_values]
+        return engine().deserialize_many(stored_values, expected=expected or _own_run())
+
+    # Reads name the XCom they asked for, so a reference copied into another row is caught.
+    @classmethod
+    def get_one(  # type: ignore[override]
+        cls,
+        *,
+        key: str,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        map_index: int | None = None,
+        include_prior_dates: bool = False,
+    ) -> Any | None:
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        msg = SUPERVISOR_COMMS.send(
+            GetXCom(
+                key=key, dag_id=dag_id, task_id=task_id, run_id=run_id,
+                map_index=map_index, include_prior_dates=include_prior_dates,
+            )
+        )
+        if not isinstance(msg, XComResult):
+            raise TypeError(f"Expected XComResult, received: {type(msg)} {msg}")
+        if msg.value is None:
+            return None
+        return cls.deserialize_value(msg, _expected(dag_id, run_id, task_id, map_index, key, include_prior_dates))
 
     # Fan-in: BaseXCom deserializes a mapped task's values one by one; fetch them concurrently.
     @classmethod
@@ -101,7 +151,9 @@ class XComStashBackend(BaseXCom):
         )
         if not isinstance(msg, XComSequenceSliceResult):
             raise TypeError(f"Expected XComSequenceSliceResult, received: {type(msg)} {msg}")
-        return cls.deserialize_many(list(msg.root)) if msg.root else None
+        if not msg.root:
+            return None
+        return cls.deserialize_many(list(msg.root), _expected(dag_id, run_id, task_id, None, key, include_prior_dates))
 
     # Async: the same as BaseXCom, but storage I/O runs in a thread, off the event loop.
     @classmethod
@@ -153,7 +205,8 @@ class XComStashBackend(BaseXCom):
             raise TypeError(f"Expected XComResult, received: {type(msg)} {msg}")
         if msg.value is None:
             return None
-        return await asyncio.to_thread(cls.deserialize_value, msg)
+        expected = _expected(dag_id, run_id, task_id, map_index, key, include_prior_dates)
+        return await asyncio.to_thread(cls.deserialize_value, msg, expected)
 
     @classmethod
     async def aget_all(  # type: ignore[override]
@@ -171,7 +224,8 @@ class XComStashBackend(BaseXCom):
             raise TypeError(f"Expected XComSequenceSliceResult, received: {type(msg)} {msg}")
         if not msg.root:
             return None
-        return await asyncio.to_thread(cls.deserialize_many, list(msg.root))
+        expected = _expected(dag_id, run_id, task_id, None, key, include_prior_dates)
+        return await asyncio.to_thread(cls.deserialize_many, list(msg.root), expected)
 
     @classmethod
     def delete(  # type: ignore[override]

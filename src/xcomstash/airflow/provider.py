@@ -130,6 +130,147 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "/tmp/xcomstash-trace.jsonl",
         "default": "",
     },
+    "keysets": {
+        "description": (
+            "Encryption and signing keysets: file:/path/keyset.json, env:VAR or variable:NAME "
+            "(an Airflow Variable, so any configured secrets backend). Scope keysets per DAG id "
+            "pattern with pattern=source entries separated by ';' (first match wins), e.g. "
+            "team_a_*=file:/k/a.json; team_b_*=variable:xcs_team_b. Create a file with "
+            "'xcomstash keys generate FILE' (mode 0600). Empty: no encryption, no signing.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "file:/etc/xcomstash/keyset.json",
+        "default": "",
+    },
+    "encrypt": {
+        "description": (
+            "Encrypt offloaded values (AES-256-GCM, streamed frame by frame, per-object data key "
+            "wrapped under the keyset's primary key). auto: when keysets is set. true: a DAG no "
+            "keyset covers fails its pushes instead of storing plaintext. false: never.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "true",
+        "default": "auto",
+    },
+    "encryption_scope": {
+        "description": (
+            "What an encrypted object is bound to (as associated data): dag (an object or "
+            "reference copied into another DAG does not decrypt) or run (nor into another run).\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "run",
+        "default": "dag",
+    },
+    "sign_references": {
+        "description": (
+            "Sign references (HMAC-SHA256 under a key derived from the keyset) and reject, before "
+            "any store access, references that are unsigned, forged or edited in the database. "
+            "auto: when keysets is set.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "true",
+        "default": "auto",
+    },
+    "accept_unsigned_references": {
+        "description": (
+            "While switching signing on: still read references written without a MAC (a MAC that "
+            "is present must be valid). Turn off once old rows are gone.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
+    "read_scope": {
+        "description": (
+            "Who may read a value by default: any, or dag (only tasks of the producing DAG). A "
+            "producer can restrict a value further: return xcomstash.Restricted(value, "
+            "tasks=[...]).\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "dag",
+        "default": "any",
+    },
+    "allowed_types": {
+        "description": (
+            "Comma-separated allowlist of value types for every DAG: short type names "
+            "(pandas.DataFrame, dict), codec names (numpy.npy) or json (anything stored as "
+            "JSON). Empty: any type.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "json",
+        "default": "",
+    },
+    "max_value_bytes": {
+        "description": (
+            "Largest value (encoded bytes) a task may push; larger ones fail the task naming the "
+            "rule. 0: no limit.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "104857600",
+        "default": "0",
+    },
+    "sensitive_data": {
+        "description": (
+            "Scan values for secrets and personal data (Airflow's masked secrets, sensitive key "
+            "names, cloud keys, private keys, tokens, emails, card numbers): off, warn, mask "
+            "(redact with *** before storing) or reject (fail the task). Tables are sampled "
+            "(string columns, 1,000 rows each); see the README.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "reject",
+        "default": "off",
+    },
+    "dag_policies": {
+        "description": (
+            "Per DAG id pattern overrides of allowed_types, max_value_bytes, sensitive_data and "
+            "read_scope, as a JSON list: [{\"dags\": \"finance_*\", \"allowed_types\": "
+            "[\"json\"], \"sensitive_data\": \"reject\"}] (first matching entry wins).\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "[{\"dags\": \"finance_*\", \"allowed_types\": [\"json\"]}]",
+        "default": "",
+    },
+    "audit": {
+        "description": (
+            "Audit sinks for pushes, pulls, purges, denials and failures: log (the task log), "
+            "store (durable JSON-lines objects under !audit/ in the store, queried with "
+            "'xcomstash audit'), both (log,store), or off. auto: log, plus store when keysets "
+            "is set.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": "log,store",
+        "default": "auto",
+    },
+    "audit_inline": {
+        "description": (
+            "Also audit successful pushes and pulls of values kept inline in the database.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
+    "allow_http_endpoints": {
+        "description": (
+            "Allow plain-HTTP object store endpoints, and then only on loopback (a local test "
+            "server). By default endpoints must use TLS.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
 }
 
 

@@ -103,8 +103,12 @@ def read_security(conf: Any, resolvers: dict[str, Callable[[str], str]] | None =
     )
 
 
-def audit_sinks(conf: Any, store: Any) -> audit.AuditLog | None:
-    raw = (conf.get(SECTION, "audit", fallback="log,store") or "").strip().lower()
+def audit_sinks(conf: Any, store: Any, *, secured: bool) -> audit.AuditLog | None:
+    """``auto`` (default): the task log always, plus the durable store sink when keysets are
+    configured; or an explicit list of ``log``, ``store``; or ``off``."""
+    raw = (conf.get(SECTION, "audit", fallback="auto") or "auto").strip().lower()
+    if raw == "auto":
+        raw = "log,store" if secured else "log"
     names = {n.strip() for n in raw.split(",") if n.strip()} - {"off", "none"}
     unknown = names - {"log", "store"}
     if unknown:
@@ -118,4 +122,7 @@ def audit_sinks(conf: Any, store: Any) -> audit.AuditLog | None:
 
 
 def build_guard(conf: Any, store: Any) -> Guard:
-    return Guard(read_security(conf), audit_sinks(conf, store), current_actor)
+    """The engine's guard (always one in Airflow: restricted readers are checked even when
+    nothing else is configured)."""
+    security = read_security(conf)
+    return Guard(security, audit_sinks(conf, store, secured=security.keyring is not None), current_actor)

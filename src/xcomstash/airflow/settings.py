@@ -54,10 +54,20 @@ def read_config() -> tuple[StashConfig, str | None]:
 
 
 def s3_client_from_connection(conn_id: str | None) -> Any:
-    """A boto3 S3 client configured by an Airflow AWS connection (endpoint, keys, region)."""
+    """A boto3 S3 client configured by an Airflow AWS connection (endpoint, keys, region).
+
+    The endpoint must use TLS; plain HTTP only with ``allow_http_endpoints`` and on loopback."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=conn_id or "aws_default").get_conn()
+    from xcomstash.transport import check_endpoint
+
+    client = S3Hook(aws_conn_id=conn_id or "aws_default").get_conn()
+    check_endpoint(
+        getattr(client.meta, "endpoint_url", None),
+        allow_http=_conf().getboolean(SECTION, "allow_http_endpoints", fallback=False),
+        what=f"S3 endpoint of connection {conn_id or 'aws_default'!r}",
+    )
+    return client
 
 
 def serde_converter() -> StructureConverter:
@@ -69,10 +79,16 @@ def serde_converter() -> StructureConverter:
 @cache
 def engine() -> Engine:
     """The process-wide engine (built on first use, so importing the backend stays cheap)."""
+    from xcomstash.airflow.security import build_guard
+    from xcomstash.stores import open_store
+
     config, trace_file = read_config()
+    store = open_store(config.store_url, s3_client_factory=s3_client_from_connection)
     return Engine(
         config,
+        store,
         converter=serde_converter(),
         s3_client_factory=s3_client_from_connection,
         trace_file=trace_file,
+        guard=build_guard(_conf(), store),
     )
