@@ -1,0 +1,379 @@
+"""A real Airflow deployment on loopback: PostgreSQL, SeaweedFS S3 (behind a fault proxy),
+Redis for Celery, and the Airflow 3 processes, each started and stopped by process id.
+
+    stack = Deployment(tmp, executor="local").start()
+    run_id = stack.api.trigger("xd_workload", conf={...})
+    run = stack.api.wait_run("xd_workload", run_id)
+    stack.stop()
+
+Nothing here imports Airflow: every Airflow process (and the verifier) is a child process with
+the environment built in :meth:`Deployment.environ`; this process talks to them through the
+REST API, the metadata database (psycopg2) and the store (boto3), exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from tests.deployment.api import AirflowAPI
+from tests.deployment.processes import Process, spawn
+from tests.deployment.proxy import TcpProxy
+from tests.servers import (
+    LOOPBACK,
+    PostgresServer,
+    RedisServer,
+    S3Server,
+    free_port,
+    start_postgres,
+    start_redis,
+    start_seaweedfs,
+    weed_binary,
+)
+
+HERE = Path(__file__).resolve().parent
+DAGS_SOURCE = HERE / "dags"
+REPO = HERE.parents[1]
+AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
+XCOMSTASH_BACKEND = "xcomstash.airflow.backend.XComStashBackend"
+CONN_ID = "xcs_store"
+BUCKET = "xcom"
+PREFIX = "deploy"
+
+#: botocore settings of the store connection (its ``config_kwargs`` extra): how long one S3
+#: request may take and how often it is retried. The slow-store test checks these hold.
+S3_CONNECT_TIMEOUT_S = 3
+S3_READ_TIMEOUT_S = 4
+S3_MAX_ATTEMPTS = 2
+
+
+def airflow_installed() -> bool:
+    return AIRFLOW_BIN.exists()
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment minus anything Airflow-related that could leak in."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW_", "AIRFLOW__", "_AIRFLOW", "AWS_"))
+    }
+
+
+class Deployment:
+    """One deployment: servers, Airflow processes, their environment and logs."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        executor: str = "local",
+        workers: int = 2,
+        worker_concurrency: int = 2,
+        parallelism: int = 6,
+        dags: Iterable[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if executor not in ("local", "celery"):
+            raise ValueError(f"executor must be 'local' or 'celery', got {executor!r}")
+        self.root = Path(root)
+        self.executor = executor
+        self.n_workers = workers if executor == "celery" else 0
+        self.worker_concurrency = worker_concurrency
+        self.parallelism = parallelism
+        self.home = self.root / "home"
+        self.dags_folder = self.root / "dags"
+        self.log_dir = self.root / "proc-logs"
+        self.task_log_dir = self.root / "task-logs"
+        self.shared = self.root / "shared"  # gates and pid files the test DAGs use
+        self.dag_files = sorted(p.name for p in DAGS_SOURCE.glob("*.py")) if dags is None else [*dags, "xd_common.py"]
+        self.extra_env = dict(extra_env or {})
+        self.pg: PostgresServer | None = None
+        self.s3: S3Server | None = None
+        self.redis: RedisServer | None = None
+        self.proxy: TcpProxy | None = None
+        self.processes: dict[str, Process] = {}
+        self.api_port = 0
+        self.api: AirflowAPI | None = None  # type: ignore[assignment]
+        self.timings: dict[str, float] = {}
+        self._secret = secrets.token_urlsafe(32)
+        self._fernet = _fernet_key()
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def store_url(self) -> str:
+        return f"s3://{CONN_ID}@{BUCKET}/{PREFIX}"
+
+    def worker_cache_dir(self, index: int) -> Path:
+        """The read cache of Celery worker ``index`` (LocalExecutor: index 0, the one machine)."""
+        return self.root / f"cache-w{index}"
+
+    def connection_json(self, endpoint_url: str) -> str:
+        assert self.s3 is not None
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": self.s3.access_key,
+                "password": self.s3.secret_key,
+                "extra": {
+                    "endpoint_url": endpoint_url,
+                    "region_name": self.s3.region,
+                    "config_kwargs": {
+                        "connect_timeout": S3_CONNECT_TIMEOUT_S,
+                        "read_timeout": S3_READ_TIMEOUT_S,
+                        "retries": {"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+                        "s3": {"addressing_style": "path"},
+                    },
+                },
+            }
+        )
+
+    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        assert self.pg is not None and self.proxy is not None
+        env = clean_environ()
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.parallelism * 2),
+                "AIRFLOW__CORE__FERNET_KEY": self._fernet,
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{LOOPBACK}:{self.api_port}/execution/",
+                "AIRFLOW__API__HOST": LOOPBACK,
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._secret,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg.sqlalchemy_url,
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_log_dir),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # The DAG files never change during a test: parse them once, not every 30 s
+                # (re-parsing costs a good part of a core on a 2-core machine).
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+                # A task whose worker died is noticed after this long (default 300 s).
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+                "AIRFLOW__CORE__XCOM_BACKEND": XCOMSTASH_BACKEND,
+                "AIRFLOW__XCOMSTASH__STORE_URL": self.store_url,
+                # SeaweedFS (and the fault proxy) speak plain HTTP on loopback.
+                "AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS": "True",
+                "AIRFLOW__XCOMSTASH__CACHE_DIR": str(self.worker_cache_dir(0)),
+                f"AIRFLOW_CONN_{CONN_ID.upper()}": self.connection_json(self.proxy.url),
+                # The DAG files import their shared helpers from their own folder.
+                "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
+                "XD_SHARED": str(self.shared),
+            }
+        )
+        if self.executor == "celery":
+            assert self.redis is not None
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.pg.sqlalchemy_url,
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                }
+            )
+        else:
+            env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+        env.update(self.extra_env)
+        env.update(extra or {})
+        return env
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start(self) -> Deployment:
+        try:
+            self._start()
+        except BaseException:
+            diagnostics = self.describe()
+            self.stop()
+            raise RuntimeError(f"deployment did not start:\n{diagnostics}") from None
+        return self
+
+    def _start(self) -> None:
+        for d in (self.home, self.dags_folder, self.log_dir, self.task_log_dir, self.shared):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in [*self.dag_files, ".airflowignore"]:
+            shutil.copy(DAGS_SOURCE / name, self.dags_folder / name)
+        t0 = time.monotonic()
+        self.pg = start_postgres(self.root / "pg")
+        self.s3 = start_seaweedfs(self.root / "s3")
+        self.proxy = TcpProxy(int(self.s3.endpoint_url.rsplit(":", 1)[1])).start()
+        if self.executor == "celery":
+            self.redis = start_redis(self.root / "redis")
+        self.timings["servers_s"] = time.monotonic() - t0
+        self.api_port = free_port()
+        self.api = AirflowAPI(f"http://{LOOPBACK}:{self.api_port}")
+
+        t0 = time.monotonic()
+        migrate = subprocess.run(
+            [str(AIRFLOW_BIN), "db", "migrate"],
+            env=self.environ(), cwd=self.root, capture_output=True, text=True, timeout=300,
+        )
+        (self.log_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
+        if migrate.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
+        self.timings["db_migrate_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        self._spawn_airflow("api-server", ["api-server"])
+        self._spawn_airflow("scheduler", ["scheduler", "--skip-serve-logs"])
+        self._spawn_airflow("dag-processor", ["dag-processor"])
+        for i in range(self.n_workers):
+            self.start_worker(i)
+        self.api.wait_healthy(timeout=120, processes=self.processes.values())
+        self.timings["api_ready_s"] = time.monotonic() - t0
+        self.api.wait_dags(self._dag_ids(), timeout=180, processes=self.processes.values())
+        self.timings["dags_parsed_s"] = time.monotonic() - t0
+
+    def _dag_ids(self) -> list[str]:
+        """DAG ids declared in the copied files (``dag_id="..."``), without importing them."""
+        import re
+
+        ids: list[str] = []
+        for name in self.dag_files:
+            ids += re.findall(r'dag_id="([^"]+)"', (self.dags_folder / name).read_text())
+        return ids
+
+    def _spawn_airflow(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Process:
+        proc = spawn(name, [str(AIRFLOW_BIN), *args], self.environ(env), self.log_dir, cwd=self.root)
+        self.processes[name] = proc
+        return proc
+
+    def start_worker(self, index: int) -> Process:
+        """Celery worker ``index``: its own node name, pid file and xcomstash read cache, as if
+        it ran on a machine of its own."""
+        cache = self.worker_cache_dir(index)
+        cache.mkdir(parents=True, exist_ok=True)
+        name = f"worker{index}"
+        old = self.processes.get(name)
+        if old is not None and old.alive():
+            raise RuntimeError(f"{name} is still running (pid {old.pid})")
+        return self._spawn_airflow(
+            name,
+            [
+                "celery", "worker", "--skip-serve-logs", "--without-gossip", "--without-mingle",
+                "-c", str(self.worker_concurrency), "--celery-hostname", f"{name}@%h",
+                "--pid", str(self.root / f"{name}.pid"),
+            ],
+            env={"AIRFLOW__XCOMSTASH__CACHE_DIR": str(cache), "XD_WORKER": name},
+        )
+
+    def stop(self) -> None:
+        """Stop every process by pid (SIGTERM, then SIGKILL), then the servers."""
+        for name in [n for n in self.processes if n.startswith("worker")] + [
+            "scheduler", "dag-processor", "api-server"
+        ]:
+            proc = self.processes.get(name)
+            if proc is not None:
+                proc.stop()
+        for server in (self.proxy, self.redis, self.s3, self.pg):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:
+                    pass
+
+    def describe(self, lines: int = 40) -> str:
+        """Every process's log tail, for failure messages."""
+        parts = [p.describe(lines) for p in self.processes.values()]
+        if self.s3 is not None and self.s3.log_path is not None:
+            parts.append(f"--- seaweedfs ---\n{self.s3.log_tail(lines // 2)}")
+        if self.proxy is not None:
+            parts.append(f"--- proxy --- {self.proxy.stats}")
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ faults on the store
+
+    def stop_s3(self) -> None:
+        """Stop the S3 server (SIGTERM, then SIGKILL) and keep its data and ports."""
+        assert self.s3 is not None
+        self.s3.stop()
+
+    def restart_s3(self, timeout: float = 60) -> None:
+        """Start SeaweedFS again on the same ports with the same data directory."""
+        assert self.s3 is not None and self.s3.log_path is not None
+        restart_seaweedfs(self.s3, timeout=timeout)
+
+    def s3_client(self, **config: Any) -> Any:
+        """A boto3 client straight to the S3 server (not through the proxy)."""
+        assert self.s3 is not None
+        return self.s3.client(**config)
+
+    # ------------------------------------------------------------------ helpers for tests
+
+    def python(self, code: str, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
+               ) -> subprocess.CompletedProcess:
+        """Run Python in a child with this deployment's environment (Airflow importable)."""
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], env=self.environ(env), cwd=self.root,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(AIRFLOW_BIN), *args], env=self.environ(), cwd=self.root,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+
+def restart_seaweedfs(server: S3Server, timeout: float = 60) -> None:
+    """``weed mini`` again on the server's ports and data directory (as tests/servers.py
+    started it), so clients configured with its endpoint reconnect to the same data."""
+    import signal  # noqa: F401  (kept close to the Popen below for readers)
+
+    from tests.servers import _die_with_parent  # the same PDEATHSIG guard
+
+    assert server.log_path is not None
+    workdir = server.log_path.parent
+    ports = server.ports
+    cmd = [
+        weed_binary(), "mini", f"-dir={workdir / 'data'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        f"-s3.port={ports['s3']}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-webdav=false",
+        "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+        f"-bucket={server.bucket}",
+    ]
+    env = dict(os.environ)
+    env["AWS_ACCESS_KEY_ID"] = server.access_key
+    env["AWS_SECRET_ACCESS_KEY"] = server.secret_key
+    import threading
+
+    with open(server.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+        )
+    server._proc = proc
+    server.pid = proc.pid
+    probe = server.client(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1})
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed exited with {proc.returncode} on restart:\n{server.log_tail()}")
+        try:
+            probe.head_bucket(Bucket=server.bucket)
+            return
+        except Exception as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+    raise RuntimeError(f"SeaweedFS did not come back within {timeout} s ({last}):\n{server.log_tail()}")
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
