@@ -212,6 +212,8 @@ class AirflowEnv:
             "AIRFLOW__XCOMSTASH__STORE_URL": f"file://{self.store}",
             "AIRFLOW__XCOMSTASH__TRACE_FILE": str(self.trace_file),
             "AIRFLOW__XCOMSTASH__CACHE_DIR": str(self.cache_dir),
+            # Test S3 servers (SeaweedFS) serve plain HTTP on 127.0.0.1: allow loopback HTTP.
+            "AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS": "True",
             # The DAG files import xcs_values from their own folder.
             "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
         }

@@ -78,6 +78,8 @@ def test_store_and_engine_use_airflow_connection(
     monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     monkeypatch.setenv("AIRFLOW_CONN_MY_S3", json.dumps(conn))
     monkeypatch.setenv("AIRFLOW_CONN_BAD_S3", json.dumps({**conn, "password": "wrong-secret"}))
+    # SeaweedFS serves plain HTTP on 127.0.0.1; xcomstash requires TLS unless this allows loopback.
+    monkeypatch.setenv("AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS", "True")
     # The connection must be the only source of credentials and endpoint.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
