@@ -411,3 +411,12 @@ def test_key_slot_size_is_pinned_between_layout_and_crypto() -> None:
     from xcomstash.crypto import stream
 
     assert objectformat.KEY_SLOT_BYTES == stream.KEY_SLOT_BYTES
+
+
+def test_inline_values_are_audited_only_when_asked(tmp_path) -> None:
+    quiet = make_engine(tmp_path / "s", None, audit=True, threshold=1 << 20)
+    quiet.deserialize(quiet.serialize({"a": 1}, COORD), COORD)
+    assert list(read_events(quiet.store)) == []
+    loud = make_engine(tmp_path / "t", None, audit=True, threshold=1 << 20, audit_inline=True)
+    loud.deserialize(loud.serialize({"a": 1}, COORD), COORD)
+    assert [(e.op, e.route) for e in read_events(loud.store)] == [("push", "inline"), ("pull", "inline")]

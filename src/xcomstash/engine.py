@@ -431,6 +431,8 @@ class Engine:
         value = self.converter.from_structure(stored)
         if self.trace_file:
             self._trace_inline("pull", coordinate, value, stored, started)
+        if self.guard is not None and self.guard.config.audit_inline:
+            self.guard.record("pull", "ok", coordinate or _expected_dict(expected), route="inline")
         return value
 
     def deserialize_many(self, stored_values: list[Any], *, expected: Expected | None = None) -> list[Any]:
