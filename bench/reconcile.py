@@ -142,18 +142,23 @@ def count_files(store: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(store))
 
 
-def run_cli(env: dict[str, str], *args: str) -> tuple[dict, float, float]:
-    """(report, seconds, peak RSS MiB) of one ``xcomstash`` run in a child process."""
+def run_cli(env: dict[str, str], *args: str) -> tuple[dict, float, float, float]:
+    """(report, wall seconds, peak RSS MiB, CPU seconds) of one ``xcomstash`` run in a child
+    process. CPU seconds are what the run costs on a machine shared with other work."""
     code = "import sys\nfrom xcomstash.cli import main\nsys.exit(main(sys.argv[1:]))"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = after.ru_maxrss / 1024
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"  xcomstash {' '.join(args)}: {seconds:.1f}s wall, {cpu:.1f}s CPU", file=sys.stderr)
     if proc.returncode not in (0, 2):
         raise SystemExit(f"xcomstash {' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return json.loads(out), seconds, peak
+    return json.loads(out), seconds, peak, cpu
 
 
 def main() -> int:
@@ -190,8 +195,8 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         # The page cache holds the fresh tree either way; a first listing warms it the same
         # for both timed runs.
-        dry, dry_s, _ = run_cli(env, "reconcile", "--dry-run", "--grace", "0s", "--json", "--quiet")
-        real, real_s, peak = run_cli(env, "reconcile", "--grace", "0s", "--json", "--quiet")
+        dry, dry_s, _, dry_cpu = run_cli(env, "reconcile", "--dry-run", "--grace", "0s", "--json", "--quiet")
+        real, real_s, peak, real_cpu = run_cli(env, "reconcile", "--grace", "0s", "--json", "--quiet")
         left = count_files(store)
         ok = (
             dry["orphans"]["count"] == built["orphan_files"]
@@ -205,7 +210,10 @@ def main() -> int:
             "objects_listed": real["listed"]["count"],
             "orphans": built["orphan_files"],
             "dry_run_seconds": round(dry_s, 1),
+            "dry_run_cpu_seconds": round(dry_cpu, 1),
             "reconcile_seconds": round(real_s, 1),
+            "reconcile_cpu_seconds": round(real_cpu, 1),
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
             "engine_seconds": real["seconds"],
             "peak_rss_mib_max_of_both": round(peak),
             "store_exact_after": ok,

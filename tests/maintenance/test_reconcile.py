@@ -139,7 +139,7 @@ def test_invalid_reference_still_protects_its_uri(store) -> None:
     age(store, 3600)
     report = reconcile(store, [XComRow(xcom("t"), broken)])
     assert keys(store) == {xcom("t").object_key()}
-    assert report.invalid_references == 1
+    assert report.references == 1
 
 
 def test_rows_as_json_text_are_understood(store) -> None:

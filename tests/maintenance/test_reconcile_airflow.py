@@ -124,3 +124,55 @@ def test_killed_writer_object_survives_the_grace_period_then_is_collected(make_e
     report = env.xcomstash_json("reconcile", "--grace", "10m")
     assert report["deleted"]["count"] == len(written)
     assert env.store_keys() == set()
+
+
+def test_reconcile_through_the_rest_api(make_env) -> None:
+    """Where only Airflow's API is reachable: rows are read through /api/v2 xcomEntries."""
+    import signal
+    import subprocess
+    import urllib.request
+
+    from tests.airflow.harness import AIRFLOW_BIN
+    from tests.servers import free_port
+
+    env = make_env("gc-rest", "sqlite")
+    run_ok(env, "xcs_gc_other", D1)
+    run_ok(env, "xcs_gc_other", D2)
+    run_ok(env, "xcs_gc_other", D1)  # replaces the first run: its objects are orphans
+    assert env.store_keys() != env.referenced_keys()
+    port = free_port()
+    api_env = env.environ({
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "xcomstash-test-secret",
+    })
+    log = open(env.root / "api-server.log", "wb")
+    server = subprocess.Popen([str(AIRFLOW_BIN), "api-server"], env=api_env, cwd=env.root, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/version", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None, (env.root / "api-server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "api-server did not answer"
+                time.sleep(0.5)
+        referenced = env.referenced_keys()
+        orphans = env.store_keys() - referenced
+        report = env.xcomstash_json("reconcile", "--api-url", url, "--grace", "0s")
+        assert report["references"] == len([r for r in env.xcom_rows() if r.is_reference])
+        assert report["deleted"]["count"] == len(orphans)
+        assert env.store_keys() == referenced
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

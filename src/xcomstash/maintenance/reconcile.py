@@ -11,8 +11,9 @@ How it stays safe while Airflow runs:
 - **grace period**: only objects last modified more than ``grace`` ago are collected, so an
   object whose task has not recorded its row yet (or is being retried) is left alone. A blob's
   age is that of its newest link, so a fresh push that reuses an old blob protects it.
-- **one snapshot of the rows, taken before the listing**: a row recorded later belongs to an
-  object written within the grace period.
+- **ages against a cutoff fixed at the start** (start - grace), before the rows are read and
+  the store is listed (the two run concurrently): a row recorded after the rows were read
+  belongs to an object written after the cutoff, which is therefore kept.
 - **re-check before deleting**: every candidate is looked at again (``head``) and skipped if it
   was rewritten since it was listed; a blob is deleted only when, after its orphan links are
   gone, no link to it is left in its run.
@@ -32,9 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from xcomstash import objectformat
-from xcomstash.coordinate import BLOBS, XComCoordinate, parse_blob_key, parse_link_key
+from xcomstash.coordinate import (
+    BLOBS,
+    LINKS,
+    XComCoordinate,
+    _encode_component,
+    hex_of,
+    parse_blob_key,
+    parse_link_key,
+)
 from xcomstash.errors import InvalidReferenceError, StoreError
-from xcomstash.maintenance.listing import list_objects
+from xcomstash.maintenance.listing import BackgroundListing, list_objects
 from xcomstash.maintenance.keys import KeyKind, classify, dag_of, run_group, xcom_of_key
 from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
@@ -130,39 +139,58 @@ def live_keys(
 ) -> set[int]:
     """Hashes of every key the rows keep alive: referenced objects and their rows' links.
 
-    A row that carries the marker but does not parse still protects the URI it names, if any:
-    reconcile never deletes what a row might point at.
+    Deliberately lenient: any row carrying the marker protects the URI it names, valid
+    reference or not (``xcomstash verify`` is the command that validates references), so
+    reconcile never deletes what a row might point at. Key components are encoded once per
+    distinct string: a million rows share a few thousand DAG, run, task and key names.
     """
     live: set[int] = set()
+    root = store.root_uri + "/"
+    cut = len(root)
+    encoded: dict[str, str] = {}
+
+    def enc(text: str) -> str:
+        out = encoded.get(text)
+        if out is None:
+            out = encoded[text] = _encode_component(text)
+        return out
+
+    scanned = 0
     for row in rows:
-        report.rows_scanned += 1
-        if progress is not None and report.rows_scanned % 10000 == 0:
+        scanned += 1
+        if progress is not None and scanned % 10000 == 0:
             progress("rows", 10000)
-        ref, error = reference_or_error(row.value)
-        if error is not None:
+        value = row.value
+        if not isinstance(value, dict):
+            value = decode_value(value)
+            if not isinstance(value, dict):
+                continue
+        if MARKER not in value:
+            continue
+        uri = value.get("uri")
+        if not isinstance(uri, str):
             report.invalid_references += 1
             if len(report.invalid) < SAMPLE_SIZE:
-                report.invalid.append(f"{row.coordinate}: {error}")
-            uri = decode_value(row.value).get("uri")
-            if isinstance(uri, str):
-                try:
-                    live.add(hash(store.key_for(uri)))
-                except InvalidReferenceError:
-                    pass
-            continue
-        if ref is None:
+                report.invalid.append(f"{row.coordinate}: reference without a uri")
             continue
         report.references += 1
-        try:
-            key = store.key_for(ref.uri)
-        except InvalidReferenceError:
+        if not uri.startswith(root):
             report.outside_store += 1
             continue
+        key = uri[cut:]
         live.add(hash(key))
-        if _BLOB_PART in key:
-            live.add(hash(row.coordinate.link_key(ref.digest)))
+        digest = value.get("digest")
+        if _BLOB_PART in key and isinstance(digest, str):
+            c = row.coordinate
+            live.add(
+                hash(
+                    f"{enc(c.dag_id)}/{enc(c.run_id)}/{LINKS}/{enc(c.task_id)}/{int(c.map_index)}/"
+                    f"{enc(c.key)}/{hex_of(digest)}"
+                )
+            )
+    report.rows_scanned += scanned
     if progress is not None:
-        progress("rows", report.rows_scanned % 10000)
+        progress("rows", scanned % 10000)
     return live
 
 
@@ -198,12 +226,17 @@ class Reconciler:
     def run(self, rows: Iterable[XComRow], rows_again: Callable[[], Iterable[XComRow]] | None = None) -> ReconcileReport:
         """``rows``: the snapshot; ``rows_again``: a fresh pass, used only to name missing objects."""
         started = time.perf_counter()
+        # The listing runs concurrently (another process for a local store, a thread for a
+        # remote one) while the rows are read: safe because every age is measured against
+        # the cutoff fixed before either began (see the module docstring).
+        listing = BackgroundListing(self.store, self.options.prefix)
         try:
             live = live_keys(rows, self.store, self.report, self.progress)
-            self._reconcile_listing(live)
+            self._reconcile_listing(live, listing)
             if live and rows_again is not None and self.options.report_missing:
                 self._report_missing(live, rows_again())
         finally:
+            listing.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
             self.report.seconds = time.perf_counter() - started
@@ -211,12 +244,12 @@ class Reconciler:
 
     # ------------------------------------------------------------------ listing
 
-    def _reconcile_listing(self, live: set[int]) -> None:
+    def _reconcile_listing(self, live: set[int], listing: "BackgroundListing") -> None:
         group: list[ObjectInfo] = []
         current: str | None = None
         listed = 0
         try:
-            for info in list_objects(self.store, self.options.prefix):
+            for info in listing:
                 listed += 1
                 if self.progress is not None and listed % 10000 == 0:
                     self.progress("objects", 10000)
