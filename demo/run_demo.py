@@ -43,8 +43,12 @@ def main() -> int:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__XCOMSTASH__STORE_URL": f"file://{HOME / 'store'}",
         "AIRFLOW__XCOMSTASH__TRACE_FILE": str(trace),
+        # Encryption, signed references and the durable audit log: a keyset file made like
+        # `xcomstash keys generate` does (mode 0600, as Airflow's fernet key should be).
+        "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{make_keyset(HOME / 'keyset.json')}",
     }
     console.print(f"[bold]xcomstash demo[/] — AIRFLOW_HOME={HOME}")
+    console.print(f"  values encrypted and references signed with {HOME / 'keyset.json'} (mode 0600)")
     started = time.perf_counter()
     migrate = airflow(env, "db", "migrate")
     if migrate.returncode:
@@ -65,6 +69,12 @@ def main() -> int:
     print_table([json.loads(line) for line in trace.read_text().splitlines()])
     show_reference_row(HOME / "airflow.db")
     return 0
+
+
+def make_keyset(path: Path) -> Path:
+    from xcomstash.crypto.keyset import Keyset, write_keyset_file
+
+    return write_keyset_file(path, Keyset.generate())
 
 
 def show_reference_row(db: Path) -> None:
