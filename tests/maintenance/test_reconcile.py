@@ -150,3 +150,14 @@ def test_rows_as_json_text_are_understood(store) -> None:
     age(store, 3600)
     reconcile(store, [XComRow(xcom("t"), json.dumps(value))])
     assert keys(store) == {xcom("t").object_key()}
+
+
+def test_upload_leftovers_of_killed_writers_go_after_the_grace_period(store) -> None:
+    run_dir = store.root / "d" / "r1" / ".blobs"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".tmp-old.part").write_bytes(b"partial")
+    (run_dir / ".tmp-new.part").write_bytes(b"in progress")
+    age(store, 3600, only={"d/r1/.blobs/.tmp-old.part"})
+    report = reconcile(store, [])
+    assert sorted(p.name for p in run_dir.iterdir()) == [".tmp-new.part"]
+    assert report.deleted == 1 and report.young_orphans.count == 1

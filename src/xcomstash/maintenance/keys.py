@@ -19,11 +19,14 @@ class KeyKind(str, Enum):
     BLOB = "blob"
     LINK = "link"
     OBJECT = "object"  # per-XCom object (dedup off, or written before dedup)
+    TEMP = "temp"  # a local store's upload in progress, or left by a killed writer
     FOREIGN = "foreign"  # not written by xcomstash: reported, never deleted
 
 
 def classify(key: str) -> KeyKind:
     parts = key.split("/")
+    if parts[-1].startswith(".tmp-") and parts[-1].endswith(".part"):
+        return KeyKind.TEMP
     if len(parts) == 4 and parse_blob_key(key) is not None:
         return KeyKind.BLOB
     if len(parts) == 7 and parse_link_key(key) is not None:

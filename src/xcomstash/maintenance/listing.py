@@ -17,14 +17,16 @@ from xcomstash.stores.local import LocalStore
 TEMP_PREFIX = ".tmp-"
 
 
-def list_objects(store: Store, prefix: str = "") -> Iterator[ObjectInfo]:
-    """Every object under ``prefix`` once; all keys of one ``<dag>/<run>/`` come together."""
+def list_objects(store: Store, prefix: str = "", *, temporary: bool = False) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix`` once; all keys of one ``<dag>/<run>/`` come together.
+    ``temporary``: include a local store's ``.tmp-*.part`` upload files (reconcile collects
+    those a killed writer left, once they are older than the grace period)."""
     if isinstance(store, LocalStore):
-        return _walk_local(str(store.root), prefix)
+        return _walk_local(str(store.root), prefix, temporary)
     return store.list(prefix)
 
 
-def _walk_local(root: str, prefix: str) -> Iterator[ObjectInfo]:
+def _walk_local(root: str, prefix: str, temporary: bool = False) -> Iterator[ObjectInfo]:
     start = prefix.rstrip("/")
     top = os.path.join(root, *start.split("/")) if start else root
     stack = [(top, start + "/" if start else "")]
@@ -42,7 +44,7 @@ def _walk_local(root: str, prefix: str) -> Iterator[ObjectInfo]:
                     if entry.is_dir(follow_symlinks=False):
                         subdirs.append((entry.path, key_prefix + name + "/"))
                         continue
-                    if name.startswith(TEMP_PREFIX):
+                    if not temporary and name.startswith(TEMP_PREFIX):
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # deleted while we walk
@@ -122,7 +124,7 @@ class BackgroundListing:
 
 def _dump(store: Store, prefix: str, path: str) -> None:
     with open(path, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
-        for info in list_objects(store, prefix):
+        for info in list_objects(store, prefix, temporary=True):
             if "\t" in info.key or "\n" in info.key:
                 continue
             out.write(f"{info.modified!r}\t{info.size}\t{info.key}\n")
