@@ -167,6 +167,8 @@ class Deployment:
                 "AIRFLOW__XCOMSTASH__STORE_URL": self.store_url,
                 # SeaweedFS (and the fault proxy) speak plain HTTP on loopback.
                 "AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS": "True",
+                # Audit events to the task log and, durably, to the store (!audit/...).
+                "AIRFLOW__XCOMSTASH__AUDIT": "log,store",
                 "AIRFLOW__XCOMSTASH__CACHE_DIR": str(self.worker_cache_dir(0)),
                 f"AIRFLOW_CONN_{CONN_ID.upper()}": self.connection_json(self.proxy.url),
                 # The DAG files import their shared helpers from their own folder.

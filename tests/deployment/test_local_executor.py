@@ -288,9 +288,15 @@ def test_corrupted_object_fails_the_reader_with_integrity_error(local_deployment
         log = "\n".join(checks.logs_of(stack, sink, f"read_{key}"))
         assert "IntegrityError" in log, f"read_{key} log has no IntegrityError:\n{log[-3000:]}"
         assert uri_key(refs[key]["uri"]) in log, "the error does not name the object"
+        assert "xcomstash audit: pull failed" in log, "no audit event in the task log"
         assert "XD-VERIFIED" not in log and "XD-WRONG-VALUE" not in log
-    FIGURES["corruption"] = {"failed_readers": 2, "intact_reader": "success"}
-    FIGURES["corruption_audit"] = _audit_integrity_events(stack, sink.run_id, ("flip", "truncate"))
+    # The durable audit log has the failed pulls, with the error and who tried.
+    events = _audit_events(stack, "--dag", "xd_corrupt_source", "--run", source.run_id, "--outcome", "failed")
+    failed = {(e["xcom"]["key"], e["op"]) for e in events}
+    assert {("flip", "pull"), ("truncate", "pull")} <= failed, events
+    for e in events:
+        assert "IntegrityError" in json.dumps(e) and e["actor"].get("dag_id") == "xd_corrupt_sink", e
+    FIGURES["corruption"] = {"failed_readers": 2, "intact_reader": "success", "audit_failed_events": len(events)}
 
 
 # ------------------------------------------------------------------------------ soak
@@ -405,15 +411,11 @@ def _reconcile(stack: Deployment) -> dict[str, object]:
             if k in report}
 
 
-def _audit_integrity_events(stack: Deployment, run_id: str, keys: tuple[str, ...]) -> object:
-    """Integrity failures in the audit log (``xcomstash audit``), where that command exists."""
+def _audit_events(stack: Deployment, *args: str) -> list[dict[str, object]]:
+    """``xcomstash audit --json ARGS`` against this deployment's store: the durable audit log."""
     assert stack.s3 is not None
     env = {f"AIRFLOW_CONN_{CONN_ID.upper()}": stack.connection_json(stack.s3.endpoint_url)}
     cli = "import sys; from xcomstash.cli import main; sys.exit(main())"
-    probe = stack.python(cli, "audit", "--help", env=env, timeout=120)
-    if probe.returncode != 0:
-        return "xcomstash audit not available"
-    proc = stack.python(cli, "audit", "--json", "--dag", "xd_corrupt_source", env=env, timeout=120)
-    if proc.returncode != 0:
-        return f"audit query failed: {proc.stderr[-500:]}"
-    return proc.stdout[-2000:]
+    proc = stack.python(cli, "audit", "--json", *args, env=env, timeout=120)
+    assert proc.returncode == 0, f"xcomstash audit failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
