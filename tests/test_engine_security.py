@@ -420,3 +420,20 @@ def test_inline_values_are_audited_only_when_asked(tmp_path) -> None:
     loud = make_engine(tmp_path / "t", None, audit=True, threshold=1 << 20, audit_inline=True)
     loud.deserialize(loud.serialize({"a": 1}, COORD), COORD)
     assert [(e.op, e.route) for e in read_events(loud.store)] == [("push", "inline"), ("pull", "inline")]
+
+
+def test_frames_of_an_encrypted_object_verify_without_keys(engine, tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xcomstash.frames import FrameError, verify_stored_frames
+
+    row = engine.serialize(VALUES["bytes"], COORD)
+    path = object_path(engine, row)
+    data = path.read_bytes()
+    layout = read_layout(len(data), lambda o, n: data[o : o + n])
+    with ThreadPoolExecutor(2) as pool:
+        verify_stored_frames(layout.frames, layout.body_offset, lambda o, n: data[o : o + n], pool)
+        bad = bytearray(data)
+        bad[layout.body_offset + 5] ^= 1
+        with pytest.raises(FrameError):
+            verify_stored_frames(layout.frames, layout.body_offset, lambda o, n: bytes(bad[o : o + n]), pool)
