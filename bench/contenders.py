@@ -139,6 +139,8 @@ def child_env(spec: dict[str, Any]) -> dict[str, str]:
         # digest; payloads (and so digests) repeat from run to run, so give every case process a
         # cold cache of its own, as on a worker that has not read these objects before.
         env["AIRFLOW__XCOMSTASH__CACHE_DIR"] = os.path.join(spec["airflow_home"], "xcomstash-cache")
+        # SeaweedFS listens on plain HTTP on 127.0.0.1; xcomstash refuses plain HTTP otherwise.
+        env["AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS"] = "True"
     if spec["contender"] == "common.io":
         env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = store_url(store)
         env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"] = "0"
