@@ -184,6 +184,10 @@ class Guard:
         if self.audit_log is None or (route == "inline" and not self.config.audit_inline and outcome == audit.OK):
             return
         actor = self.actor()
+        if actor is None and op == "push" and isinstance(xcom, XComCoordinate):
+            # Airflow pushes a task's return value after leaving the task's context; only the
+            # task instance itself pushes to its coordinate (the try number is then unknown).
+            actor = Actor(xcom.dag_id, xcom.run_id, xcom.task_id, xcom.map_index)
         self.audit_log.record(
             audit.AuditEvent(
                 op=op,
