@@ -125,6 +125,16 @@ def verify(label: str, value: Any, expected: str | None) -> str:
     return got
 
 
+def as_list(pulled: Any) -> list[Any]:
+    """``xcom_pull`` over a mapped task returns a list, except with one map index, where it
+    returns the value itself."""
+    if pulled is None:
+        return []
+    if isinstance(pulled, (str, dict)) or not hasattr(pulled, "__iter__"):
+        return [pulled]
+    return list(pulled)
+
+
 def worker() -> str:
     """Which (simulated) machine runs this task: the Celery worker's name, else ``local``."""
     return os.environ.get("XD_WORKER", "local")

@@ -48,7 +48,7 @@ def xd_gated():
     def consume(values):
         ti = get_current_context()["ti"]
         values = list(values)
-        digests = list(ti.xcom_pull(task_ids="produce", key="digest_return_value"))
+        digests = C.as_list(ti.xcom_pull(task_ids="produce", key="digest_return_value"))
         for i, (value, expected) in enumerate(zip(values, digests, strict=True)):
             C.verify(f"produce[{i}]", value, expected)
         return len(values)

@@ -66,7 +66,7 @@ def xd_workload():
         ti = get_current_context()["ti"]
         values = list(values)  # the lazy sequence: fetched concurrently / read ahead
         digests = ti.xcom_pull(task_ids="shard", key="digest_return_value")
-        digests = list(digests) if digests is not None else []
+        digests = C.as_list(digests)
         if len(values) != len(digests):
             raise AssertionError(f"{C.LOG_WRONG} fan-in got {len(values)} values, {len(digests)} digests")
         for i, (value, expected) in enumerate(zip(values, digests)):
