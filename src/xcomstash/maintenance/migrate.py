@@ -205,11 +205,16 @@ class Migrator:
                 report.legacy_deleted += 1
                 self.fault("legacy_deleted")
             return
-        python_value = self.to_value(row.value)
-        stored = self.engine.serialize(python_value, row.coordinate) if not report.dry_run else None
         if report.dry_run:
-            report.migrated_basexcom += 1  # an upper bound: small values would stay inline
+            # BaseXCom rows hold serde JSON: its length is what routing measures.
+            config = self.engine.config
+            if config.exclusive or len(json.dumps(value, default=str)) >= config.threshold:
+                report.migrated_basexcom += 1
+            else:
+                report.inline_kept += 1
             return
+        python_value = self.to_value(row.value)
+        stored = self.engine.serialize(python_value, row.coordinate)
         if not (isinstance(stored, dict) and MARKER in stored):
             report.inline_kept += 1
             return

@@ -43,7 +43,7 @@ class StatsReport:
     by_task: dict[str, Bucket] = field(default_factory=dict)
     by_codec: dict[str, list[int]] = field(default_factory=dict)
     by_day: dict[str, Bucket] = field(default_factory=dict)
-    largest: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    largest: list[tuple[int, int, str, dict[str, Any]]] = field(default_factory=list)
     layouts_read: int = 0
     raw_bytes: int = 0  # uncompressed payload of the objects read
     body_bytes: int = 0  # their stored (compressed) payload
@@ -83,7 +83,7 @@ class StatsReport:
             "by_day": {k: v.to_json() for k, v in sorted(self.by_day.items())},
             "largest": [
                 {"bytes": size, "summary": summary, "xcom": xcom}
-                for size, summary, xcom in sorted(self.largest, key=lambda t: -t[0])
+                for size, _, summary, xcom in sorted(self.largest, key=lambda t: (-t[0], t[1]))
             ],
             "seconds": round(self.seconds, 3),
         }
@@ -152,7 +152,7 @@ def collect(
                 j = random.randrange(counter)
                 if j < layout_sample:
                     sample[j] = ref.uri
-        entry = (size, ref.summary, c.as_dict())
+        entry = (size, report.rows, ref.summary, c.as_dict())  # rows: a unique tie-breaker
         if len(report.largest) < top:
             heapq.heappush(report.largest, entry)  # type: ignore[misc]
         elif size > report.largest[0][0]:
