@@ -1,0 +1,112 @@
+"""Migration on the engine alone, interrupted at every step of every row and resumed.
+
+The xcom table is a dict (the compare-and-set the Airflow side does in SQL is the same
+check); common.io objects are JSON files. After each interrupted attempt and the final one,
+every value must still be readable (old row or new row), and at the end every row is a
+reference, the store holds exactly the referenced objects and the legacy files are gone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xcomstash import Engine, StashConfig, XComCoordinate
+from xcomstash.maintenance.migrate import STEPS, Journal, LegacyAccess, Migrator
+from xcomstash.maintenance.rows import XComRow
+from xcomstash.stores import LocalStore
+
+
+class Crash(Exception):
+    pass
+
+
+def coordinate(i: int) -> XComCoordinate:
+    return XComCoordinate("d", "r", f"t{i}", -1, "return_value")
+
+
+VALUES = {i: {"row": i, "payload": [i] * (200 + i)} for i in range(6)}
+
+
+def fresh(tmp_path: Path):
+    legacy_dir = tmp_path / "cio"
+    legacy_dir.mkdir()
+    table: dict[XComCoordinate, object] = {}
+    for i, value in VALUES.items():
+        if i % 2:  # common.io row: a path to a JSON file
+            path = legacy_dir / f"{i}.json"
+            path.write_text(json.dumps(value))
+            table[coordinate(i)] = f"file://{path}"
+        else:  # BaseXCom row: the value inline
+            table[coordinate(i)] = value
+    store = LocalStore(tmp_path / "store")
+    engine = Engine(StashConfig(store_url=store.root_uri, threshold=0, read_ahead=False), store=store)
+    return table, store, engine, legacy_dir
+
+
+def migrator(table, engine, legacy_dir: Path, journal: Journal, fault) -> Migrator:
+    def replace(c, expected, new):
+        if table.get(c) != expected:
+            return False
+        table[c] = new
+        return True
+
+    def path_of(value):
+        return Path(value[len("file://"):]) if isinstance(value, str) and value.startswith(f"file://{legacy_dir}") else None
+
+    return Migrator(
+        engine,
+        to_value=lambda stored: stored,
+        replace=replace,
+        get_value=lambda c: (c in table, table.get(c)),
+        legacy=LegacyAccess(path_of=path_of, read=lambda p: json.loads(p.read_text()),
+                            delete=lambda p: p.unlink(missing_ok=True)),
+        delete_legacy=True,
+        journal=journal,
+        fault=fault,
+    )
+
+
+def read_all(table, engine) -> dict[int, object]:
+    out = {}
+    for i in VALUES:
+        stored = table[coordinate(i)]
+        if isinstance(stored, str):
+            out[i] = json.loads(Path(stored[len("file://"):]).read_text())
+        else:
+            out[i] = engine.deserialize(stored)
+    return out
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_crash_at_any_step_then_resume(tmp_path, step: str, at: int) -> None:
+    table, store, engine, legacy_dir = fresh(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    seen = {"n": 0}
+
+    def fault(name: str) -> None:
+        if name == step:
+            seen["n"] += 1
+            if seen["n"] == at:
+                raise Crash(name)
+
+    with pytest.raises(Crash):
+        migrator(table, engine, legacy_dir, journal, fault).run(
+            [XComRow(c, v) for c, v in list(table.items())]
+        )
+    assert read_all(table, engine) == VALUES, "every value readable right after the crash"
+
+    report = migrator(table, engine, legacy_dir, journal, lambda name: None).run(
+        [XComRow(c, v) for c, v in list(table.items())]
+    )
+    assert report.failed == report.missing == 0
+    assert read_all(table, engine) == VALUES
+    assert all(isinstance(v, dict) and "__xcomstash__" in v for v in table.values())
+    referenced = {store.key_for(v["uri"]) for v in table.values()}
+    links = {c.link_key(v["digest"]) for c, v in table.items()}
+    assert {i.key for i in store.list()} == referenced | links, "no duplicate left by the crashed attempt"
+    assert list(legacy_dir.iterdir()) == [], "legacy objects deleted, also the one the crash left"
+    assert not journal.path.exists()
