@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -200,6 +201,17 @@ class FrameWriter:
         self._pending.clear()
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> memoryview:
+    """A per-thread reusable buffer of at least ``size`` bytes, viewed at exactly ``size``."""
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _SCRATCH.buf = bytearray(max(size, FRAME_SIZE + SEAL_OVERHEAD))
+    return memoryview(buf)[:size]
+
+
 def read_frames(
     frames: list[Frame],
     body_offset: int,
@@ -227,8 +239,10 @@ def read_frames(
         index, frame, offset, start = job
         target = view[start : start + frame.raw_len]
         if cipher is not None:
-            sealed = read_at(offset, frame.stored_len)
-            if len(sealed) != frame.stored_len or hashlib.sha256(sealed).digest() != frame.sha256:
+            # Read the sealed frame into this thread's scratch buffer (no fresh 1 MiB object
+            # per frame), check its digest, then decrypt straight into the payload.
+            sealed = _scratch(frame.stored_len)
+            if readinto_at(offset, sealed) != frame.stored_len or hashlib.sha256(sealed).digest() != frame.sha256:
                 raise FrameError(f"frame {index} does not match its digest")
             if frame.method == METHOD_RAW:
                 cipher.open_into(index, index == last_index, sealed, target)

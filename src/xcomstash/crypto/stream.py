@@ -236,7 +236,7 @@ class FrameCipher:
 
     def open(self, index: int, last: bool, sealed: bytes | memoryview) -> bytes:
         try:
-            return self._aead.decrypt(self._nonce(index, last), bytes(sealed), self._aad)
+            return self._aead.decrypt(self._nonce(index, last), sealed, self._aad)
         except InvalidTag:
             raise _frame_failure(index, last) from None
 
