@@ -57,29 +57,40 @@ def _walk_local(root: str, prefix: str, temporary: bool = False) -> Iterator[Obj
 class BackgroundListing:
     """The store's listing, produced while the caller does other work (reading the rows).
 
-    A local store is walked by a forked child process (the walk is CPU-bound Python and the
-    machine has more than one core) into a temporary file of ``mtime<TAB>size<TAB>key``
-    lines; a remote store is listed by a thread (network-bound) into the same kind of file.
-    Iterating yields the objects in the walk's order, so each DAG run stays contiguous.
-    Keys containing a tab or newline (never ours) are left out, so never deleted.
+    A local store is walked by GNU ``find`` in a child process (C speed: the dedup layout
+    puts every link in directories of its own, so a million objects are millions of
+    directories; Python's walk spends over a minute of CPU on them) writing
+    ``mtime<TAB>size<TAB>key<NUL>`` records to a temporary file; without ``find`` a thread
+    runs the Python walk. A remote store is listed by a thread (network-bound) into the same
+    kind of file. Iterating yields the objects in the walk's order (depth first, so each DAG
+    run stays contiguous).
     """
 
     def __init__(self, store: Store, prefix: str = "") -> None:
+        import shutil
         import tempfile
 
-        fd, self.path = tempfile.mkstemp(prefix="xcomstash-listing-", suffix=".tsv")
+        fd, self.path = tempfile.mkstemp(prefix="xcomstash-listing-", suffix=".bin")
         os.close(fd)
         self._error: BaseException | None = None
         self._process = None
         self._thread = None
-        if isinstance(store, LocalStore):
-            import multiprocessing
+        self._key_prefix = ""
+        find = shutil.which("find")
+        if isinstance(store, LocalStore) and find:
+            import subprocess
 
-            ctx = multiprocessing.get_context("fork")
-            self._process = ctx.Process(
-                target=_dump, args=(store, prefix, self.path), name="xcomstash-listing", daemon=True
-            )
-            self._process.start()
+            start = prefix.rstrip("/")
+            top = os.path.join(str(store.root), *start.split("/")) if start else str(store.root)
+            self._key_prefix = start + "/" if start else ""
+            self._top_exists = os.path.isdir(top)
+            if self._top_exists:
+                with open(self.path, "wb") as out:
+                    self._process = subprocess.Popen(
+                        [find, top, "-mindepth", "1", "-type", "f", "-printf", "%T@\\t%s\\t%P\\0"],
+                        stdout=out,
+                        stderr=subprocess.PIPE,
+                    )
         else:
             import threading
 
@@ -98,24 +109,40 @@ class BackgroundListing:
         from xcomstash.errors import StoreError
 
         if self._process is not None:
-            self._process.join()
-            if self._process.exitcode != 0:
-                raise StoreError(f"listing the store failed in the listing process (exit {self._process.exitcode})")
+            _, err = self._process.communicate()
+            if self._process.returncode != 0:
+                raise StoreError(
+                    f"listing the store failed: find exited {self._process.returncode}: {err.decode(errors='replace')[-500:]}"
+                )
         if self._thread is not None:
             self._thread.join()
             if self._error is not None:
                 if isinstance(self._error, StoreError):
                     raise self._error
                 raise StoreError(f"listing the store failed: {self._error}")
-        with open(self.path, encoding="utf-8", newline="\n") as f:
-            for line in f:
-                mtime, size, key = line[:-1].split("\t", 2)
-                yield ObjectInfo(key, int(size), float(mtime))
+        key_prefix = self._key_prefix
+        with open(self.path, "rb") as f:
+            tail = b""
+            while True:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                records = (tail + chunk).split(b"\0")
+                tail = records.pop()
+                for record in records:
+                    parts = record.split(b"\t", 2)
+                    if len(parts) != 3:
+                        continue
+                    try:
+                        key = key_prefix + parts[2].decode("utf-8")
+                    except UnicodeDecodeError:  # not a name we write: never touched
+                        continue
+                    yield ObjectInfo(key, int(parts[1]), float(parts[0]))
 
     def close(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            self._process.terminate()
-            self._process.join()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -123,8 +150,6 @@ class BackgroundListing:
 
 
 def _dump(store: Store, prefix: str, path: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+    with open(path, "wb", buffering=1 << 20) as out:
         for info in list_objects(store, prefix, temporary=True):
-            if "\t" in info.key or "\n" in info.key:
-                continue
-            out.write(f"{info.modified!r}\t{info.size}\t{info.key}\n")
+            out.write(f"{info.modified!r}\t{info.size}\t{info.key}\0".encode("utf-8", "surrogateescape"))
