@@ -51,8 +51,11 @@ def test_dry_run_counts_and_changes_nothing(legacy_env) -> None:
     env, runs = legacy_env
     before = env.xcom_rows()
     doc = env.xcomstash_json("migrate", "--dry-run")
-    assert doc["migrated_common_io"] == len(env.xcom_rows(SOURCE, runs["common_io"].run_id))
-    assert doc["migrated_basexcom"] == len(env.xcom_rows(SOURCE, runs["basexcom"].run_id))
+    cio_prefix = f"file://{env.root}/cio"
+    paths = [r for r in before if isinstance(r.value, str) and r.value.startswith(cio_prefix)]
+    assert paths and len(paths) < len(env.xcom_rows(SOURCE, runs["common_io"].run_id))  # "number" stayed inline
+    assert doc["migrated_common_io"] == len(paths)
+    assert doc["migrated_basexcom"] == len(before) - len(paths)  # threshold 0: every inline row moves
     assert env.xcom_rows() == before and env.store_keys() == set()
 
 

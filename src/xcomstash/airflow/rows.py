@@ -263,6 +263,12 @@ class RestRows:
             for entry in self._entries(selection):
                 if selection.dag_pattern and not fnmatch.fnmatchcase(entry["dag_id"], selection.dag_pattern):
                     continue
+                if selection.before is not None or selection.after is not None:
+                    ts = _parse_ts(entry.get("timestamp"))
+                    if ts is None or (selection.before is not None and ts >= selection.before) or (
+                        selection.after is not None and ts < selection.after
+                    ):
+                        continue
                 batch.append(entry)
                 if len(batch) >= self.PAGE:
                     yield from (r for r in pool.map(self._value, batch) if r is not None)
