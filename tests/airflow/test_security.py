@@ -199,3 +199,22 @@ def test_secrets_are_masked_under_policy_mask_inline_and_stored(secrets_env) -> 
             assert row["__xcomstash__"] == 1 and row["summary"] == "dict 4 keys"
         assert "'credential': '***'" in run.task_log("consume")
         _no_secret_anywhere(env, run)
+
+
+def test_keyset_from_an_airflow_variable(make_airflow_env) -> None:
+    """``keysets = variable:NAME`` reads the keyset through Airflow's Variables (here from the
+    environment-variables secrets backend, AIRFLOW_VAR_*), inside the task process."""
+    from xcomstash.crypto.keyset import Keyset
+
+    env = make_airflow_env("keyset-variable", dags=["xcs_security.py"])
+    keyset = Keyset.generate()
+    run = env.dags_test(
+        OTHER,
+        logical_date="2026-04-01T00:00:00+00:00",
+        env={"AIRFLOW__XCOMSTASH__KEYSETS": "variable:xcs_keyset", "AIRFLOW_VAR_XCS_KEYSET": keyset.to_json()},
+    )
+    run.assert_success()
+    ref = env.xcom_value(OTHER, run.run_id, "own", "copied")
+    assert ref["mac"].startswith(keyset.primary_id + ":")
+    assert b'"alg":"aes256gcm-stream-v1"' in env.object_path(ref).read_bytes()[:2000]
+    assert keyset.to_json() not in run.output and json.loads(keyset.to_json())["keys"][0]["secret"] not in run.output
