@@ -437,3 +437,10 @@ def test_frames_of_an_encrypted_object_verify_without_keys(engine, tmp_path) -> 
         bad[layout.body_offset + 5] ^= 1
         with pytest.raises(FrameError):
             verify_stored_frames(layout.frames, layout.body_offset, lambda o, n: bytes(bad[o : o + n]), pool)
+
+
+def test_the_producer_can_purge_its_restricted_value(tmp_path, keyset) -> None:
+    producer = make_engine(tmp_path / "s", KeyRing.single(keyset), actor=Actor("team_a_etl", "run_1", "extract"))
+    row = producer.serialize(Restricted(VALUES["ndarray"], tasks=["load"]), COORD)
+    assert producer.purge(row, COORD) is True
+    assert not object_path(producer, row).exists()

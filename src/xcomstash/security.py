@@ -20,6 +20,7 @@ from xcomstash.crypto.stream import SCOPE_DAG, SCOPE_MODES
 from xcomstash.errors import ConfigError, SensitiveDataError
 from xcomstash.rules import Effective, Rules
 from xcomstash.sensitive import MASK, OFF, REJECT, Scanner, enforce
+from xcomstash.sensitive import log as sensitive_log
 
 READERS_FIELD = "readers"
 
@@ -106,7 +107,7 @@ class Guard:
             findings, complete = scanner.scan_structure(structure)
             masked = structure
         if not complete:
-            audit.log.warning("xcomstash: %s is larger than the sensitive-data scan budget; scanned in part", what)
+            sensitive_log.warning("xcomstash: %s is larger than the sensitive-data scan budget; scanned in part", what)
         enforce(policy, findings, what)
         return masked
 
