@@ -212,6 +212,10 @@ class AirflowAPI:
         )
         return _log_text(body.get("content"))
 
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        """Delete a DAG run (its task instances and xcom rows go with it; no backend is told)."""
+        self._request("DELETE", f"/dags/{q(dag_id)}/dagRuns/{q(run_id)}")
+
     def clear(self, dag_id: str, run_id: str, task_ids: list[str | list[Any]], *,
               include_downstream: bool = False) -> list[dict[str, Any]]:
         body = {

@@ -111,7 +111,8 @@ def test_worker_killed_mid_upload_task_retried_on_the_other_worker(celery_deploy
 
     state = checks.assert_no_dangling(stack)
     killed_key = upload["key"][len(PREFIX) + 1:]
-    row = next(r for r in xcom_rows(stack, ["xd_big"]) if r.run_id == run_id and r.key == "return_value")
+    row = next(r for r in xcom_rows(stack, ["xd_big"])
+               if r.run_id == run_id and r.task_id == "upload" and r.key == "return_value")
     referenced = uri_key(row.reference["uri"])
     assert killed_key not in state.objects or killed_key == referenced
     rows = checks.verify_values(stack, ["xd_big"])
