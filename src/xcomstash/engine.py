@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from xcomstash import objectformat, policy
+from xcomstash.access import Restricted
 from xcomstash.codecs import CodecRegistry, default_registry
 from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, json_summary
@@ -105,12 +106,12 @@ class Engine:
 
     def serialize(self, value: Any, coordinate: XComCoordinate) -> Any:
         """What goes into the xcom row: the value's JSON structure (inline) or a reference."""
-        if self.guard is None and type(value).__name__ == "Restricted" and isinstance(value, _restricted_type()):
+        if self.guard is None and isinstance(value, Restricted):
             from xcomstash.security import Guard, SecurityConfig
 
             self.guard = Guard(SecurityConfig())  # readers need the checked path
         if self.guard is not None:
-            if self.guard.config.active or isinstance(value, _restricted_type()):
+            if self.guard.checks_push or isinstance(value, Restricted):
                 return self._serialize_guarded(value, coordinate)
             return self._serialize_audited(value, coordinate)
         if not self.trace_file:
@@ -123,22 +124,23 @@ class Engine:
 
     def _serialize_audited(self, value: Any, coordinate: XComCoordinate) -> Any:
         """The plain push path, with audit events (no keys, no rules configured)."""
-        from xcomstash.security import outcome_of
-
         guard = self.guard
         assert guard is not None
         started = time.perf_counter()
         try:
             stored = self._serialize(value, coordinate)
         except XComStashError as exc:
+            from xcomstash.security import outcome_of
+
             guard.record("push", outcome_of(exc), coordinate, error=exc)
             raise
         if is_reference(stored):
             guard.record("push", "ok", coordinate, uri=stored["uri"], size=stored["size"], digest=stored["digest"])
         else:
-            guard.record("push", "ok", coordinate, route="inline")
-        if self.trace_file and not is_reference(stored):
-            self._trace_inline("push", coordinate, value, stored, started)
+            if guard.audits_inline:
+                guard.record("push", "ok", coordinate, route="inline")
+            if self.trace_file:
+                self._trace_inline("push", coordinate, value, stored, started)
         return stored
 
     def _serialize_guarded(self, value: Any, coordinate: XComCoordinate) -> Any:
@@ -431,7 +433,7 @@ class Engine:
         value = self.converter.from_structure(stored)
         if self.trace_file:
             self._trace_inline("pull", coordinate, value, stored, started)
-        if self.guard is not None and self.guard.config.audit_inline:
+        if self.guard is not None and self.guard.audits_inline:
             self.guard.record("pull", "ok", coordinate or _expected_dict(expected), route="inline")
         return value
 
@@ -775,12 +777,6 @@ class Engine:
             ),
             self.trace_file,
         )
-
-
-def _restricted_type() -> type:
-    from xcomstash.access import Restricted
-
-    return Restricted
 
 
 def _run_scope(coordinate: XComCoordinate) -> dict[str, object]:

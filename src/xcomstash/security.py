@@ -69,6 +69,12 @@ class Guard:
         self.config = config
         self.audit_log = audit_log
         self._actor = actor
+        #: Decided once (asked on every push): whether pushes need the checked path.
+        self.checks_push = config.active
+
+    @property
+    def audits_inline(self) -> bool:
+        return self.audit_log is not None and self.config.audit_inline
 
     # ------------------------------------------------------------ helpers
 
