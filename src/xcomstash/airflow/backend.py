@@ -21,6 +21,7 @@ from xcomstash.access import Expected
 from xcomstash.airflow import legacy
 from xcomstash.airflow.settings import engine
 from xcomstash.coordinate import XComCoordinate
+from xcomstash.reference import is_reference
 
 
 def _coordinate(dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any) -> XComCoordinate:
@@ -98,9 +99,11 @@ class XComStashBackend(BaseXCom):
         sequence of a mapped task's outputs, always of the reader's own run) give none: then
         the reference must at least belong to the running task's DAG run."""
         stored = result.value
-        path = legacy.legacy_path(stored)
-        if path is not None:
-            return legacy.read(path)
+        if not is_reference(stored):  # inline: nothing to fetch, nothing to check it against
+            path = legacy.legacy_path(stored)
+            if path is not None:
+                return legacy.read(path)
+            return engine().deserialize(stored)
         return engine().deserialize(stored, expected=expected or _own_run())
 
     @classmethod
