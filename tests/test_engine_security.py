@@ -444,3 +444,18 @@ def test_the_producer_can_purge_its_restricted_value(tmp_path, keyset) -> None:
     row = producer.serialize(Restricted(VALUES["ndarray"], tasks=["load"]), COORD)
     assert producer.purge(row, COORD) is True
     assert not object_path(producer, row).exists()
+
+
+def test_maintenance_verify_checks_an_encrypted_object_without_keys(engine) -> None:
+    from xcomstash.maintenance.verify import CORRUPT, OK, check_object
+    from xcomstash.reference import Reference
+
+    row = engine.serialize(VALUES["bytes"], COORD)
+    ref = Reference.from_json(row)
+    assert check_object(engine.store, ref, full=True)[0] == OK
+    path = object_path(engine, row)
+    data = bytearray(path.read_bytes())
+    layout = read_layout(len(data), lambda o, n: bytes(data[o : o + n]))
+    data[layout.body_offset + 5] ^= 1
+    path.write_bytes(bytes(data))
+    assert check_object(engine.store, ref, full=True)[0] == CORRUPT
