@@ -42,6 +42,7 @@ def _store_error_in(text: str) -> bool:
 # ------------------------------------------------------------------------------ workload
 
 
+@pytest.mark.timeout(900)  # includes starting the deployment
 def test_workload_fan_out_concurrent_runs_and_cross_dag_pull(local_deployment: Deployment) -> None:
     """A 60-wide mapped fan-out with fan-in, two more runs of the same DAG at the same time,
     a task that fails once and succeeds on retry, then another DAG pulling the values: every
