@@ -333,7 +333,7 @@ class Deployment:
 def restart_seaweedfs(server: S3Server, timeout: float = 60) -> None:
     """``weed mini`` again on the server's ports and data directory (as tests/servers.py
     started it), so clients configured with its endpoint reconnect to the same data."""
-    import signal  # noqa: F401  (kept close to the Popen below for readers)
+    import threading
 
     from tests.servers import _die_with_parent  # the same PDEATHSIG guard
 
@@ -350,8 +350,6 @@ def restart_seaweedfs(server: S3Server, timeout: float = 60) -> None:
     env = dict(os.environ)
     env["AWS_ACCESS_KEY_ID"] = server.access_key
     env["AWS_SECRET_ACCESS_KEY"] = server.secret_key
-    import threading
-
     with open(server.log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
