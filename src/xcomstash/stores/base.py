@@ -8,9 +8,9 @@ so a reference can never make a worker read somewhere it was not configured to.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Protocol
+from typing import Iterator, Protocol
 
 from xcomstash.errors import InvalidReferenceError
 
@@ -40,9 +40,9 @@ class PendingObject(Protocol):
     """A stream whose key is chosen after it is written (content addressing: the name is the
     digest of what was written). Nothing is visible until :meth:`publish`."""
 
-    #: Publishing costs no second transfer of the bytes (a rename, or a single PUT not yet
-    #: sent). When it does (S3 multipart: a server-side copy), a writer that finds the content
-    #: already stored should :meth:`discard` instead.
+    #: The bytes may still be published under any key (a rename, or a single PUT not yet
+    #: sent). When False (an S3 multipart upload under way) only :attr:`staged_key` is
+    #: possible, and a writer that finds the content already stored should :meth:`discard`.
     cheap_publish: bool
     #: Where the bytes are being streamed: publishing under this key costs nothing more.
     staged_key: str
@@ -62,13 +62,16 @@ class Store(ABC):
     #: Local stores are not worth caching: the read cache is for remote ones.
     is_local: bool = False
 
-    @abstractmethod
-    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+    @contextmanager
+    def writer(self, key: str) -> Iterator[PendingObject]:
         """A stream that becomes the object ``key`` atomically when the block exits cleanly.
 
         On an exception nothing is published: readers see the old object or none, never a
-        partial one.
+        partial one. (A :meth:`new_object` whose key is known from the start.)
         """
+        with self.new_object(key) as pending:
+            yield pending
+            pending.publish(key)
 
     @abstractmethod
     def new_object(self, staged_key: str) -> AbstractContextManager[PendingObject]:

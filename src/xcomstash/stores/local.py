@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError
 from xcomstash.stores.base import ObjectInfo, ObjectReader, PendingObject, Store
@@ -68,6 +68,9 @@ class _PendingFile:
     def write(self, data: bytes | memoryview) -> int:
         return self._file.write(data)
 
+    def flush(self) -> None:
+        self._file.flush()
+
     def publish(self, key: str) -> None:
         path = self._store._path(key)
         try:
@@ -98,25 +101,6 @@ class LocalStore(Store):
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
-
-    @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        except OSError as exc:
-            raise StoreError(f"cannot write to local store {self.root}: {exc}") from exc
-        try:
-            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-                yield f
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
 
     @contextmanager
     def new_object(self, staged_key: str) -> Iterator[PendingObject]:

@@ -16,7 +16,7 @@ import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError, StoreUnavailableError
 from xcomstash.stores.base import ObjectInfo, ObjectReader, PendingObject, Store
@@ -102,9 +102,8 @@ class _MultipartWriter:
 
 class _PendingUpload:
     """Bytes streamed towards ``staged_key``. A value that fits one part is sent as a single
-    PUT to whatever key it is published under; a multipart upload is best completed at its
-    staged key (anywhere else costs a server-side copy: S3 cannot rename), or aborted when the
-    content turns out to be stored already."""
+    PUT to whatever key it is published under; a multipart upload can only be completed at its
+    staged key (S3 cannot rename), or aborted when the content turns out to be stored already."""
 
     def __init__(self, store: S3Store, staged_key: str) -> None:
         self._store = store
@@ -120,17 +119,15 @@ class _PendingUpload:
         return self._stream.write(data)
 
     def publish(self, key: str) -> None:
-        store, target = self._store, self._store._s3_key(key)
+        store = self._store
+        if not self._stream.single_part and key != self.staged_key:
+            self.discard()
+            raise StoreError(
+                f"cannot publish {store.uri_for(key)}: a multipart upload can only be completed "
+                f"at its staged key {self.staged_key!r}"
+            )
         try:
-            if self._stream.single_part or key == self.staged_key:
-                self._stream.commit(key=target)
-            else:
-                self._stream.commit()
-                staged = store._s3_key(self.staged_key)
-                store.client.copy_object(
-                    Bucket=store.bucket, Key=target, CopySource={"Bucket": store.bucket, "Key": staged}
-                )
-                store.client.delete_object(Bucket=store.bucket, Key=staged)
+            self._stream.commit(key=store._s3_key(key))
         except Exception as exc:
             self.discard()
             if isinstance(exc, StoreError) or not _is_s3_error(exc):
@@ -196,18 +193,6 @@ class S3Store(Store):
 
     def _s3_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
-
-    @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
-        stream = _MultipartWriter(self.client, self.bucket, self._s3_key(key), self._pool)
-        try:
-            yield stream  # type: ignore[misc]
-            stream.commit()
-        except BaseException as exc:
-            stream.abort()
-            if isinstance(exc, Exception) and not isinstance(exc, StoreError) and _is_s3_error(exc):
-                raise _translate(exc, self.uri_for(key), "cannot upload") from exc
-            raise
 
     @contextmanager
     def new_object(self, staged_key: str) -> Iterator[PendingObject]:
