@@ -375,10 +375,24 @@ class Engine:
             if not info.key.endswith(suffix):
                 continue
             key = self._link_target(info.key)
-            existing = self.store.head(key) if key else None
-            if existing is not None and existing.size == size:
+            if key and self._holds(key, digest, size):
                 return key
         return None
+
+    def _holds(self, key: str, digest: str, size: int) -> bool:
+        """Whether the object ``key`` is exactly the one with this root digest and size (its
+        header, frame table and footer are read: a stale or forged link must never make a
+        push reference other bytes)."""
+        try:
+            reader = self.store.open_reader(key)
+        except StoreError:
+            return False
+        try:
+            return reader.size == size and objectformat.read_layout(reader.size, reader.read_at).digest == digest
+        except (StoreError, objectformat.ObjectFormatError, FrameError):
+            return False
+        finally:
+            reader.close()
 
     def _link_target(self, link_key: str) -> str | None:
         """The blob a link points at: its body, else (an empty link) the digest-named blob."""

@@ -177,3 +177,42 @@ def test_dedup_off_writes_one_object_per_xcom(tmp_path: Path) -> None:
     rows = [engine.serialize(b"same" * 1000, coord(i)) for i in range(3)]
     assert len({r["uri"] for r in rows}) == 3
     assert keys(engine) == sorted(coord(i).object_key() for i in range(3))
+
+
+@pytest.mark.s3
+def test_a_stale_link_to_other_bytes_of_the_same_size_is_never_reused(s3_client) -> None:
+    """Dedup of a multipart upload trusts a link only after reading the linked object's
+    layout: a link naming other bytes must not make a push reference them."""
+    prefix = f"dedup-stale-{uuid.uuid4().hex[:8]}"
+    engine = Engine(
+        StashConfig(store_url=f"s3://{BUCKET}/{prefix}", threshold=0, compression="none"),
+        s3_client_factory=lambda conn_id: s3_client,
+    )
+    size = PART_SIZE + 1024 * 1024
+    a, b = os.urandom(size), os.urandom(size)
+    row_a = engine.serialize(a, coord(0))
+    row_b = engine.serialize(b, coord(1))
+    key_a, key_b = engine.store.key_for(row_a["uri"]), engine.store.key_for(row_b["uri"])
+    link_b = coord(1).link_key(row_b["digest"])
+    with engine.store.writer(link_b) as sink:  # the link of b now names a's object
+        sink.write(key_a.encode())
+    engine.store.delete(key_b)
+
+    again = engine.serialize(b, coord(2))
+    assert engine.store.key_for(again["uri"]) != key_a
+    assert engine.deserialize(again) == b
+    assert engine.deserialize(row_a) == a
+
+
+@pytest.mark.s3
+def test_a_multipart_upload_cannot_be_published_under_another_key(s3_client) -> None:
+    from xcomstash.errors import StoreError
+    from xcomstash.stores.s3 import S3Store
+
+    store = S3Store(s3_client, BUCKET, f"pub-{uuid.uuid4().hex[:8]}")
+    with store.new_object("r/.blobs/s-staged.xcs") as pending:
+        pending.write(os.urandom(PART_SIZE + 1))
+        assert not pending.cheap_publish
+        with pytest.raises(StoreError, match="staged key"):
+            pending.publish("r/.blobs/elsewhere.xcs")
+    assert list(store.list()) == []
