@@ -27,8 +27,8 @@ from bench import payloads
 
 def _engine(root: Path, mode: str) -> Any:
     from xcomstash import Engine, StashConfig
-    from xcomstash.crypto.keyset import KeyRing, Keyset
-    from xcomstash.security import Guard, SecurityConfig
+    from xcomstash.security.crypto.keyset import KeyRing, Keyset
+    from xcomstash.security.guard import Guard, SecurityConfig
 
     config = StashConfig(store_url=f"file://{root}", threshold=0, read_ahead=False, dedup=(mode == "plain"))
     if mode != "encrypted":

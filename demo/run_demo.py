@@ -72,7 +72,7 @@ def main() -> int:
 
 
 def make_keyset(path: Path) -> Path:
-    from xcomstash.crypto.keyset import Keyset, write_keyset_file
+    from xcomstash.security.crypto.keyset import Keyset, write_keyset_file
 
     return write_keyset_file(path, Keyset.generate())
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from xcomstash.access import Actor, Expected, Readers, Restricted, readers_for
+from xcomstash.security.readers import Actor, Expected, Readers, Restricted, readers_for
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import AccessDeniedError, InvalidReferenceError, ReferenceSignatureError
 

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from xcomstash import audit
-from xcomstash.audit import AuditEvent, AuditLog, LoggingSink, Query, StoreSink, parse_time, read_events
+from xcomstash.observe import audit
+from xcomstash.observe.audit import AuditEvent, AuditLog, LoggingSink, Query, StoreSink, parse_time, read_events
 from xcomstash.cli import main
 from xcomstash.stores import LocalStore
 
@@ -56,7 +56,7 @@ def test_unwritable_store_never_raises_into_the_task(tmp_path, caplog) -> None:
 
 
 def test_logging_sink_attaches_the_event(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="xcomstash.audit")
+    caplog.set_level(logging.INFO, logger="xcomstash.observe.audit")
     LoggingSink().write(AuditEvent("purge", "ok", xcom(), uri="file:///s/x"))
     record = caplog.records[-1]
     assert record.xcomstash_audit["op"] == "purge" and "uri=file:///s/x" in record.getMessage()

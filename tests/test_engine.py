@@ -26,10 +26,10 @@ from xcomstash import (
     XComCoordinate,
     XComStashError,
 )
-from xcomstash import objectformat
+from xcomstash.format import container
 from xcomstash.codecs.json import PLAIN_JSON, StructureConverter
-from xcomstash.frames import FRAME_SIZE, ENTRY
-from xcomstash.reference import MARKER, is_reference
+from xcomstash.format.frames import FRAME_SIZE, ENTRY
+from xcomstash.format.reference import MARKER, is_reference
 from xcomstash.stores.local import FileReader
 
 COORD = XComCoordinate(
@@ -71,9 +71,9 @@ def object_path(root: Path, stored: dict) -> Path:
     return Path(stored["uri"][len("file://") :])
 
 
-def layout_of(path: Path) -> objectformat.ObjectLayout:
+def layout_of(path: Path) -> container.ObjectLayout:
     with FileReader(path) as reader:
-        return objectformat.read_layout(reader.size, reader.read_at)
+        return container.read_layout(reader.size, reader.read_at)
 
 
 def nine_column_frame(rows: int = 1_000) -> pd.DataFrame:
@@ -306,7 +306,7 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
     layout = layout_of(path)
 
     header = layout.header
-    assert header.format == objectformat.FORMAT_VERSION == 1
+    assert header.format == container.FORMAT_VERSION == 1
     assert header.codec == "pandas.arrow-ipc"
     assert header.compression == compression
     assert header.python_type == "pandas.DataFrame"
@@ -319,13 +319,13 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
 
 
     data = path.read_bytes()
-    assert data.startswith(objectformat.MAGIC)
-    assert data.endswith(objectformat.FOOTER_MAGIC)
+    assert data.startswith(container.MAGIC)
+    assert data.endswith(container.FOOTER_MAGIC)
     assert layout.digest == stored["digest"]
     assert layout.body_size == sum(f.stored_len for f in layout.frames)
     assert layout.raw_size == sum(f.raw_len for f in layout.frames)
     assert len(data) == (
-        layout.body_offset + layout.body_size + len(layout.frames) * ENTRY.size + objectformat.FOOTER_SIZE
+        layout.body_offset + layout.body_size + len(layout.frames) * ENTRY.size + container.FOOTER_SIZE
     )
     if compression == "none":
         assert layout.body_size == layout.raw_size
@@ -401,7 +401,7 @@ def test_truncated_object_raises_integrity_error(engine: Engine, root: Path, kee
     length = {
         "nothing": 0,
         "one byte": 1,
-        "preamble": objectformat.PREAMBLE_SIZE,
+        "preamble": container.PREAMBLE_SIZE,
         "header": layout.body_offset,
         "all but one byte": stored["size"] - 1,
     }[keep]
@@ -482,14 +482,14 @@ def test_one_byte_flipped_in_each_region_of_a_multi_frame_object_raises_integrit
     table_start = layout.body_offset + layout.body_size
     offset = {
         "magic": 0,
-        "header length": len(objectformat.MAGIC),
-        "header json": objectformat.PREAMBLE_SIZE + 3,
+        "header length": len(container.MAGIC),
+        "header json": container.PREAMBLE_SIZE + 3,
         "first body byte": layout.body_offset,
         "second frame": layout.body_offset + layout.frames[0].stored_len + 7,
         "last body byte": table_start - 1,
         "frame table": table_start + 20,
-        "footer sizes": size - objectformat.FOOTER_SIZE,
-        "footer frame count": size - objectformat.FOOTER_SIZE + 16,
+        "footer sizes": size - container.FOOTER_SIZE,
+        "footer frame count": size - container.FOOTER_SIZE + 16,
         "footer magic": size - 1,
     }[region]
     flip(path, offset)

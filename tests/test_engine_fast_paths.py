@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from xcomstash import Engine, IntegrityError, ObjectMissingError, StashConfig, XComCoordinate
-from xcomstash import objectformat
-from xcomstash.frames import FRAME_SIZE
-from xcomstash.readahead import WINDOW
-from xcomstash.reference import is_reference
+from xcomstash.format import container
+from xcomstash.format.frames import FRAME_SIZE
+from xcomstash.pipeline.readahead import WINDOW
+from xcomstash.format.reference import is_reference
 from xcomstash.stores.local import FileReader
 
 
@@ -291,9 +291,9 @@ def big_value() -> bytes:
     return os.urandom(FRAME_SIZE) + repetitive + os.urandom(12345)
 
 
-def layout_of(path: Path) -> objectformat.ObjectLayout:
+def layout_of(path: Path) -> container.ObjectLayout:
     with FileReader(path) as reader:
-        return objectformat.read_layout(reader.size, reader.read_at)
+        return container.read_layout(reader.size, reader.read_at)
 
 
 def test_large_value_with_a_flipped_byte_in_any_frame_raises_integrity_error(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pytest
 
 from xcomstash import Engine, StashConfig, XComCoordinate
-from xcomstash.access import Actor, Expected, Restricted
-from xcomstash.audit import AuditLog, Query, StoreSink, read_events
-from xcomstash.crypto.keyset import KeyRing, Keyset
+from xcomstash.security.readers import Actor, Expected, Restricted
+from xcomstash.observe.audit import AuditLog, Query, StoreSink, read_events
+from xcomstash.security.crypto.keyset import KeyRing, Keyset
 from xcomstash.errors import (
     AccessDeniedError,
     ConfigError,
@@ -31,10 +31,10 @@ from xcomstash.errors import (
     TypeNotAllowedError,
     ValueTooLargeError,
 )
-from xcomstash.objectformat import read_layout
-from xcomstash.rules import Rules, ValueRule, parse_dag_policies
-from xcomstash.security import Guard, SecurityConfig
-from xcomstash.sensitive import Scanner
+from xcomstash.format.container import read_layout
+from xcomstash.security.rules import Rules, ValueRule, parse_dag_policies
+from xcomstash.security.guard import Guard, SecurityConfig
+from xcomstash.security.sensitive import Scanner
 
 COORD = XComCoordinate("team_a_etl", "run_1", "extract", -1, "return_value")
 AWS = "AKIAIOSFODNN7EXAMPLE"
@@ -374,7 +374,7 @@ def test_partial_reads_of_encrypted_tables_read_whole_and_slice(engine) -> None:
 
 
 def test_empty_and_exact_frame_multiple_bodies_round_trip_encrypted(engine) -> None:
-    from xcomstash.frames import FRAME_SIZE
+    from xcomstash.format.frames import FRAME_SIZE
 
     for value in (b"", b"x" * FRAME_SIZE, os.urandom(2 * FRAME_SIZE)):
         row = engine.serialize(value, COORD)
@@ -387,8 +387,8 @@ def test_truncation_to_a_frame_boundary_is_caught_by_the_stream_construction(tmp
     import hashlib
     import struct
 
-    from xcomstash import objectformat
-    from xcomstash.frames import FRAME_SIZE, pack_table
+    from xcomstash.format import container
+    from xcomstash.format.frames import FRAME_SIZE, pack_table
 
     engine = make_engine(tmp_path / "s", KeyRing.single(keyset), sign_references=False)
     row = engine.serialize(os.urandom(3 * FRAME_SIZE), COORD)
@@ -398,19 +398,19 @@ def test_truncation_to_a_frame_boundary_is_caught_by_the_stream_construction(tmp
     frames = layout.frames[:-1]
     body = data[layout.body_offset : layout.body_offset + sum(f.stored_len for f in frames)]
     head = data[: layout.key_slot_offset]
-    tail = objectformat.trailer(frames, len(body), sum(f.raw_len for f in frames))
+    tail = container.trailer(frames, len(body), sum(f.raw_len for f in frames))
     forged = head + layout.key_slot + body + tail
     path.write_bytes(forged)
-    edited = {**row, "size": len(forged), "digest": objectformat.root_digest(head, tail)}
+    edited = {**row, "size": len(forged), "digest": container.root_digest(head, tail)}
     with pytest.raises(DecryptionError, match="last frame"):
         engine.deserialize(edited, COORD)
 
 
 def test_key_slot_size_is_pinned_between_layout_and_crypto() -> None:
-    from xcomstash import objectformat
-    from xcomstash.crypto import stream
+    from xcomstash.format import container
+    from xcomstash.security.crypto import stream
 
-    assert objectformat.KEY_SLOT_BYTES == stream.KEY_SLOT_BYTES
+    assert container.KEY_SLOT_BYTES == stream.KEY_SLOT_BYTES
 
 
 def test_inline_values_are_audited_only_when_asked(tmp_path) -> None:
@@ -425,7 +425,7 @@ def test_inline_values_are_audited_only_when_asked(tmp_path) -> None:
 def test_frames_of_an_encrypted_object_verify_without_keys(engine, tmp_path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from xcomstash.frames import FrameError, verify_stored_frames
+    from xcomstash.format.frames import FrameError, verify_stored_frames
 
     row = engine.serialize(VALUES["bytes"], COORD)
     path = object_path(engine, row)
@@ -448,7 +448,7 @@ def test_the_producer_can_purge_its_restricted_value(tmp_path, keyset) -> None:
 
 def test_maintenance_verify_checks_an_encrypted_object_without_keys(engine) -> None:
     from xcomstash.maintenance.verify import CORRUPT, OK, check_object
-    from xcomstash.reference import Reference
+    from xcomstash.format.reference import Reference
 
     row = engine.serialize(VALUES["bytes"], COORD)
     ref = Reference.from_json(row)

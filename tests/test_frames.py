@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from xcomstash.frames import (
+from xcomstash.format.frames import (
     ENTRY,
     FRAME_SIZE,
     METHOD_RAW,

@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xcomstash import Engine, StashConfig, XComCoordinate, signing
-from xcomstash.crypto.keyset import Keyset
-from xcomstash.crypto.stream import KEY_SLOT_BYTES, Envelope, KeySlot
+from xcomstash import Engine, StashConfig, XComCoordinate
+from xcomstash.security import signing
+from xcomstash.security.crypto.keyset import Keyset
+from xcomstash.security.crypto.stream import KEY_SLOT_BYTES, Envelope, KeySlot
 from xcomstash.errors import ConfigError, XComStashError
-from xcomstash.objectformat import MAGIC, ObjectFormatError, parse_header, read_layout
-from xcomstash.reference import MARKER, Reference
-from xcomstash.rules import parse_dag_policies
+from xcomstash.format.container import MAGIC, ObjectFormatError, parse_header, read_layout
+from xcomstash.format.reference import MARKER, Reference
+from xcomstash.security.rules import parse_dag_policies
 
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 

@@ -4,7 +4,7 @@ import os
 import stat
 
 from xcomstash.cli import main
-from xcomstash.crypto.keyset import read_keyset_file
+from xcomstash.security.crypto.keyset import read_keyset_file
 
 
 def test_generate_rotate_list_remove(tmp_path, capsys) -> None:

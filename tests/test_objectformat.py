@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xcomstash import Engine, StashConfig, XComCoordinate
-from xcomstash.frames import ENTRY, FRAME_SIZE, METHOD_ZSTD, FrameError, FrameWriter, read_frames
-from xcomstash.objectformat import (
+from xcomstash.format.frames import ENTRY, FRAME_SIZE, METHOD_ZSTD, FrameError, FrameWriter, read_frames
+from xcomstash.format.container import (
     FOOTER_MAGIC,
     FOOTER_SIZE,
     FORMAT_VERSION,
@@ -35,7 +35,7 @@ from xcomstash.objectformat import (
     root_digest,
     trailer,
 )
-from xcomstash.readahead import MemoryReader
+from xcomstash.pipeline.readahead import MemoryReader
 
 COORD = XComCoordinate("fmt_dag", "manual__2026-01-01", "produce", 4, "return_value")
 _LEN = struct.Struct("<I")

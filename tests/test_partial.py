@@ -22,7 +22,7 @@ ROWS = ROWS_PER_BATCH * 2 + 12_345  # three record batches, the last one short
 @pytest.fixture(autouse=True)
 def small_batches_and_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(arrow, "ROWS_PER_BATCH", ROWS_PER_BATCH)
-    monkeypatch.setattr("xcomstash.frames.FRAME_SIZE", 64 * 1024)
+    monkeypatch.setattr("xcomstash.format.frames.FRAME_SIZE", 64 * 1024)
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xcomstash import Engine, InvalidReferenceError, StashConfig, XComCoordinate, XComStashError
-from xcomstash.reference import (
+from xcomstash.format.reference import (
     FORMAT_VERSION,
     MARKER,
     MAX_SUMMARY_CHARS,

@@ -12,11 +12,11 @@ from xcomstash import Engine, StashConfig, XComCoordinate
 from xcomstash.cli import main
 from xcomstash.commands.rewrap import resign_references, rewrap_store
 from xcomstash.maintenance.rows import XComRow
-from xcomstash.crypto.keyset import KeyRing, Keyset, write_keyset_file
-from xcomstash.crypto.stream import slot_key_id
+from xcomstash.security.crypto.keyset import KeyRing, Keyset, write_keyset_file
+from xcomstash.security.crypto.stream import slot_key_id
 from xcomstash.errors import KeyUnavailableError
-from xcomstash.objectformat import read_layout
-from xcomstash.security import Guard, SecurityConfig
+from xcomstash.format.container import read_layout
+from xcomstash.security.guard import Guard, SecurityConfig
 
 
 def engine_for(root, keyset: Keyset | None) -> Engine:

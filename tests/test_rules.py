@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from xcomstash.errors import ConfigError, TypeNotAllowedError, ValueTooLargeError
-from xcomstash.rules import Rules, ValueRule, parse_dag_policies, parse_types
+from xcomstash.security.rules import Rules, ValueRule, parse_dag_policies, parse_types
 
 POLICIES = """[
   {"dags": "finance_*", "allowed_types": ["json"], "max_value_bytes": 1000, "sensitive_data": "reject", "read_scope": "dag"},

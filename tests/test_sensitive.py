@@ -7,7 +7,7 @@ import re
 import pytest
 
 from xcomstash.errors import SensitiveDataError
-from xcomstash.sensitive import MASK, REJECT, WARN, Finding, ScanLimits, Scanner, _luhn_ok, enforce
+from xcomstash.security.sensitive import MASK, REJECT, WARN, Finding, ScanLimits, Scanner, _luhn_ok, enforce
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"

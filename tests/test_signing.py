@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from xcomstash import signing
-from xcomstash.crypto.keyset import Keyset
+from xcomstash.security import signing
+from xcomstash.security.crypto.keyset import Keyset
 from xcomstash.errors import KeyUnavailableError, ReferenceSignatureError
 
 REF = {"__xcomstash__": 1, "uri": "file:///s/d/r/t/-1/k.xcs", "size": 10, "digest": "sha256:" + "0" * 64,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from xcomstash.errors import ConfigError
-from xcomstash.transport import check_endpoint, is_loopback
+from xcomstash.security.transport import check_endpoint, is_loopback
 
 
 @pytest.mark.parametrize("endpoint", [None, "", "https://s3.amazonaws.com", "https://minio.internal:9000"])

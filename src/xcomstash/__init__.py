@@ -6,7 +6,7 @@ registry, and one exception hierarchy rooted at :class:`XComStashError`. In Airf
 ``AIRFLOW__CORE__XCOM_BACKEND=xcomstash.airflow.backend.XComStashBackend``.
 """
 
-from xcomstash.access import Restricted
+from xcomstash.security.readers import Restricted
 from xcomstash.codecs import Codec, register_codec
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
@@ -24,7 +24,7 @@ from xcomstash.errors import (
     UnsupportedTypeError,
     XComStashError,
 )
-from xcomstash.reference import Reference
+from xcomstash.format.reference import Reference
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xcomstash import compression
+from xcomstash.format import compression
 from xcomstash.errors import ConfigError
 from xcomstash.stores import parse_store_url
 

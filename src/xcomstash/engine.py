@@ -5,7 +5,7 @@ push: value -> [rules, scan, readers] -> route -> codec -> compress -> [encrypt]
 pull: reference -> [MAC, expected XCom, readers] -> validate -> store.get -> verify size+digest
       -> parse -> [decrypt] -> decompress -> codec
 
-The bracketed steps run only when the engine has a :class:`~xcomstash.security.Guard` (keys,
+The bracketed steps run only when the engine has a :class:`~xcomstash.security.guard.Guard` (keys,
 value rules or an audit log configured); an engine without one takes the plain path unchanged.
 """
 
@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from xcomstash import objectformat, policy
-from xcomstash.access import Restricted
+from xcomstash.format import container
+from xcomstash.pipeline import route
+from xcomstash.security.readers import Restricted
 from xcomstash.codecs import CodecRegistry, default_registry
 from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.codecs.json import PLAIN_JSON, JsonCodec, StructureConverter, json_summary
@@ -35,10 +36,10 @@ from xcomstash.coordinate import (
 )
 from xcomstash.codecs.arrow import ArrowTableCodec
 from xcomstash.codecs.pandas import PandasDataFrameCodec
-from xcomstash.frames import FrameError, FrameWriter, read_frames
-from xcomstash.partial import FramedFile, PartialRead, read_arrow_subset, rows_of_range_index, select_in_memory
-from xcomstash.readahead import MAX_OBJECT_BYTES as MAX_PREFETCH_BYTES
-from xcomstash.readahead import MemoryReader, ReadAhead
+from xcomstash.format.frames import FrameError, FrameWriter, read_frames
+from xcomstash.pipeline.selection import FramedFile, PartialRead, read_arrow_subset, rows_of_range_index, select_in_memory
+from xcomstash.pipeline.readahead import MAX_OBJECT_BYTES as MAX_PREFETCH_BYTES
+from xcomstash.pipeline.readahead import MemoryReader, ReadAhead
 from xcomstash.stores.cache import ReadCache
 from xcomstash.errors import (
     AccessDeniedError,
@@ -53,16 +54,16 @@ from xcomstash.errors import (
     UnsupportedTypeError,
     XComStashError,
 )
-from xcomstash.reference import Reference, clip_summary, is_reference
+from xcomstash.format.reference import Reference, clip_summary, is_reference
 from xcomstash.stores import Store, open_store
-from xcomstash.trace import TraceEvent, emit, log
+from xcomstash.observe.trace import TraceEvent, emit, log
 
 if TYPE_CHECKING:
-    from xcomstash.access import Expected, Readers
-    from xcomstash.crypto.keyset import Keyset
-    from xcomstash.crypto.stream import FrameCipher
-    from xcomstash.rules import Effective
-    from xcomstash.security import Guard
+    from xcomstash.security.readers import Expected, Readers
+    from xcomstash.security.crypto.keyset import Keyset
+    from xcomstash.security.crypto.stream import FrameCipher
+    from xcomstash.security.rules import Effective
+    from xcomstash.security.guard import Guard
 
 #: Codecs whose values are tables (scanned by sampled string columns) or raw bytes.
 _TABLE_CODECS = ("pandas.arrow-ipc", "polars.arrow-ipc", "arrow.ipc")
@@ -86,7 +87,7 @@ class Engine:
         guard: Guard | None = None,
     ) -> None:
         self.config = config
-        #: Security checks, keys and audit (see :mod:`xcomstash.security`); None: plain path.
+        #: Security checks, keys and audit (see :mod:`xcomstash.security.guard`); None: plain path.
         self.guard = guard
         self.store = store or open_store(config.store_url, s3_client_factory=s3_client_factory)
         self.registry = registry
@@ -107,7 +108,7 @@ class Engine:
     def serialize(self, value: Any, coordinate: XComCoordinate) -> Any:
         """What goes into the xcom row: the value's JSON structure (inline) or a reference."""
         if self.guard is None and isinstance(value, Restricted):
-            from xcomstash.security import Guard, SecurityConfig
+            from xcomstash.security.guard import Guard, SecurityConfig
 
             self.guard = Guard(SecurityConfig())  # readers need the checked path
         if self.guard is not None:
@@ -130,7 +131,7 @@ class Engine:
         try:
             stored = self._serialize(value, coordinate)
         except XComStashError as exc:
-            from xcomstash.security import outcome_of
+            from xcomstash.security.guard import outcome_of
 
             guard.record("push", outcome_of(exc), coordinate, error=exc)
             raise
@@ -145,8 +146,8 @@ class Engine:
 
     def _serialize_guarded(self, value: Any, coordinate: XComCoordinate) -> Any:
         """The push path with rules, scans, readers, encryption, signing and audit."""
-        from xcomstash.access import readers_for
-        from xcomstash.security import outcome_of
+        from xcomstash.security.readers import readers_for
+        from xcomstash.security.guard import outcome_of
 
         guard = self.guard
         assert guard is not None
@@ -184,7 +185,7 @@ class Engine:
             structure = guard.screen_structure(eff, self._to_structure(value), what)
             body = self.json_codec.dumps(structure)
             eff.check_size(len(body))
-            if not exclusive and len(body) < threshold and not policy.collides_with_marker(structure):
+            if not exclusive and len(body) < threshold and not route.collides_with_marker(structure):
                 return structure
             ref = self._write(
                 coordinate, self.json_codec, value, json_summary(value), lambda sink: sink.write(body), eff=eff
@@ -194,7 +195,7 @@ class Engine:
             value = guard.screen_value(eff, value, kind, what)
             if codec.inline_when_small and not exclusive:
                 size = codec.estimate_size(value)
-                if policy.route_by_size(size, threshold=threshold, exclusive=False).inline:
+                if route.route_by_size(size, threshold=threshold, exclusive=False).inline:
                     try:
                         structure = self.converter.to_structure(value)
                     except TypeError:
@@ -213,11 +214,11 @@ class Engine:
         threshold, exclusive = self.config.threshold, self.config.exclusive
         codec = self.registry.for_value(value)
         if codec is None:
-            if not exclusive and policy.trivially_small(value, threshold):
+            if not exclusive and route.trivially_small(value, threshold):
                 return self.converter.to_structure(value)
             structure = self._to_structure(value)
             body = self.json_codec.dumps(structure)
-            if not exclusive and len(body) < threshold and not policy.collides_with_marker(structure):
+            if not exclusive and len(body) < threshold and not route.collides_with_marker(structure):
                 return structure
             ref = self._write(
                 coordinate,
@@ -229,7 +230,7 @@ class Engine:
             return ref.to_json()
         if codec.inline_when_small:
             size = codec.estimate_size(value)
-            if policy.route_by_size(size, threshold=threshold, exclusive=exclusive).inline:
+            if route.route_by_size(size, threshold=threshold, exclusive=exclusive).inline:
                 try:
                     return self.converter.to_structure(value)
                 except TypeError:
@@ -272,11 +273,11 @@ class Engine:
         dedup = self.config.dedup and keyset is None
         envelope = None
         if keyset is not None:
-            from xcomstash.crypto.stream import Envelope
+            from xcomstash.security.crypto.stream import Envelope
 
             assert self.guard is not None
             envelope = Envelope.new(self.guard.config.encryption_scope)
-        header = objectformat.ObjectHeader(
+        header = container.ObjectHeader(
             codec=codec.name,
             compression=self.config.compression,
             python_type=short_type_name(value),
@@ -286,7 +287,7 @@ class Engine:
             xcom=_run_scope(coordinate) if dedup else coordinate.as_dict(),
             encryption=envelope.to_header() if envelope is not None else None,
         )
-        head = objectformat.preamble(header)
+        head = container.preamble(header)
         slot, cipher = b"", None
         if keyset is not None and envelope is not None:
             slot, cipher = _seal(keyset, envelope, head, coordinate)
@@ -295,7 +296,7 @@ class Engine:
             staged = streamed_blob_key(coordinate.run_prefix(), uuid.uuid4().hex)
             with self.store.new_object(staged) as pending:
                 body, tail = self._write_frames(pending, head, write_body, check_size=check_size)
-                digest = objectformat.root_digest(head, tail)
+                digest = container.root_digest(head, tail)
                 size = len(head) + body.body_size + len(tail)
                 key = self._publish_blob(pending, coordinate, digest, size)
         else:
@@ -304,7 +305,7 @@ class Engine:
                 body, tail = self._write_frames(
                     sink, head, write_body, slot=slot, cipher=cipher, check_size=check_size
                 )
-            digest = objectformat.root_digest(head, tail)
+            digest = container.root_digest(head, tail)
         ref = Reference(
             uri=self.store.uri_for(key),
             size=len(head) + len(slot) + body.body_size + len(tail),
@@ -342,7 +343,7 @@ class Engine:
         except BaseException:
             body.abandon()
             raise
-        tail = objectformat.trailer(frames, body.body_size, body.raw_size)
+        tail = container.trailer(frames, body.body_size, body.raw_size)
         sink.write(tail)
         return body, tail
 
@@ -388,8 +389,8 @@ class Engine:
         except StoreError:
             return False
         try:
-            return reader.size == size and objectformat.read_layout(reader.size, reader.read_at).digest == digest
-        except (StoreError, objectformat.ObjectFormatError, FrameError):
+            return reader.size == size and container.read_layout(reader.size, reader.read_at).digest == digest
+        except (StoreError, container.ObjectFormatError, FrameError):
             return False
         finally:
             reader.close()
@@ -438,7 +439,7 @@ class Engine:
                 )
             if self.guard is not None:
                 if expected is None and coordinate is not None:  # the row's own XCom: all known
-                    from xcomstash.access import Expected
+                    from xcomstash.security.readers import Expected
 
                     expected = Expected(**coordinate.as_dict())
                 return self._get_guarded(stored, coordinate, readahead, expected)
@@ -480,7 +481,7 @@ class Engine:
     def _get_guarded(
         self, stored: dict[str, Any], coordinate: XComCoordinate | None, readahead: bool, expected: Expected | None
     ) -> Any:
-        from xcomstash.security import outcome_of
+        from xcomstash.security.guard import outcome_of
 
         guard = self.guard
         assert guard is not None
@@ -595,10 +596,10 @@ class Engine:
         self._trace("pull", coordinate, ref, started)
         return value
 
-    def _opener(self, layout: objectformat.ObjectLayout, scope: tuple[str, str] | None) -> FrameCipher:
+    def _opener(self, layout: container.ObjectLayout, scope: tuple[str, str] | None) -> FrameCipher:
         """The frame cipher of an encrypted object, for the scope the reader expects: its data
         key unwrapped with the keyset of that DAG."""
-        from xcomstash.crypto.stream import Envelope, FrameCipher, object_aad, unwrap
+        from xcomstash.security.crypto.stream import Envelope, FrameCipher, object_aad, unwrap
 
         keyring = self.guard.config.keyring if self.guard is not None else None
         if keyring is None:
@@ -614,7 +615,7 @@ class Engine:
         return FrameCipher(unwrap(keyring.for_dag(dag_id), layout.key_slot, aad), envelope, aad)
 
     def _codec_for(
-        self, header: objectformat.ObjectHeader, ref: Reference, coordinate: XComCoordinate | None
+        self, header: container.ObjectHeader, ref: Reference, coordinate: XComCoordinate | None
     ) -> Codec:
         try:
             return self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
@@ -720,7 +721,7 @@ class Engine:
             return False
         try:
             if self.guard is not None:  # a forged row must not make a worker delete objects
-                from xcomstash.access import Expected
+                from xcomstash.security.readers import Expected
 
                 expected = Expected(**coordinate.as_dict()) if coordinate is not None else None
                 # Readers restrict reading; a re-run of the producer purges its own values.
@@ -731,7 +732,7 @@ class Engine:
         except (InvalidReferenceError, KeyUnavailableError, AccessDeniedError) as exc:
             log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
             if self.guard is not None:
-                from xcomstash.security import outcome_of
+                from xcomstash.security.guard import outcome_of
 
                 self.guard.record("purge", outcome_of(exc), coordinate, error=exc)
             return False
@@ -801,9 +802,9 @@ def _seal(
     keyset: Keyset, envelope: Any, head: bytes, coordinate: XComCoordinate
 ) -> tuple[bytes, FrameCipher]:
     """A fresh data key wrapped into the key slot, and the cipher that seals the frames."""
-    from xcomstash.crypto.stream import FrameCipher, new_data_key, object_aad, wrap
+    from xcomstash.security.crypto.stream import FrameCipher, new_data_key, object_aad, wrap
 
-    aad = object_aad(head[objectformat.PREAMBLE_SIZE :], envelope.scope_for(coordinate.dag_id, coordinate.run_id))
+    aad = object_aad(head[container.PREAMBLE_SIZE :], envelope.scope_for(coordinate.dag_id, coordinate.run_id))
     data_key = new_data_key()
     return wrap(keyset, data_key, aad), FrameCipher(data_key, envelope, aad)
 
@@ -833,19 +834,19 @@ def _expected_dict(expected: Expected | None) -> dict[str, Any]:
 
 def _verified_layout(
     reader: Any, ref: Reference, coordinate: XComCoordinate | None
-) -> objectformat.ObjectLayout:
+) -> container.ObjectLayout:
     """Check size, framing, root digest and codec against the reference, before any payload."""
     if reader.size != ref.size:
-        raise objectformat.ObjectFormatError(
+        raise container.ObjectFormatError(
             f"{reader.size:,} bytes where the reference says {ref.size:,} (truncated or replaced)"
         )
-    layout = objectformat.read_layout(reader.size, reader.read_at)
+    layout = container.read_layout(reader.size, reader.read_at)
     if layout.digest != ref.digest:
-        raise objectformat.ObjectFormatError(
+        raise container.ObjectFormatError(
             f"digest {layout.digest} does not match the reference's {ref.digest}"
         )
     if layout.header.codec != ref.codec:
-        raise objectformat.ObjectFormatError(
+        raise container.ObjectFormatError(
             f"header codec {layout.header.codec!r} differs from the reference's {ref.codec!r}"
         )
     return layout
@@ -863,7 +864,7 @@ def _read_errors(ref: Reference, coordinate: XComCoordinate | None) -> Iterator[
         raise
     except StoreError as exc:
         raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
-    except (objectformat.ObjectFormatError, FrameError) as exc:
+    except (container.ObjectFormatError, FrameError) as exc:
         raise IntegrityError(
             f"stored object is corrupt: {exc}", uri=ref.uri, coordinate=coordinate
         ) from None

@@ -204,7 +204,7 @@ def test_secrets_are_masked_under_policy_mask_inline_and_stored(secrets_env) -> 
 def test_keyset_from_an_airflow_variable(make_airflow_env) -> None:
     """``keysets = variable:NAME`` reads the keyset through Airflow's Variables (here from the
     environment-variables secrets backend, AIRFLOW_VAR_*), inside the task process."""
-    from xcomstash.crypto.keyset import Keyset
+    from xcomstash.security.crypto.keyset import Keyset
 
     env = make_airflow_env("keyset-variable", dags=["xcs_security.py"])
     keyset = Keyset.generate()

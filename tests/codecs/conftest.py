@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from xcomstash import Engine, StashConfig, XComCoordinate
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 COORDINATE = XComCoordinate(
     dag_id="codec_dag",

@@ -13,7 +13,7 @@ import pytest
 
 from tests.codecs.conftest import COORDINATE
 from xcomstash import Engine, StashConfig
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 
 def table() -> pa.Table:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.codecs.conftest import COORDINATE, row_roundtrip
 from xcomstash import Engine, StashConfig
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 PAYLOADS = [
     pytest.param(b"", id="empty"),

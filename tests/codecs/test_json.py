@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.codecs.conftest import COORDINATE, row_roundtrip
 from xcomstash import Engine, StashConfig, UnsupportedTypeError
 from xcomstash.codecs.json import PLAIN_JSON
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 VALUES = [
     pytest.param({"a": 1, "b": [1, 2.5, None, True], "c": {"d": "e"}}, id="nested-dict"),

@@ -15,7 +15,7 @@ from tests.codecs.conftest import COORDINATE, row_roundtrip
 from xcomstash import Engine, StashConfig, UnsupportedTypeError
 from xcomstash.codecs import CodecRegistry, default_registry
 from xcomstash.codecs.json import StructureConverter
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 
 def assert_same_array(out: object, expected: np.ndarray) -> None:

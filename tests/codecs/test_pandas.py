@@ -13,7 +13,7 @@ import pytest
 
 from tests.codecs.conftest import COORDINATE, row_roundtrip
 from xcomstash import Engine, StashConfig, UnsupportedTypeError
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 
 def assert_same_frame(out: object, expected: pd.DataFrame) -> None:

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 
 from tests.codecs.conftest import COORDINATE
 from xcomstash import Engine, StashConfig, UnsupportedTypeError
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 
 def assert_same_polars(out: object, expected: pl.DataFrame) -> None:

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from xcomstash.crypto.keyset import (
+from xcomstash.security.crypto.keyset import (
     PURPOSE_DEDUP,
     PURPOSE_MAC,
     PURPOSE_WRAP,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from xcomstash.crypto.keyset import Keyset
-from xcomstash.crypto.stream import (
+from xcomstash.security.crypto.keyset import Keyset
+from xcomstash.security.crypto.stream import (
     KEY_SLOT_BYTES,
     TAG_BYTES,
     Envelope,

@@ -47,7 +47,7 @@ def _rows(dag_ids: list[str]) -> list[dict[str, Any]]:
 def main(dag_ids: list[str]) -> dict[str, Any]:
     import xd_common as C
     from xcomstash.airflow.settings import engine
-    from xcomstash.reference import Reference, is_reference
+    from xcomstash.format.reference import Reference, is_reference
 
     eng = engine()
     rows = _rows(dag_ids)

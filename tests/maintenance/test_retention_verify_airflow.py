@@ -110,9 +110,9 @@ def test_verify_finds_corrupt_and_missing_objects(runs) -> None:
     refs = {r.task_id: r.value for r in env.xcom_rows("xcs_gc") if r.is_reference}
     flipped = env.object_path(refs["big"])
     data = bytearray(flipped.read_bytes())
-    from xcomstash import objectformat
+    from xcomstash.format import container
 
-    layout = objectformat.read_layout(len(data), lambda offset, n: bytes(data[offset:offset + n]))
+    layout = container.read_layout(len(data), lambda offset, n: bytes(data[offset:offset + n]))
     data[layout.body_offset] ^= 0x01  # first byte of the body: only a full check reads it
     flipped.write_bytes(bytes(data))
     env.object_path(refs["keys"]).unlink()

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from xcomstash import Engine, IntegrityError, ObjectMissingError, ReadError, StashConfig, XComCoordinate
-from xcomstash import objectformat
-from xcomstash.frames import FRAME_SIZE
+from xcomstash.format import container
+from xcomstash.format.frames import FRAME_SIZE
 
 pytestmark = pytest.mark.s3
 
@@ -204,7 +204,7 @@ def test_corrupt_cache_entry_is_detected_and_refetched_from_s3(
     original = path.read_bytes()
     assert original == s3_bytes(s3_client, row)
 
-    layout = objectformat.read_layout(len(original), lambda o, n: original[o : o + n])
+    layout = container.read_layout(len(original), lambda o, n: original[o : o + n])
     if region == "truncated":
         path.write_bytes(original[:-100])
     elif region == "empty":

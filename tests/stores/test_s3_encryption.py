@@ -11,10 +11,10 @@ import pytest
 from xcomstash.commands.rewrap import rewrap_store
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.crypto.keyset import KeyRing, Keyset
+from xcomstash.security.crypto.keyset import KeyRing, Keyset
 from xcomstash.engine import Engine
 from xcomstash.errors import IntegrityError, KeyUnavailableError
-from xcomstash.security import Guard, SecurityConfig
+from xcomstash.security.guard import Guard, SecurityConfig
 
 pytestmark = pytest.mark.s3
 
@@ -62,7 +62,7 @@ def test_rewrap_on_s3_then_old_key_removed(s3_client, coordinate, tmp_path) -> N
     reader = make(s3_client, only_k2, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(KeyUnavailableError):  # the row itself is still signed by key 1
         reader.deserialize(row, coordinate)
-    from xcomstash import signing
+    from xcomstash.security import signing
 
     resigned = signing.signed(k2, row)
     # The cached copy (key 1 slot) is dropped and the re-wrapped object fetched.

@@ -13,7 +13,7 @@ from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.engine import Engine
 from xcomstash.errors import IntegrityError, ObjectMissingError
-from xcomstash.reference import Reference, is_reference
+from xcomstash.format.reference import Reference, is_reference
 
 pytestmark = pytest.mark.s3
 

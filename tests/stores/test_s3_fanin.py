@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from xcomstash import Engine, IntegrityError, ObjectMissingError, StashConfig, XComCoordinate
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 pytestmark = pytest.mark.s3
 

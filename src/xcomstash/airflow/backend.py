@@ -17,11 +17,11 @@ from airflow.sdk.execution_time.comms import (
     XComSequenceSliceResult,
 )
 
-from xcomstash.access import Expected
+from xcomstash.security.readers import Expected
 from xcomstash.airflow import legacy
 from xcomstash.airflow.settings import engine
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.reference import is_reference
+from xcomstash.format.reference import is_reference
 
 
 def _coordinate(dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any) -> XComCoordinate:
@@ -48,7 +48,7 @@ def _expected(
 
 
 def _own_run() -> Expected | None:
-    from xcomstash.airflow.security import current_actor
+    from xcomstash.airflow.security_settings import current_actor
 
     actor = current_actor()
     return Expected(dag_id=actor.dag_id, run_id=actor.run_id) if actor is not None else None

@@ -59,7 +59,7 @@ def s3_client_from_connection(conn_id: str | None) -> Any:
     The endpoint must use TLS; plain HTTP only with ``allow_http_endpoints`` and on loopback."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from xcomstash.transport import check_endpoint
+    from xcomstash.security.transport import check_endpoint
 
     client = S3Hook(aws_conn_id=conn_id or "aws_default").get_conn()
     check_endpoint(
@@ -79,7 +79,7 @@ def serde_converter() -> StructureConverter:
 @cache
 def engine() -> Engine:
     """The process-wide engine (built on first use, so importing the backend stays cheap)."""
-    from xcomstash.airflow.security import build_guard
+    from xcomstash.airflow.security_settings import build_guard
     from xcomstash.stores import open_store
 
     config, trace_file = read_config()

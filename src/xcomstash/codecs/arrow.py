@@ -1,6 +1,6 @@
 """pyarrow Tables and RecordBatches in the Arrow IPC *file* format: columnar, typed, zero-copy
 reads, and random access (a footer locates every record batch), so a reader can fetch only
-some columns or some batches of rows (see :mod:`xcomstash.partial`)."""
+some columns or some batches of rows (see :mod:`xcomstash.pipeline.selection`)."""
 
 from __future__ import annotations
 

@@ -59,10 +59,10 @@ def row_source(args: argparse.Namespace) -> Any:
     import os
 
     if getattr(args, "api_url", None):
-        from xcomstash.airflow.rows import RestRows
+        from xcomstash.airflow.row_sources import RestRows
 
         return RestRows(args.api_url, token=args.api_token or os.environ.get("XCOMSTASH_API_TOKEN"))
-    from xcomstash.airflow.rows import DatabaseRows
+    from xcomstash.airflow.row_sources import DatabaseRows
 
     return DatabaseRows()
 

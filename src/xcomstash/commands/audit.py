@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from xcomstash import audit
+from xcomstash.observe import audit
 
 
 def register(sub: argparse._SubParsersAction) -> None:

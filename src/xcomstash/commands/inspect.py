@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from xcomstash import objectformat
+from xcomstash.format import container
 from xcomstash.stores.local import FileReader
 
 
@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def inspect(path: Path) -> int:
     try:
         with FileReader(path) as reader:
-            layout = objectformat.read_layout(reader.size, reader.read_at)
-    except (OSError, objectformat.ObjectFormatError) as exc:
+            layout = container.read_layout(reader.size, reader.read_at)
+    except (OSError, container.ObjectFormatError) as exc:
         print(f"{path}: not a valid xcomstash object: {exc}", file=sys.stderr)
         return 1
     header = layout.header

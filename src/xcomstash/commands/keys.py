@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xcomstash.crypto.keyset import Keyset, file_is_private, read_keyset_file, write_keyset_file
+from xcomstash.security.crypto.keyset import Keyset, file_is_private, read_keyset_file, write_keyset_file
 from xcomstash.errors import ConfigError
 
 

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         from airflow.sdk.bases.xcom import BaseXCom
 
         from xcomstash.airflow import legacy
-        from xcomstash.airflow.rows import DatabaseRows
+        from xcomstash.airflow.row_sources import DatabaseRows
         from xcomstash.airflow.settings import engine
 
         class _Row:

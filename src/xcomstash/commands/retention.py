@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xcomstash.errors import XComStashError
-    from xcomstash.maintenance.purge import purge_objects
+    from xcomstash.pipeline.purge import purge_objects
     from xcomstash.maintenance.report import human_bytes
     from xcomstash.maintenance.retention import RunUsage, parse_policies, plan
     from xcomstash.maintenance.rows import RowFilter, reference_or_error
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if not policies:
             return _common.fail("no retention policies: set [xcomstash] retention_policies or pass --policies")
         store = _common.open_store(args)
-        from xcomstash.airflow.rows import DatabaseRows
+        from xcomstash.airflow.row_sources import DatabaseRows
 
         source = DatabaseRows()
         runs = {

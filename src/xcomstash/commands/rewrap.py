@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xcomstash import objectformat
+from xcomstash.format import container
 from xcomstash.coordinate import OBJECT_SUFFIX
-from xcomstash.crypto.keyset import KeyRing, load_keyring
-from xcomstash.crypto.stream import KEY_SLOT_BYTES, Envelope, object_aad, rewrap as rewrap_slot, slot_key_id
+from xcomstash.security.crypto.keyset import KeyRing, load_keyring
+from xcomstash.security.crypto.stream import KEY_SLOT_BYTES, Envelope, object_aad, rewrap as rewrap_slot, slot_key_id
 from xcomstash.errors import XComStashError
 
 CHUNK = 8 * 1024 * 1024
@@ -121,9 +121,9 @@ def rewrap_store(
 
 def resign_references(rows: Any, keyring: KeyRing, summary: Summary, *, dry_run: bool = False) -> None:
     """Re-sign every reference whose MAC names a key other than its keyset's primary."""
-    from xcomstash import signing
+    from xcomstash.security import signing
     from xcomstash.maintenance.rows import RowFilter, decode_value
-    from xcomstash.reference import MARKER
+    from xcomstash.format.reference import MARKER
 
     summary.references_checked = True
     for row in rows.iter_rows(RowFilter(references_only=True)):
@@ -151,7 +151,7 @@ def _rewrap_one(store: Any, keyring: KeyRing, key: str, dry_run: bool) -> tuple[
     before = store.head(key)
     reader = store.open_reader(key)
     try:
-        layout = objectformat.read_layout(reader.size, reader.read_at)
+        layout = container.read_layout(reader.size, reader.read_at)
         if layout.header.encryption is None or layout.key_slot is None:
             return "plaintext", ""
         envelope = Envelope.from_header(layout.header.encryption)
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     resolvers: dict[str, Any] = {}
     if spec is None or "variable:" in (spec or ""):
         try:
-            from xcomstash.airflow.security import variable_source
+            from xcomstash.airflow.security_settings import variable_source
             from xcomstash.airflow.settings import _conf
 
             resolvers["variable"] = variable_source
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         summary = rewrap_store(store, keyring, prefix=args.prefix, state=args.state, dry_run=args.dry_run, progress=progress)
     if args.references != "skip":
         try:
-            from xcomstash.airflow.rows import DatabaseRows
+            from xcomstash.airflow.row_sources import DatabaseRows
 
             rows = DatabaseRows()
         except Exception as exc:

@@ -34,7 +34,7 @@ from xcomstash.errors import ObjectMissingError, ReadError, XComStashError
 from xcomstash.maintenance.report import SAMPLE_SIZE
 from xcomstash.maintenance.rows import XComRow, decode_value
 from xcomstash.maintenance.verify import OK, check_object
-from xcomstash.reference import MARKER, Reference
+from xcomstash.format.reference import MARKER, Reference
 
 #: Steps at which a fault can be injected (tests) and after which a crash must be harmless.
 STEPS = ("written", "verified", "replaced", "legacy_deleted")

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from xcomstash import objectformat
+from xcomstash.format import container
 from xcomstash.coordinate import (
     BLOBS,
     LINKS,
@@ -44,10 +44,10 @@ from xcomstash.coordinate import (
 )
 from xcomstash.errors import InvalidReferenceError, StoreError
 from xcomstash.maintenance.listing import BackgroundListing, list_objects
-from xcomstash.maintenance.keys import KeyKind, classify, dag_of, run_group, xcom_of_key
+from xcomstash.format.keyspace import KeyKind, classify, dag_of, run_group, xcom_of_key
 from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
-from xcomstash.reference import MARKER
+from xcomstash.format.reference import MARKER
 from xcomstash.stores.base import ObjectInfo, Store
 
 DEFAULT_GRACE_SECONDS = 6 * 3600
@@ -332,10 +332,10 @@ class Reconciler:
         try:
             reader = self.store.open_reader(key)
             try:
-                return objectformat.read_layout(reader.size, reader.read_at).digest.split(":", 1)[1]
+                return container.read_layout(reader.size, reader.read_at).digest.split(":", 1)[1]
             finally:
                 reader.close()
-        except (StoreError, objectformat.ObjectFormatError) as exc:
+        except (StoreError, container.ObjectFormatError) as exc:
             self.report.errors.append(f"cannot read blob {key}: {exc}")
             return None
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Protocol
 
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import InvalidReferenceError
-from xcomstash.reference import MARKER, Reference
+from xcomstash.format.reference import MARKER, Reference
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from xcomstash import objectformat
+from xcomstash.format import container
 from xcomstash.errors import InvalidReferenceError, StoreError
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
 from xcomstash.stores.base import Store
@@ -164,8 +164,8 @@ def collect(
             except (StoreError, InvalidReferenceError):
                 continue
             try:
-                layout = objectformat.read_layout(reader.size, reader.read_at)
-            except (objectformat.ObjectFormatError, StoreError):
+                layout = container.read_layout(reader.size, reader.read_at)
+            except (container.ObjectFormatError, StoreError):
                 continue
             finally:
                 reader.close()

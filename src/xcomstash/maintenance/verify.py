@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from xcomstash import objectformat
+from xcomstash.format import container
 from xcomstash.errors import InvalidReferenceError, ObjectMissingError, StoreError
-from xcomstash.frames import FrameError, read_frames, verify_stored_frames
+from xcomstash.format.frames import FrameError, read_frames, verify_stored_frames
 from xcomstash.maintenance.report import SAMPLE_SIZE
 from xcomstash.maintenance.rows import XComRow, reference_or_error
-from xcomstash.reference import Reference
+from xcomstash.format.reference import Reference
 from xcomstash.stores.base import Store
 
 OK, MISSING, CORRUPT, UNREADABLE = "ok", "missing", "corrupt", "unreadable"
@@ -90,7 +90,7 @@ def check_object(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecu
     try:
         if reader.size != ref.size:
             return CORRUPT, f"{reader.size:,} bytes where the reference says {ref.size:,}", 0
-        layout = objectformat.read_layout(reader.size, reader.read_at)
+        layout = container.read_layout(reader.size, reader.read_at)
         if layout.digest != ref.digest:
             return CORRUPT, f"root digest {layout.digest} differs from the reference's {ref.digest}", 0
         if layout.header.codec != ref.codec:
@@ -109,7 +109,7 @@ def check_object(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecu
                     own_pool.shutdown()
             return OK, "", reader.size
         return OK, "", reader.size - layout.body_size
-    except (objectformat.ObjectFormatError, FrameError) as exc:
+    except (container.ObjectFormatError, FrameError) as exc:
         return CORRUPT, str(exc), 0
     except StoreError as exc:
         return UNREADABLE, str(exc), 0

@@ -1,9 +1,9 @@
 """The security settings of an engine and the checks the engine runs on push and pull.
 
-One place decides, for each value, what the deployment's rules say (:mod:`xcomstash.rules`),
-whether and how to scan it (:mod:`xcomstash.sensitive`), who may read it
-(:mod:`xcomstash.access`), which keyset encrypts and signs it (:mod:`xcomstash.crypto`,
-:mod:`xcomstash.signing`), and what the audit log records (:mod:`xcomstash.audit`). The engine
+One place decides, for each value, what the deployment's rules say (:mod:`xcomstash.security.rules`),
+whether and how to scan it (:mod:`xcomstash.security.sensitive`), who may read it
+(:mod:`xcomstash.security.readers`), which keyset encrypts and signs it (:mod:`xcomstash.security.crypto`,
+:mod:`xcomstash.security.signing`), and what the audit log records (:mod:`xcomstash.observe.audit`). The engine
 calls these at fixed points of its pipeline; nothing here touches a store.
 """
 
@@ -12,15 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from xcomstash import audit, signing
-from xcomstash.access import Actor, Expected, Readers
+from xcomstash.observe import audit
+from xcomstash.security import signing
+from xcomstash.security.readers import Actor, Expected, Readers
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.crypto.keyset import KeyRing, Keyset
-from xcomstash.crypto.stream import SCOPE_DAG, SCOPE_MODES
+from xcomstash.security.crypto.keyset import KeyRing, Keyset
+from xcomstash.security.crypto.stream import SCOPE_DAG, SCOPE_MODES
 from xcomstash.errors import ConfigError, SensitiveDataError
-from xcomstash.rules import Effective, Rules
-from xcomstash.sensitive import MASK, OFF, REJECT, Scanner, enforce
-from xcomstash.sensitive import log as sensitive_log
+from xcomstash.security.rules import Effective, Rules
+from xcomstash.security.sensitive import MASK, OFF, REJECT, Scanner, enforce
+from xcomstash.security.sensitive import log as sensitive_log
 
 READERS_FIELD = "readers"
 

@@ -1,12 +1,12 @@
 """Keysets, authenticated encryption of stored objects, and key rotation.
 
-- :mod:`xcomstash.crypto.keyset`: keys, keysets (primary + older), per-DAG-pattern keyrings,
+- :mod:`xcomstash.security.crypto.keyset`: keys, keysets (primary + older), per-DAG-pattern keyrings,
   key sources (env var, file, Airflow Variable through the adapter), 0600 key files.
-- :mod:`xcomstash.crypto.stream`: the streaming AEAD (per-object data key wrapped under the
+- :mod:`xcomstash.security.crypto.stream`: the streaming AEAD (per-object data key wrapped under the
   primary key; AES-256-GCM frames with STREAM nonces; associated data binding header and scope).
 """
 
-from xcomstash.crypto.keyset import (
+from xcomstash.security.crypto.keyset import (
     Key,
     KeyRing,
     Keyset,
@@ -15,7 +15,7 @@ from xcomstash.crypto.keyset import (
     read_keyset_file,
     write_keyset_file,
 )
-from xcomstash.crypto.stream import (
+from xcomstash.security.crypto.stream import (
     KEY_SLOT_BYTES,
     Envelope,
     FrameCipher,

@@ -14,7 +14,7 @@ from typing import Iterable
 from xcomstash.coordinate import XComCoordinate, hex_of, parse_blob_key, parse_link_key
 from xcomstash.errors import InvalidReferenceError, StoreError
 from xcomstash.maintenance.listing import list_objects
-from xcomstash.reference import Reference
+from xcomstash.format.reference import Reference
 from xcomstash.stores.base import Store
 
 

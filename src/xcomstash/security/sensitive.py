@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Pattern
 
 from xcomstash.errors import ConfigError, SensitiveDataError
 
-log = logging.getLogger("xcomstash.sensitive")
+log = logging.getLogger("xcomstash.security.sensitive")
 
 REJECT, MASK, WARN, OFF = "reject", "mask", "warn", "off"
 POLICIES = (REJECT, MASK, WARN, OFF)

@@ -8,7 +8,7 @@ Nonce-Reuse Misuse-Resistance", CRYPTO 2015) use, with AES-256-GCM from ``crypto
 - every object gets a fresh random 256-bit **data key**; it is wrapped (AES-256-GCM, random
   96-bit nonce) under the keyset's primary key (its HKDF ``wrap`` subkey) into a fixed-size
   **key slot** that names the key id;
-- each body frame (1 MiB of plaintext, see :mod:`xcomstash.frames`) is sealed with AES-256-GCM
+- each body frame (1 MiB of plaintext, see :mod:`xcomstash.format.frames`) is sealed with AES-256-GCM
   under the data key with the nonce ``prefix (7 random bytes) || frame index (u32, big-endian)
   || last-frame flag (1 byte)``, so frames cannot be reordered, dropped from the end, or
   moved to another object without the tag check failing;
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from xcomstash.crypto.keyset import MAX_KEY_ID_CHARS, PURPOSE_WRAP, Keyset, valid_key_id
+from xcomstash.security.crypto.keyset import MAX_KEY_ID_CHARS, PURPOSE_WRAP, Keyset, valid_key_id
 from xcomstash.errors import ConfigError, DecryptionError
 
 #: The algorithm name written into object headers.

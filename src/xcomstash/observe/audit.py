@@ -3,7 +3,7 @@ and integrity failure, saying who did what to which XCom, when, and how it ended
 
 Every event goes to two sinks:
 
-- **logging** (logger ``xcomstash.audit``): inside a task this is the task log, through
+- **logging** (logger ``xcomstash.observe.audit``): inside a task this is the task log, through
   Airflow's logging; the event is also attached to the record as ``record.xcomstash_audit``;
 - **the store** (durable, survives the worker): events are buffered and written as JSON-lines
   objects under ``!audit/<YYYY-MM-DD>/`` at the store root. A buffer is flushed when it holds
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Protocol
 
-log = logging.getLogger("xcomstash.audit")
+log = logging.getLogger("xcomstash.observe.audit")
 
 PREFIX = "!audit"
 OPS = ("push", "pull", "purge", "rewrap")

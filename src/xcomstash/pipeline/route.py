@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from xcomstash.reference import MARKER
+from xcomstash.format.reference import MARKER
 
 _SCALARS = (int, float, bool, type(None))
 

@@ -8,13 +8,13 @@ Why frames rather than one compressed stream:
   and stored raw when it would not shrink, so random floats cost nothing while strings
   and repetitive columns still compress;
 - **verified before use**: every frame carries its own SHA-256, and the frame table is
-  covered by the object's root digest (see :mod:`xcomstash.objectformat`), so each frame is
+  covered by the object's root digest (see :mod:`xcomstash.format.container`), so each frame is
   checked before it is decompressed or handed to a codec, and any byte range can later be
   read and verified on its own.
 
 A frame table entry is ``method (u8) | raw length (u32) | stored length (u32) | sha256 (32)``.
 
-**Encrypted objects** (see :mod:`xcomstash.crypto.stream`): each frame is compressed first
+**Encrypted objects** (see :mod:`xcomstash.security.crypto.stream`): each frame is compressed first
 (when it pays), then sealed with AES-256-GCM under the object's data key with a STREAM nonce
 (frame index and last-frame flag), so a stored frame is the ciphertext plus a 16-byte tag. The
 SHA-256 in the table is over the stored (sealed) bytes, so the root digest still covers every
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from xcomstash.crypto.stream import FrameCipher
+    from xcomstash.security.crypto.stream import FrameCipher
 
 #: Bytes a sealed frame adds (the AES-GCM tag).
 SEAL_OVERHEAD = 16

@@ -7,7 +7,7 @@
 
 An encrypted object's header has an ``encryption`` block (algorithm, nonce prefix, scope mode;
 no secrets) and is followed by a fixed-size key slot: the object's data key wrapped under a
-keyset key, naming the key id (see :mod:`xcomstash.crypto.stream`). The slot is deliberately
+keyset key, naming the key id (see :mod:`xcomstash.security.crypto.stream`). The slot is deliberately
 *outside* the root digest: re-wrapping under a new key (rotation) replaces those bytes only,
 and the references in the database stay valid. AES-GCM authenticates the slot itself, bound to
 this header and the object's scope.
@@ -15,7 +15,7 @@ this header and the object's scope.
 The header names the format version, codec (with the metadata it needs), compression, the
 producer's Python type and the XCom coordinate, so an operator tool can decode and attribute
 any object without the database. The frame table lists every body frame with its SHA-256
-(see :mod:`xcomstash.frames`).
+(see :mod:`xcomstash.format.frames`).
 
 The object's **root digest**, the one the reference carries, is the SHA-256 of preamble,
 header, frame table and footer (not the key slot). Because the table holds each frame's own digest, checking the
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from xcomstash.errors import XComStashError
-from xcomstash.frames import ENTRY, Frame, FrameError, pack_table, unpack_table
+from xcomstash.format.frames import ENTRY, Frame, FrameError, pack_table, unpack_table
 
 MAGIC = b"XCSTASH1"
 FOOTER_MAGIC = b"XCSEND01"
@@ -40,7 +40,7 @@ MAX_HEADER_BYTES = 64 * 1024
 _LEN = struct.Struct("<I")
 _FOOTER = struct.Struct("<QQI8s")
 PREAMBLE_SIZE = len(MAGIC) + _LEN.size
-#: Size of an encrypted object's key slot; equals ``xcomstash.crypto.stream.KEY_SLOT_BYTES``
+#: Size of an encrypted object's key slot; equals ``xcomstash.security.crypto.stream.KEY_SLOT_BYTES``
 #: (a test pins it), repeated here so reading plaintext objects never imports cryptography.
 KEY_SLOT_BYTES = 128
 FOOTER_SIZE = _FOOTER.size

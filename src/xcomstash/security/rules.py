@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xcomstash.errors import ConfigError, TypeNotAllowedError, ValueTooLargeError
-from xcomstash.sensitive import OFF, validate_policy
+from xcomstash.security.sensitive import OFF, validate_policy
 
 READ_ANY = "any"
 READ_DAG = "dag"

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import XComStashError
 from xcomstash.maintenance.rows import RowFilter, XComRow
-from xcomstash.reference import MARKER
+from xcomstash.format.reference import MARKER
 
 #: Rows fetched per round trip when streaming the xcom table.
 BATCH = 5000

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from xcomstash.errors import SelectionError
-from xcomstash.frames import METHOD_ZSTD, FrameError
-from xcomstash.objectformat import ObjectLayout
+from xcomstash.format.frames import METHOD_ZSTD, FrameError
+from xcomstash.format.container import ObjectLayout
 
 #: Decoded frames kept while Arrow reads (Arrow reads buffers in order; a few suffice).
 CACHED_FRAMES = 8

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from xcomstash.access import Readers
+from xcomstash.security.readers import Readers
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import InvalidReferenceError
 
@@ -27,8 +27,8 @@ MAX_SUMMARY_CHARS = 120
 MAX_URI_CHARS = 1100
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _FIELDS = {MARKER, "uri", "size", "digest", "codec", "type", "summary"}
-#: ``readers``: who may read the value (see :mod:`xcomstash.access`); ``mac``: the signature
-#: over every other field (see :mod:`xcomstash.signing`).
+#: ``readers``: who may read the value (see :mod:`xcomstash.security.readers`); ``mac``: the signature
+#: over every other field (see :mod:`xcomstash.security.signing`).
 _OPTIONAL_FIELDS = {"xcom", "readers", "mac"}
 MAX_MAC_CHARS = 100
 MAX_XCOM_FIELD_CHARS = 1000

@@ -16,7 +16,7 @@ through xcomstash by mistake or by a DAG author's choice, in a deployment whose 
 run xcomstash. It is enforced by the reading worker's own code, so code that reads the bucket
 directly, or a worker running a modified backend, is not stopped by it. *Combined with scoped
 keysets* (another team's workers hold no key for this DAG's objects, see
-:mod:`xcomstash.crypto.keyset`), it is: such a worker can neither decrypt the object nor sign
+:mod:`xcomstash.security.crypto.keyset`), it is: such a worker can neither decrypt the object nor sign
 a reference to it.
 
 **Where a reference is read.** A reference names the XCom it was written for (``xcom``,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Pattern
 
-from xcomstash import audit
-from xcomstash.access import Actor
-from xcomstash.crypto.keyset import load_keyring
+from xcomstash.observe import audit
+from xcomstash.security.readers import Actor
+from xcomstash.security.crypto.keyset import load_keyring
 from xcomstash.errors import ConfigError
-from xcomstash.rules import Rules, ValueRule, parse_dag_policies, parse_types
-from xcomstash.security import Guard, SecurityConfig
-from xcomstash.sensitive import SENSITIVE_FIELD_NAMES, Scanner, validate_policy
+from xcomstash.security.rules import Rules, ValueRule, parse_dag_policies, parse_types
+from xcomstash.security.guard import Guard, SecurityConfig
+from xcomstash.security.sensitive import SENSITIVE_FIELD_NAMES, Scanner, validate_policy
 
 log = logging.getLogger("xcomstash")
 

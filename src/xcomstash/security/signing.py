@@ -24,7 +24,7 @@ import hmac
 import json
 from typing import Any, Mapping
 
-from xcomstash.crypto.keyset import PURPOSE_DEDUP, PURPOSE_MAC, Keyset, valid_key_id
+from xcomstash.security.crypto.keyset import PURPOSE_DEDUP, PURPOSE_MAC, Keyset, valid_key_id
 from xcomstash.errors import ReferenceSignatureError
 
 MAC_FIELD = "mac"

@@ -1,4 +1,4 @@
-"""Compression names. Frames are compressed one by one (see :mod:`xcomstash.frames`), and
+"""Compression names. Frames are compressed one by one (see :mod:`xcomstash.format.frames`), and
 only when a sample shows it pays; ``none`` stores every frame as it is."""
 
 from __future__ import annotations

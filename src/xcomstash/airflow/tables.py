@@ -2,7 +2,7 @@
 
 Inside a task::
 
-    from xcomstash.airflow.partial import pull_table
+    from xcomstash.airflow.tables import pull_table
 
     prices = pull_table("extract", columns=["price"], rows=(0, 10_000))
 
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from xcomstash.airflow.backend import XComStashBackend, _Row
 from xcomstash.airflow.settings import engine
-from xcomstash.partial import select_in_memory
+from xcomstash.pipeline.selection import select_in_memory
 
 
 def pull_table(

@@ -1,0 +1,1 @@
+"""The stages a value passes through on push and pull."""
