@@ -165,6 +165,25 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
     )
 
 
+def verified_layout(reader: Any, ref: Any) -> ObjectLayout:
+    """The layout of the object ``reader`` serves, checked against the reference that names it
+    (size, framing, root digest, codec) before a single payload byte is trusted.
+
+    Every path that reads stored data (pulls, partial reads, ``xcomstash verify``) checks an
+    object through this one function, so they cannot disagree on what "intact" means.
+    """
+    if reader.size != ref.size:
+        raise ObjectFormatError(
+            f"{reader.size:,} bytes where the reference says {ref.size:,} (truncated or replaced)"
+        )
+    layout = read_layout(reader.size, reader.read_at)
+    if layout.digest != ref.digest:
+        raise ObjectFormatError(f"root digest {layout.digest} does not match the reference's {ref.digest}")
+    if layout.header.codec != ref.codec:
+        raise ObjectFormatError(f"header codec {layout.header.codec!r} differs from the reference's {ref.codec!r}")
+    return layout
+
+
 def parse_header(blob: bytes) -> ObjectHeader:
     try:
         doc = json.loads(blob)

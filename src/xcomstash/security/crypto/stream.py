@@ -135,6 +135,29 @@ def object_aad(header: bytes, scope: Scope) -> bytes:
     return h.digest()
 
 
+def scope_aad(header_bytes: bytes, envelope: Envelope, dag_id: str, run_id: str) -> bytes:
+    """The associated data of one object read or written for one DAG run: the single place
+    that says what an object's key slot and frames are bound to (push, pull and re-wrap)."""
+    return object_aad(header_bytes, envelope.scope_for(dag_id, run_id))
+
+
+def seal_object(
+    keyset: Keyset, envelope: Envelope, header_bytes: bytes, dag_id: str, run_id: str
+) -> tuple[bytes, FrameCipher]:
+    """A fresh data key wrapped into a key slot, and the cipher that seals the object's frames."""
+    aad = scope_aad(header_bytes, envelope, dag_id, run_id)
+    data_key = new_data_key()
+    return wrap(keyset, data_key, aad), FrameCipher(data_key, envelope, aad)
+
+
+def open_object(
+    keyset: Keyset, envelope: Envelope, header_bytes: bytes, slot: bytes, dag_id: str, run_id: str
+) -> FrameCipher:
+    """The cipher that opens an object's frames: its data key unwrapped for this scope."""
+    aad = scope_aad(header_bytes, envelope, dag_id, run_id)
+    return FrameCipher(unwrap(keyset, slot, aad), envelope, aad)
+
+
 def _wrap_aad(key_id: str, aad: bytes) -> bytes:
     return b"xcomstash-wrap-v1\x00" + key_id.encode() + b"\x00" + aad
 
