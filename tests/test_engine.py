@@ -384,9 +384,12 @@ def test_deleted_store_directory_raises_object_missing(engine: Engine, root: Pat
     assert_read_error_names_the_xcom(info.value, stored)
 
 
-def test_missing_object_error_uses_the_callers_coordinate_when_given(engine: Engine, root: Path) -> None:
+def test_missing_object_error_names_the_callers_coordinate_for_a_reference_that_names_none(
+    engine: Engine, root: Path
+) -> None:
     stored = engine.serialize(b"x", COORD)
     object_path(root, stored).unlink()
+    del stored["xcom"]  # a reference written before references named their XCom
     other = XComCoordinate("caller_dag", "r", "t", 0, "k")
     with pytest.raises(ObjectMissingError, match="caller_dag") as info:
         engine.deserialize(stored, other)

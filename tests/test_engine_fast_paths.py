@@ -176,8 +176,8 @@ def test_deserialize_many_raises_for_a_deleted_object_instead_of_partial_results
 def pending(engine: Engine) -> dict:
     """The read-ahead's scheduled fetches, by coordinate; each gives (key read, bytes)
     (engine internals, inspected only)."""
-    assert engine._readahead is not None
-    return dict(engine._readahead._pending)
+    assert engine._pull.readahead is not None
+    return dict(engine._pull.readahead._pending)
 
 
 def wait_for_prefetches(engine: Engine) -> None:
@@ -262,7 +262,7 @@ def test_object_overwritten_after_prefetch_reads_the_new_value(mapped, same_size
 
 def test_read_ahead_disabled_schedules_nothing(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, threshold=0, read_ahead=False)
-    assert engine._readahead is None
+    assert engine._pull.readahead is None
     values = [os.urandom(100) for _ in range(5)]
     rows = [engine.serialize(v, coord(i)) for i, v in enumerate(values)]
     assert [engine.deserialize(r, coord(i)) for i, r in enumerate(rows)] == values

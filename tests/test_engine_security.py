@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from xcomstash.stores import open_store
 from xcomstash import Engine, StashConfig, XComCoordinate
 from xcomstash.security.readers import Actor, Expected, Restricted
 from xcomstash.observe.audit import AuditLog, Query, StoreSink, read_events
@@ -46,11 +47,9 @@ def make_engine(root: Path, keyring: KeyRing | None, *, actor: Actor | None = No
     if keyring is not None:
         security.setdefault("encrypt", True)
         security.setdefault("sign_references", True)
-    guard = Guard(SecurityConfig(keyring=keyring, **security), None, lambda: actor)
-    engine = Engine(config, guard=guard)
-    if audit:
-        guard.audit_log = AuditLog([StoreSink(engine.store, flush_events=1)])
-    return engine
+    store = open_store(config.store_url)
+    audit_log = AuditLog([StoreSink(store, flush_events=1)]) if audit else None
+    return Engine(config, store, guard=Guard(SecurityConfig(keyring=keyring, **security), audit_log, lambda: actor))
 
 
 @pytest.fixture

@@ -118,13 +118,14 @@ def test_deleted_object_is_missing_with_coordinate_and_uri(
     assert coordinate.task_id in message and "map_index=2" in message
 
 
-def test_missing_object_without_coordinate_names_the_one_from_the_key(
+def test_missing_object_without_coordinate_names_the_one_the_reference_names(
     engine: Engine, coordinate: XComCoordinate, s3_client
 ) -> None:
-    ref = engine.put(np.arange(10), coordinate)
+    stored = engine.serialize(np.arange(10), coordinate)
+    ref = Reference.from_json(stored)
     s3_client.delete_object(Bucket="xcom", Key=s3_key(ref))
     with pytest.raises(ObjectMissingError) as info:
-        engine.get(ref)
+        engine.deserialize(stored)
     assert info.value.coordinate == coordinate
     assert ref.uri in str(info.value)
 
@@ -150,12 +151,12 @@ def test_flipped_bytes_are_an_integrity_error(
 def test_truncated_object_is_an_integrity_error(
     engine: Engine, coordinate: XComCoordinate, s3_client
 ) -> None:
-    ref = engine.put(np.arange(1000), coordinate)
-    key = s3_key(ref)
+    stored = engine.serialize(np.arange(1000), coordinate)
+    key = s3_key(Reference.from_json(stored))
     data = s3_client.get_object(Bucket="xcom", Key=key)["Body"].read()
     s3_client.put_object(Bucket="xcom", Key=key, Body=data[:-10])
     with pytest.raises(IntegrityError, match="truncated"):
-        engine.get(ref, coordinate)
+        engine.deserialize(stored, coordinate)
 
 
 def test_purge_deletes_the_object(engine: Engine, coordinate: XComCoordinate, s3_client) -> None:

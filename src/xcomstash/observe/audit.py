@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 log = logging.getLogger("xcomstash.observe.audit")
 
@@ -181,6 +181,54 @@ class AuditLog:
                 sink.flush()
             except Exception as exc:
                 log.error("xcomstash audit sink %s failed to flush: %s", type(sink).__name__, exc)
+
+
+class AuditRecorder:
+    """Subscribes the audit log to the engine's events: who did what to which XCom, and how
+    it ended. Successful inline operations are recorded only with ``audit_inline``; refusals
+    and failures always are."""
+
+    def __init__(self, audit_log: AuditLog, actor: Callable[[], Any] | None = None, *, inline: bool = False) -> None:
+        self.audit_log = audit_log
+        self._actor = actor
+        self.wants_inline = inline
+
+    def __call__(self, event: Any) -> None:
+        if event.route == "inline" and event.outcome == OK and not self.wants_inline:
+            return
+        actor = _call_quietly(self._actor)
+        xcom = event.xcom_dict()
+        if actor is None and event.op == "push" and "task_id" in xcom:
+            # Airflow pushes a task's return value after leaving the task's context; only the
+            # task instance itself pushes to its coordinate (the try number is then unknown).
+            actor = {k: xcom[k] for k in ("dag_id", "run_id", "task_id", "map_index")}
+            actor["try_number"] = None
+        self.audit_log.record(
+            AuditEvent(
+                op=event.op,
+                outcome=event.outcome,
+                xcom=xcom,
+                actor=actor if isinstance(actor, dict) else (actor.as_dict() if actor is not None else {}),
+                route=event.route,
+                uri=event.uri,
+                size=event.size,
+                digest=event.digest,
+                key_id=event.key_id,
+                error=describe_error(event.error) if event.error is not None else "",
+            )
+        )
+
+    def flush(self) -> None:
+        self.audit_log.flush()
+
+
+def _call_quietly(actor: Callable[[], Any] | None) -> Any:
+    if actor is None:
+        return None
+    try:
+        return actor()
+    except Exception:
+        return None
 
 
 # ------------------------------------------------------------------- query

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from xcomstash.observe.events import OK, STORED, Event
+
 log = logging.getLogger("xcomstash")
 
 
@@ -42,3 +44,35 @@ def emit(event: TraceEvent, trace_file: str | None) -> None:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+
+
+class TraceRecorder:
+    """Subscribes the trace (log line, and the trace file if one is set) to the engine's events.
+
+    Successful operations only: failures are the audit log's and the exception's business."""
+
+    def __init__(self, trace_file: str | None) -> None:
+        self.trace_file = trace_file
+        #: Inline values are traced only into a file (the log line is for stored values).
+        self.wants_inline = bool(trace_file)
+
+    def __call__(self, event: Event) -> None:
+        if event.outcome != OK or (event.route != STORED and not self.trace_file):
+            return
+        emit(
+            TraceEvent(
+                op=event.op,
+                route=event.route,
+                xcom=event.xcom_dict(),
+                summary=event.summary,
+                codec=event.codec,
+                stored_bytes=event.size or 0,
+                seconds=round(event.seconds, 6),
+                uri=event.uri,
+                extra=dict(event.extra, source=event.source) if event.source else event.extra,
+            ),
+            self.trace_file,
+        )
+
+    def flush(self) -> None:
+        pass

@@ -27,7 +27,7 @@ class ReadAhead:
     def __init__(
         self,
         fetch: Callable[[XComCoordinate], tuple[str, bytes] | None],
-        pool: ThreadPoolExecutor,
+        pool: Callable[[], ThreadPoolExecutor],
     ) -> None:
         self._fetch = fetch
         self._pool = pool
@@ -59,7 +59,7 @@ class ReadAhead:
         for step in range(1, WINDOW + 1):
             upcoming = replace(coordinate, map_index=coordinate.map_index + step)
             if upcoming not in self._pending:
-                self._pending[upcoming] = self._pool.submit(self._fetch, upcoming)
+                self._pending[upcoming] = self._pool().submit(self._fetch, upcoming)
         while len(self._pending) > 2 * WINDOW:
             _key, stale = self._pending.popitem(last=False)
             stale.cancel()

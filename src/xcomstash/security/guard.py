@@ -3,27 +3,41 @@
 One place decides, for each value, what the deployment's rules say (:mod:`xcomstash.security.rules`),
 whether and how to scan it (:mod:`xcomstash.security.sensitive`), who may read it
 (:mod:`xcomstash.security.readers`), which keyset encrypts and signs it (:mod:`xcomstash.security.crypto`,
-:mod:`xcomstash.security.signing`), and what the audit log records (:mod:`xcomstash.observe.audit`). The engine
-calls these at fixed points of its pipeline; nothing here touches a store.
+:mod:`xcomstash.security.signing`). The pipeline calls these at fixed stages of every push
+and pull; nothing here touches a store. (What happened is recorded by :mod:`xcomstash.observe`.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from xcomstash.observe import audit
 from xcomstash.security import signing
-from xcomstash.security.readers import Actor, Expected, Readers
+from xcomstash.format.container import ObjectLayout
+from xcomstash.security.readers import Actor, Expected, Readers, Restricted, readers_for
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.security.crypto.keyset import KeyRing, Keyset
-from xcomstash.security.crypto.stream import SCOPE_DAG, SCOPE_MODES
-from xcomstash.errors import ConfigError, SensitiveDataError
+from xcomstash.security.crypto.stream import SCOPE_DAG, SCOPE_MODES, Envelope, FrameCipher, open_object, seal_object
+from xcomstash.errors import ConfigError, DecryptionError, KeyUnavailableError, SensitiveDataError
 from xcomstash.security.rules import Effective, Rules
 from xcomstash.security.sensitive import MASK, OFF, REJECT, Scanner, enforce
 from xcomstash.security.sensitive import log as sensitive_log
 
+if TYPE_CHECKING:
+    from xcomstash.observe.audit import AuditLog
+
 READERS_FIELD = "readers"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the guard decided about a value at the start of a push."""
+
+    value: Any  # unwrapped from :class:`Restricted`
+    rules: Effective
+    readers: Readers | None
+    #: Whether the value must be scanned or measured against a size limit (no fast path).
+    screens: bool
 
 
 @dataclass(frozen=True)
@@ -64,18 +78,15 @@ class Guard:
     def __init__(
         self,
         config: SecurityConfig,
-        audit_log: audit.AuditLog | None = None,
+        audit_log: AuditLog | None = None,
         actor: Callable[[], Actor | None] | None = None,
     ) -> None:
         self.config = config
         self.audit_log = audit_log
         self._actor = actor
-        #: Decided once (asked on every push): whether pushes need the checked path.
+        #: Decided once (asked on every push): whether pushes need rule checks at all.
         self.checks_push = config.active
-
-    @property
-    def audits_inline(self) -> bool:
-        return self.audit_log is not None and self.config.audit_inline
+        self._rules: dict[str, Effective] = {}
 
     # ------------------------------------------------------------ helpers
 
@@ -94,11 +105,28 @@ class Guard:
         assert self.config.keyring is not None
         return self.config.keyring.for_dag(dag_id)
 
-    def encryption_keyset(self, coordinate: XComCoordinate) -> Keyset | None:
-        """The keyset that encrypts this XCom's object, or None when encryption is off.
-        KeyUnavailableError when encryption is on and no keyset covers the DAG: a value is
-        never silently stored in plaintext."""
-        return self.keyset_for(coordinate.dag_id) if self.config.encrypt else None
+    # ---------------------------------------------------------------- admit
+
+    def admit(self, value: Any, coordinate: XComCoordinate) -> Admission:
+        """The rules that apply to a value about to be pushed, and who may read it. With no
+        rules and no :class:`Restricted` wrapper this is one dictionary lookup."""
+        rules = self._rules.get(coordinate.dag_id)
+        if rules is None:
+            rules = self._rules[coordinate.dag_id] = self.config.rules.for_dag(coordinate.dag_id)
+        if not self.checks_push and not isinstance(value, Restricted):
+            return Admission(value, rules, None, screens=False)
+        value, readers = readers_for(value, coordinate, rules.read_scope)
+        return Admission(value, rules, readers, screens=rules.sensitive_data != OFF or bool(rules.max_value_bytes))
+
+    def admit_read(
+        self, readers: Readers | None, written_for: XComCoordinate | None, expected: Expected | None, what: str
+    ) -> None:
+        """A reference may be read here: it was written for the XCom the reader asked for
+        (not copied into another row), and the running task is one of its readers."""
+        if expected is not None:
+            expected.check(written_for, what)
+        if readers is not None:
+            readers.check(self.actor(), what)
 
     # -------------------------------------------------------- sensitive data
 
@@ -165,66 +193,40 @@ class Guard:
             raise ReferenceSignatureError("reference names no producing XCom, so its MAC cannot be checked")
         return signing.verify(self.keyset_for(producer_dag), doc)
 
-    @staticmethod
-    def check_reader(
-        readers: Readers | None, written_for: XComCoordinate | None, expected: Expected | None, actor: Actor | None, what: str
-    ) -> None:
-        if expected is not None:
-            expected.check(written_for, what)
-        if readers is not None:
-            readers.check(actor, what)
+    # ------------------------------------------------------------- encryption
 
-    # ------------------------------------------------------------------ audit
+    def sealer(self, coordinate: XComCoordinate) -> Envelope | None:
+        """A fresh envelope for this XCom's object, or None when encryption is off.
+        KeyUnavailableError when encryption is on and no keyset covers the DAG: a value is
+        never silently stored in plaintext."""
+        if not self.config.encrypt:
+            return None
+        self.keyset_for(coordinate.dag_id)  # fail before anything is written
+        return Envelope.new(self.config.encryption_scope)
 
-    def record(
-        self,
-        op: str,
-        outcome: str,
-        xcom: XComCoordinate | dict[str, Any] | None,
-        *,
-        route: str = "stored",
-        uri: str = "",
-        size: int | None = None,
-        digest: str = "",
-        key_id: str = "",
-        error: BaseException | None = None,
-    ) -> None:
-        if self.audit_log is None or (route == "inline" and not self.config.audit_inline and outcome == audit.OK):
-            return
-        actor = self.actor()
-        if actor is None and op == "push" and isinstance(xcom, XComCoordinate):
-            # Airflow pushes a task's return value after leaving the task's context; only the
-            # task instance itself pushes to its coordinate (the try number is then unknown).
-            actor = Actor(xcom.dag_id, xcom.run_id, xcom.task_id, xcom.map_index)
-        self.audit_log.record(
-            audit.AuditEvent(
-                op=op,
-                outcome=outcome,
-                xcom=xcom.as_dict() if isinstance(xcom, XComCoordinate) else dict(xcom or {}),
-                actor=actor.as_dict() if actor else {},
-                route=route,
-                uri=uri,
-                size=size,
-                digest=digest,
-                key_id=key_id,
-                error=audit.describe_error(error) if error is not None else "",
-            )
+    def seal(self, envelope: Envelope, header_bytes: bytes, coordinate: XComCoordinate) -> tuple[bytes, FrameCipher]:
+        """The key slot and frame cipher of a new encrypted object of this XCom."""
+        return seal_object(
+            self.keyset_for(coordinate.dag_id), envelope, header_bytes, coordinate.dag_id, coordinate.run_id
         )
 
-    def flush(self) -> None:
-        if self.audit_log is not None:
-            self.audit_log.flush()
+    def opener(self, layout: ObjectLayout, scope: tuple[str, str] | None) -> FrameCipher:
+        """The frame cipher of an encrypted object, for the DAG run the reader expects."""
+        keyring = self.config.keyring
+        if keyring is None:
+            raise KeyUnavailableError("the object is encrypted and this worker has no keysets ([xcomstash] keysets)")
+        if scope is None:
+            raise DecryptionError("the object is encrypted but the XCom it belongs to is unknown")
+        assert layout.header.encryption is not None and layout.key_slot is not None
+        dag_id, run_id = scope
+        envelope = Envelope.from_header(layout.header.encryption)
+        return open_object(keyring.for_dag(dag_id), envelope, layout.header_bytes, layout.key_slot, dag_id, run_id)
 
 
-def outcome_of(exc: BaseException) -> str:
-    """The audit outcome an exception stands for."""
-    from xcomstash.errors import AccessDeniedError, PolicyViolationError, ReferenceSignatureError
-
-    if isinstance(exc, (AccessDeniedError, ReferenceSignatureError)):
-        return audit.DENIED
-    if isinstance(exc, PolicyViolationError):
-        return audit.REJECTED
-    return audit.FAILED
+#: The guard of an engine with nothing configured: no keys, no rules; it still refuses to
+#: hand a value with restricted readers to code that is not running as an allowed task.
+def open_guard() -> Guard:
+    return Guard(SecurityConfig())
 
 
-__all__ = ["Guard", "SecurityConfig", "outcome_of", "REJECT"]
+__all__ = ["Admission", "Guard", "SecurityConfig", "open_guard", "REJECT"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from xcomstash.errors import InvalidReferenceError
 
@@ -56,6 +56,23 @@ class PendingObject(Protocol):
         """Drop the written bytes; nothing becomes visible."""
 
 
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ReadSource:
+    """One place the bytes of an object may be read from, in the order the pull path tries them."""
+
+    #: ``store``, ``cache``, ``replica:<n>``: for traces and metrics.
+    name: str
+    #: A reader, or None when this source does not hold the object (a cache miss: try the
+    #: next). Raises a StoreError when it should hold it but cannot serve it.
+    open: Callable[[], ObjectReader | None]
+    #: Called when what this source served failed verification: a cache drops its copy.
+    discard: Callable[[], None] = _nothing
+
+
 class Store(ABC):
     #: The root URI; every object URI starts with ``root_uri + "/"``.
     root_uri: str
@@ -99,6 +116,13 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under ``prefix``, streamed (stores may hold millions)."""
+
+    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
+        """Where the pull path may read ``key`` from, in order (wrappers add caches, replicas)."""
+        return [ReadSource("store", lambda: self.open_reader(key))]
+
+    def close(self) -> None:
+        """Release connections and threads (an engine's :meth:`close` calls this)."""
 
     def uri_for(self, key: str) -> str:
         return f"{self.root_uri}/{key}"

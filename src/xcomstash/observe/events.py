@@ -1,0 +1,88 @@
+"""One event per operation (push, pull, purge), and the observer that hands it to subscribers.
+
+The pipeline never asks "is auditing on? is tracing on?": it emits an :class:`Event` at the
+end of every operation and the :class:`Observer` passes it to whatever subscribed (the audit
+log, the trace file, metrics). With no subscriber the observer is a no-op, and with none that
+wants inline (in-database) values the small-value path does not even build the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from xcomstash.coordinate import XComCoordinate
+from xcomstash.errors import AccessDeniedError, PolicyViolationError, ReferenceSignatureError
+
+log = logging.getLogger("xcomstash")
+
+OK, DENIED, REJECTED, FAILED = "ok", "denied", "rejected", "failed"
+INLINE, STORED = "inline", "stored"
+
+
+@dataclass(frozen=True)
+class Event:
+    op: str  # push | pull | purge
+    outcome: str  # ok | denied | rejected | failed
+    #: The XCom acted on, as a coordinate, or as much of it as is known.
+    xcom: XComCoordinate | dict[str, Any] | None
+    route: str = STORED
+    uri: str = ""
+    size: int | None = None
+    digest: str = ""
+    #: The id of the key that signed the reference (empty: unsigned).
+    key_id: str = ""
+    codec: str = ""
+    summary: str = ""
+    seconds: float = 0.0
+    #: Where a pull's bytes came from (``store``, ``cache``, ``read-ahead``).
+    source: str = ""
+    error: BaseException | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_dict(self) -> dict[str, Any]:
+        x = self.xcom
+        return x.as_dict() if isinstance(x, XComCoordinate) else dict(x or {})
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The outcome an exception stands for: refused by access control, by a value rule, or failed."""
+    if isinstance(exc, (AccessDeniedError, ReferenceSignatureError)):
+        return DENIED
+    if isinstance(exc, PolicyViolationError):
+        return REJECTED
+    return FAILED
+
+
+class Subscriber(Protocol):
+    #: Whether this subscriber wants events of values kept inline in the xcom row.
+    wants_inline: bool
+
+    def __call__(self, event: Event) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Observer:
+    """Fans each event out to the subscribers; a failing subscriber is logged, never raised
+    into a task (an audit or metrics outage must not fail the data path)."""
+
+    def __init__(self, subscribers: Iterable[Subscriber] = ()) -> None:
+        self.subscribers = tuple(subscribers)
+        self.active = bool(self.subscribers)
+        self.wants_inline = any(s.wants_inline for s in self.subscribers)
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self.subscribers:
+            try:
+                subscriber(event)
+            except Exception as exc:
+                log.error("xcomstash: %s failed on a %s event: %s", type(subscriber).__name__, event.op, exc)
+
+    def flush(self) -> None:
+        for subscriber in self.subscribers:
+            try:
+                subscriber.flush()
+            except Exception as exc:
+                log.error("xcomstash: %s failed to flush: %s", type(subscriber).__name__, exc)

@@ -1,0 +1,188 @@
+"""Frame an encoded value into one self-describing object and place it in the store.
+
+frame:   preamble (header) -> [key slot] -> framed body (compressed, hashed, [sealed]) -> trailer
+place:   a per-XCom object at a deterministic key, or (dedup) a content-addressed blob of the
+         run plus a link naming this XCom
+publish: atomically; a reader sees the old object or the new one, never a partial one
+
+Returns the :class:`Reference` that will go into the xcom row (unsigned: signing is the
+guard's last stage of the push).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from xcomstash.codecs.base import Codec, short_type_name
+from xcomstash.config import StashConfig
+from xcomstash.coordinate import LINKS, XComCoordinate, hex_of, parse_blob_key, parse_link_key, streamed_blob_key
+from xcomstash.errors import StoreError
+from xcomstash.format import container
+from xcomstash.format.frames import FrameError, FrameWriter
+from xcomstash.format.reference import Reference, clip_summary
+from xcomstash.pipeline.pools import LazyPool
+from xcomstash.security.guard import Guard
+from xcomstash.stores.base import PendingObject, Store
+
+
+@dataclass(frozen=True)
+class Placed:
+    reference: Reference
+    #: Uncompressed payload bytes (what the codec produced), for traces and metrics.
+    raw_bytes: int
+
+
+class Placer:
+    def __init__(self, store: Store, config: StashConfig, guard: Guard, frames: LazyPool) -> None:
+        self.store = store
+        self.config = config
+        self.guard = guard
+        self.frames = frames
+
+    def place(
+        self,
+        coordinate: XComCoordinate,
+        codec: Codec,
+        value: Any,
+        summary: str,
+        write_body: Callable[[Any], Any],
+        check_size: Callable[..., None] | None = None,
+    ) -> Placed:
+        envelope = self.guard.sealer(coordinate)
+        # Encrypted objects are never deduplicated: their bytes differ on every write (fresh
+        # data key and nonces), so content addressing finds nothing to share.
+        dedup = self.config.dedup and envelope is None
+        header = container.ObjectHeader(
+            codec=codec.name,
+            compression=self.config.compression,
+            python_type=short_type_name(value),
+            codec_meta=codec.meta(value),
+            # A blob may serve several XComs of the run: its header names only the run, so that
+            # identical payloads give identical bytes. The links name the XComs.
+            xcom={"dag_id": coordinate.dag_id, "run_id": coordinate.run_id} if dedup else coordinate.as_dict(),
+            encryption=envelope.to_header() if envelope is not None else None,
+        )
+        head = container.preamble(header)
+        slot, cipher = b"", None
+        if envelope is not None:
+            slot, cipher = self.guard.seal(envelope, head[container.PREAMBLE_SIZE :], coordinate)
+        if dedup:
+            staged = streamed_blob_key(coordinate.run_prefix(), uuid.uuid4().hex)
+            with self.store.new_object(staged) as pending:
+                body, tail = self._frame(pending, head, write_body, b"", None, check_size)
+                digest = container.root_digest(head, tail)
+                key = self._publish_blob(pending, coordinate, digest, len(head) + body.body_size + len(tail))
+        else:
+            key = coordinate.object_key()
+            with self.store.writer(key) as sink:
+                body, tail = self._frame(sink, head, write_body, slot, cipher, check_size)
+            digest = container.root_digest(head, tail)
+        ref = Reference(
+            uri=self.store.uri_for(key),
+            size=len(head) + len(slot) + body.body_size + len(tail),
+            digest=digest,
+            codec=codec.name,
+            python_type=header.python_type,
+            summary=clip_summary(summary),
+            xcom=coordinate,
+        )
+        return Placed(ref, body.raw_size)
+
+    def _frame(
+        self,
+        sink: Any,
+        head: bytes,
+        write_body: Callable[[Any], Any],
+        slot: bytes,
+        cipher: Any,
+        check_size: Callable[..., None] | None,
+    ) -> tuple[FrameWriter, bytes]:
+        """Preamble, key slot, framed body and trailer into ``sink``."""
+        sink.write(head)
+        if slot:
+            sink.write(slot)
+        body = FrameWriter(
+            sink, self.config.compression, self.config.compression_level, self.frames.get(),
+            cipher=cipher, check_size=check_size,
+        )
+        try:
+            write_body(body)
+            frames = body.finish()
+        except BaseException:
+            body.abandon()
+            raise
+        tail = container.trailer(frames, body.body_size, body.raw_size)
+        sink.write(tail)
+        return body, tail
+
+    # ------------------------------------------------------------ dedup
+
+    def _publish_blob(self, pending: PendingObject, coordinate: XComCoordinate, digest: str, size: int) -> str:
+        """Publish a written blob and link this XCom to it; returns the blob's key.
+
+        The link is written before the blob is published, so a purge that lists links never
+        misses this XCom's. Where publishing is cheap (a rename, a single PUT) the blob is
+        named by its digest, and publishing identical bytes again is harmless. A multipart S3
+        upload stays where it was streamed, unless the run already holds the same content:
+        then the upload is aborted and this XCom links the existing blob.
+        """
+        link = coordinate.link_key(digest)
+        if pending.cheap_publish:
+            key = coordinate.blob_key(digest)
+        else:
+            key = self._stored_blob(coordinate, digest, size) or pending.staged_key
+        with self.store.writer(link) as sink:
+            sink.write(key.encode())
+        if key == pending.staged_key or pending.cheap_publish:
+            pending.publish(key)
+        else:
+            pending.discard()
+        return key
+
+    def _stored_blob(self, coordinate: XComCoordinate, digest: str, size: int) -> str | None:
+        """A blob of this run already holding ``digest`` (found through its links), if any."""
+        suffix = "/" + hex_of(digest)
+        for info in self.store.list(f"{coordinate.run_prefix()}/{LINKS}/"):
+            if not info.key.endswith(suffix):
+                continue
+            key = self.link_target(info.key)
+            if key and self._holds(key, digest, size):
+                return key
+        return None
+
+    def _holds(self, key: str, digest: str, size: int) -> bool:
+        """Whether the object ``key`` is exactly the one with this root digest and size (a
+        stale or forged link must never make a push reference other bytes)."""
+        try:
+            reader = self.store.open_reader(key)
+        except StoreError:
+            return False
+        try:
+            return reader.size == size and container.read_layout(reader.size, reader.read_at).digest == digest
+        except (StoreError, container.ObjectFormatError, FrameError):
+            return False
+        finally:
+            reader.close()
+
+    def link_target(self, link_key: str) -> str | None:
+        """The blob a link points at: its body, else (an empty link) the digest-named blob."""
+        parsed = parse_link_key(link_key)
+        if parsed is None:
+            return None
+        try:
+            body = self.store.get(link_key).decode()
+        except (StoreError, UnicodeDecodeError):
+            return None
+        target = parse_blob_key(body)
+        if target is None or target.run_prefix != parsed.run_prefix:
+            return parsed.blob_key if not body else None
+        return body
+
+    def likely_key(self, coordinate: XComCoordinate) -> str:
+        """The object an XCom most likely references (its newest link's blob, else its
+        per-XCom object): read-ahead's guess, which the pull path verifies like any source."""
+        links = [info for info in self.store.list(coordinate.links_prefix()) if parse_link_key(info.key)]
+        key = self.link_target(max(links, key=lambda i: i.modified).key) if links else None
+        return key or coordinate.object_key()

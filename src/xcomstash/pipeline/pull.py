@@ -1,0 +1,392 @@
+"""The one pull path: every read of a stored value (a task's pull, a mapped task's fan-in,
+Airflow's lazy sequence, async pulls, partial table reads, purge) goes through these stages.
+
+open reference -> parse, MAC (the guard), written for the XCom asked for, readers
+locate         -> the object's key in the configured store (nothing outside it)
+sources        -> read-ahead, then ``store.read_sources(key)`` (a cache, the store, replicas)
+                  in order; every source is verified against the reference (size, root
+                  digest, frames); on an integrity or availability error the source is told
+                  (a cache drops its copy) and the next one is tried
+decode         -> [decrypt] -> decompress -> codec (whole value, or a table's columns/rows)
+observe        -> one :class:`~xcomstash.observe.events.Event`, whatever the outcome
+
+A wrong value is never returned: either every check passes or a typed
+:class:`~xcomstash.errors.ReadError` names the XCom and the URI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from xcomstash.codecs import CodecRegistry
+from xcomstash.codecs.arrow import ArrowTableCodec
+from xcomstash.codecs.base import Codec
+from xcomstash.codecs.json import JsonCodec, json_summary
+from xcomstash.config import StashConfig
+from xcomstash.coordinate import XComCoordinate
+from xcomstash.errors import (
+    DecodeError,
+    IntegrityError,
+    KeyUnavailableError,
+    ObjectMissingError,
+    ReadError,
+    StoreError,
+    StoreReadError,
+    XComStashError,
+)
+from xcomstash.codecs.pandas import PandasDataFrameCodec
+from xcomstash.format import container
+from xcomstash.format.frames import FrameError, read_frames
+from xcomstash.format.reference import Reference, is_reference
+from xcomstash.observe.events import INLINE, OK, Event, Observer, log, outcome_of
+from xcomstash.pipeline.place import Placer
+from xcomstash.pipeline.pools import Pools
+from xcomstash.pipeline.readahead import MAX_OBJECT_BYTES, MemoryReader, ReadAhead
+from xcomstash.pipeline.selection import (
+    FramedFile,
+    PartialRead,
+    read_arrow_subset,
+    rows_of_range_index,
+    select_in_memory,
+)
+from xcomstash.security.guard import Guard
+from xcomstash.security.readers import Expected
+from xcomstash.stores.base import ObjectReader, ReadSource, Store
+
+#: Codecs whose stored tables can be read in part (string column labels, Arrow IPC file).
+_PARTIAL_CODECS = (PandasDataFrameCodec.name, ArrowTableCodec.name)
+
+#: Errors after which the next source is tried: the bytes were damaged or stale (a cache
+#: copy, a prefetch that predates a retry's overwrite or a key re-wrap), or the source could
+#: not serve them. Anything else (a codec error, a denied read) ends the pull.
+_NEXT_SOURCE = (IntegrityError, KeyUnavailableError, StoreReadError, ObjectMissingError)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A reference that passed every check made before any store access."""
+
+    ref: Reference
+    key: str
+    coordinate: XComCoordinate | None
+    #: The DAG run an encrypted object must belong to (what its key slot is bound to).
+    scope: tuple[str, str] | None
+    key_id: str
+
+
+#: Reads a verified object from a reader: ``(reader, layout, opened) -> (value, stats)``.
+Consume = Callable[[ObjectReader, container.ObjectLayout, Opened], tuple[Any, PartialRead | None]]
+
+
+class PullPath:
+    def __init__(
+        self,
+        config: StashConfig,
+        store: Store,
+        registry: CodecRegistry,
+        json_codec: JsonCodec,
+        guard: Guard,
+        placer: Placer,
+        observer: Observer,
+        pools: Pools,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.json_codec = json_codec
+        self.converter = json_codec.converter
+        self.guard = guard
+        self.placer = placer
+        self.observer = observer
+        self.pools = pools
+        self.readahead = ReadAhead(self._prefetch, pools.fanin.get) if config.read_ahead else None
+
+    # ---------------------------------------------------------- entry points
+
+    def pull(
+        self,
+        stored: Any,
+        coordinate: XComCoordinate | None = None,
+        *,
+        expected: Expected | None = None,
+        readahead: bool = True,
+    ) -> Any:
+        """The value for what an xcom row holds: inline structure or reference."""
+        if not is_reference(stored):
+            return self._inline(stored, coordinate, expected)
+        value, _ = self._read("pull", stored, coordinate, expected, self._decode_whole, readahead)
+        return value
+
+    def pull_many(self, stored_values: list[Any], *, expected: Expected | None = None) -> list[Any]:
+        """Values for many rows at once (a mapped task's fan-in), fetched concurrently by a
+        bounded pool; order is preserved and the first failure (in order) is raised."""
+        if sum(1 for s in stored_values if is_reference(s)) < 2:
+            return [self.pull(s, expected=expected) for s in stored_values]
+        pull = lambda s: self.pull(s, expected=expected, readahead=False)  # noqa: E731
+        return list(self.pools.fanin.get().map(pull, stored_values))
+
+    def read_table(
+        self,
+        stored: Any,
+        columns: Sequence[str] | None = None,
+        rows: tuple[int, int | None] | None = None,
+        *,
+        expected: Expected | None = None,
+    ) -> tuple[Any, PartialRead | None]:
+        """Some columns and/or rows ``[start, stop)`` of a stored table, fetching and
+        verifying only the frames that hold them where the stored form allows it."""
+        if not is_reference(stored):
+            return select_in_memory(self._inline(stored, None, expected), columns, rows), None
+        consume = lambda reader, layout, opened: self._decode_table(reader, layout, opened, columns, rows)  # noqa: E731
+        return self._read("pull", stored, None, expected, consume, True)
+
+    def purge(self, stored: Any, coordinate: XComCoordinate | None, delete: Callable[[Opened], None]) -> bool:
+        """Open a row's reference with the same checks as a pull (readers excepted: a re-run
+        of the producer purges its own values) and hand it to ``delete``."""
+        if not is_reference(stored):
+            return False
+        started = time.perf_counter()
+        expected = Expected(**coordinate.as_dict()) if coordinate is not None else None
+        try:
+            opened = self._open("purge", stored, coordinate, expected, check_readers=False)
+        except XComStashError:
+            return False
+        try:
+            delete(opened)
+        except XComStashError as exc:
+            self._emit("purge", opened, started, error=exc)
+            raise
+        self._emit("purge", opened, started)
+        return True
+
+    # ---------------------------------------------------------------- stages
+
+    def _inline(self, stored: Any, coordinate: XComCoordinate | None, expected: Expected | None) -> Any:
+        started = time.perf_counter()
+        value = self.converter.from_structure(stored)
+        if self.observer.wants_inline:
+            codec = self.registry.for_value(value)
+            self.observer.emit(
+                Event(
+                    "pull", OK, coordinate or _expected_dict(expected), route=INLINE,
+                    summary=codec.summary(value) if codec else json_summary(value),
+                    size=len(self.json_codec.dumps(stored)), seconds=time.perf_counter() - started,
+                )
+            )
+        return value
+
+    def _read(
+        self,
+        op: str,
+        stored: dict[str, Any],
+        coordinate: XComCoordinate | None,
+        expected: Expected | None,
+        consume: Consume,
+        readahead: bool,
+    ) -> tuple[Any, PartialRead | None]:
+        started = time.perf_counter()
+        opened = self._open(op, stored, coordinate, expected, check_readers=True)
+        ahead = self.readahead if readahead else None
+        try:
+            value, stats, source = self._from_sources(opened, consume, ahead)
+        except XComStashError as exc:
+            self._emit(op, opened, started, error=exc)
+            raise
+        finally:
+            if ahead is not None:
+                ahead.note_read(opened.coordinate)
+        self._emit(op, opened, started, source=source)
+        return value, stats
+
+    def _open(
+        self,
+        op: str,
+        stored: dict[str, Any],
+        coordinate: XComCoordinate | None,
+        expected: Expected | None,
+        *,
+        check_readers: bool,
+    ) -> Opened:
+        """MAC, shape, expected XCom, readers and location: everything checked before any
+        store access. A refusal is observed (audited) here."""
+        try:
+            producer = stored.get("xcom")
+            producer_dag = producer.get("dag_id") if isinstance(producer, dict) else None
+            key_id = self.guard.open_reference(stored, producer_dag if isinstance(producer_dag, str) else None)
+            ref = Reference.from_json(stored)
+            if expected is None and coordinate is not None:  # the row's own XCom: all known
+                expected = Expected(**coordinate.as_dict())
+            self.guard.admit_read(ref.readers if check_readers else None, ref.xcom, expected, f"the value at {ref.uri}")
+            key = self.store.key_for(ref.uri)
+        except XComStashError as exc:
+            xcom = stored.get("xcom") if isinstance(stored.get("xcom"), dict) else coordinate or _expected_dict(expected)
+            self.observer.emit(Event(op, outcome_of(exc), xcom, uri=str(stored.get("uri", ""))[:300], error=exc))
+            if op == "purge":
+                log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
+            raise
+        coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
+        return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "")
+
+    def _sources(self, opened: Opened, ahead: ReadAhead | None) -> list[ReadSource]:
+        sources = []
+        if ahead is not None and opened.coordinate is not None:
+            prefetched = ahead.take(opened.coordinate, opened.key)
+            if prefetched is not None:
+                sources.append(ReadSource("read-ahead", lambda: MemoryReader(prefetched)))
+        sources.extend(self.store.read_sources(opened.key, size_hint=opened.ref.size))
+        return sources
+
+    def _from_sources(
+        self, opened: Opened, consume: Consume, ahead: ReadAhead | None
+    ) -> tuple[Any, PartialRead | None, str]:
+        """The first source whose bytes pass verification; the last error if none does."""
+        ref, coordinate = opened.ref, opened.coordinate
+        error: ReadError | None = None
+        for source in self._sources(opened, ahead):
+            try:
+                with _read_errors(ref, coordinate):
+                    reader = source.open()
+                if reader is None:
+                    continue  # this source does not hold the object (a cache miss)
+                try:
+                    with _read_errors(ref, coordinate):
+                        layout = container.verified_layout(reader, ref)
+                    value, stats = consume(reader, layout, opened)
+                finally:
+                    reader.close()
+            except _NEXT_SOURCE as exc:
+                if isinstance(exc, (IntegrityError, KeyUnavailableError)):
+                    source.discard()
+                error = exc
+                continue
+            return value, stats, source.name
+        assert error is not None, "a store offers at least one source"
+        raise error
+
+    # ---------------------------------------------------------------- decode
+
+    def _decode_whole(
+        self, reader: ObjectReader, layout: container.ObjectLayout, opened: Opened
+    ) -> tuple[Any, PartialRead | None]:
+        ref, coordinate = opened.ref, opened.coordinate
+        with _read_errors(ref, coordinate):
+            cipher = self.guard.opener(layout, opened.scope) if layout.key_slot is not None else None
+            payload = read_frames(
+                layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self.pools.frames.get(),
+                cipher=cipher,
+            )
+        codec = self._codec_for(layout.header, opened)
+        with _decode_errors(codec, opened):
+            return codec.decode(memoryview(payload), layout.header.codec_meta), None
+
+    def _decode_table(
+        self,
+        reader: ObjectReader,
+        layout: container.ObjectLayout,
+        opened: Opened,
+        columns: Sequence[str] | None,
+        rows: tuple[int, int | None] | None,
+    ) -> tuple[Any, PartialRead | None]:
+        meta = layout.header.codec_meta
+        whole = (
+            opened.ref.codec not in _PARTIAL_CODECS
+            or "columns" in meta  # non-string labels: Arrow cannot select them by name
+            or "column_range" in meta
+            or layout.key_slot is not None  # encrypted frames are opened whole
+        )
+        if whole:
+            value, _ = self._decode_whole(reader, layout, opened)
+            return select_in_memory(value, columns, rows), None
+        with _read_errors(opened.ref, opened.coordinate):
+            source = FramedFile(layout, reader)
+            table = read_arrow_subset(source, columns, rows, int(meta.get("batch_rows", 1 << 20)))
+        codec = self._codec_for(layout.header, opened)
+        with _decode_errors(codec, opened):
+            value = codec.from_table(table, meta)  # type: ignore[attr-defined]
+        if rows is not None and meta.get("range_index") is not None:
+            value.index = rows_of_range_index(meta["range_index"], rows[0], len(value))
+        return value, PartialRead(source.bytes_fetched, source.frames_fetched, len(layout.frames), opened.ref.size)
+
+    def _codec_for(self, header: container.ObjectHeader, opened: Opened) -> Codec:
+        try:
+            return self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
+        except XComStashError as exc:  # a codec not registered in this worker
+            raise DecodeError(str(exc), uri=opened.ref.uri, coordinate=opened.coordinate) from None
+
+    # --------------------------------------------------------------- helpers
+
+    def _emit(self, op: str, opened: Opened, started: float, *, source: str = "", error: BaseException | None = None) -> None:
+        ref = opened.ref
+        self.observer.emit(
+            Event(
+                op, outcome_of(error) if error is not None else OK, ref.xcom or opened.coordinate,
+                uri=ref.uri, size=ref.size, digest=ref.digest, key_id=opened.key_id, codec=ref.codec,
+                summary=ref.summary, seconds=time.perf_counter() - started, source=source, error=error,
+            )
+        )
+
+    def _prefetch(self, coordinate: XComCoordinate) -> tuple[str, bytes] | None:
+        """The bytes of the object a (predicted) XCom most likely references. Only a guess:
+        they are verified like any other source's."""
+        key = self.placer.likely_key(coordinate)
+        reader = self.store.open_reader(key)
+        try:
+            if reader.size > MAX_OBJECT_BYTES:
+                return None
+            return key, reader.read_at(0, reader.size)
+        finally:
+            reader.close()
+
+
+def _scope(ref: Reference, coordinate: XComCoordinate | None, expected: Expected | None) -> tuple[str, str] | None:
+    """The DAG and run an encrypted object must belong to: what the reader asked for where it
+    knows, else what the (verified) reference says, else where the object lives."""
+    known = [c for c in (ref.xcom, coordinate) if c is not None]
+    dag_id = expected.dag_id if expected is not None and expected.dag_id is not None else None
+    run_id = expected.run_id if expected is not None and expected.run_id is not None else None
+    if dag_id is None and known:
+        dag_id = known[0].dag_id
+    if run_id is None and known:
+        run_id = known[0].run_id
+    if dag_id is None or run_id is None:
+        return None
+    return dag_id, run_id
+
+
+def _expected_dict(expected: Expected | None) -> dict[str, Any]:
+    if expected is None:
+        return {}
+    return {k: v for k, v in dataclasses.asdict(expected).items() if v is not None}
+
+
+@contextmanager
+def _read_errors(ref: Reference, coordinate: XComCoordinate | None) -> Iterator[None]:
+    """Map everything that can go wrong while fetching and verifying onto our hierarchy,
+    naming the XCom and the URI."""
+    try:
+        yield
+    except ReadError as exc:
+        if exc.coordinate is None and coordinate is not None:
+            raise type(exc)(exc.detail, uri=ref.uri, coordinate=coordinate) from exc
+        raise
+    except StoreError as exc:
+        raise StoreReadError(str(exc), uri=ref.uri, coordinate=coordinate) from exc
+    except (container.ObjectFormatError, FrameError) as exc:
+        raise IntegrityError(f"stored object is corrupt: {exc}", uri=ref.uri, coordinate=coordinate) from None
+
+
+@contextmanager
+def _decode_errors(codec: Codec, opened: Opened) -> Iterator[None]:
+    try:
+        yield
+    except XComStashError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            f"codec {codec.name!r} could not decode the object: {type(exc).__name__}: {exc}",
+            uri=opened.ref.uri,
+            coordinate=opened.coordinate,
+        ) from exc
