@@ -7,14 +7,15 @@ Inside a task::
     prices = pull_table("extract", columns=["price"], rows=(0, 10_000))
 
 Only the bytes that hold those columns and rows are fetched (and verified); see
-:meth:`xcomstash.engine.Engine.read_table`.
+:meth:`xcomstash.engine.Engine.read_table`. The reference passes the same checks as any pull
+(signature, written for this XCom, readers, integrity) and the read is audited.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from xcomstash.airflow.backend import XComStashBackend, _Row
+from xcomstash.airflow.backend import XComStashBackend, _expected, _Row
 from xcomstash.airflow.settings import engine
 from xcomstash.pipeline.selection import select_in_memory
 
@@ -49,5 +50,7 @@ def pull_table(
 
     if legacy.legacy_path(result.value) is not None:
         return select_in_memory(XComStashBackend.deserialize_value(_Row(result.value)), columns, rows)
-    value, _stats = engine().read_table(result.value, columns, rows)
+    # The reference must have been written for the XCom asked for (not copied into its row).
+    expected = _expected(dag_id, run_id, task_id, map_index, key, include_prior_dates=False)
+    value, _stats = engine().read_table(result.value, columns, rows, expected=expected)
     return value
