@@ -10,7 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xcomstash import Engine, StashConfig, XComCoordinate
-from xcomstash.coordinate import parse_blob_key, parse_link_key, MAX_KEY_BYTES, OBJECT_SUFFIX
+from xcomstash.coordinate import (
+    MAX_KEY_BYTES,
+    OBJECT_SUFFIX,
+    dag_prefix,
+    decode_component,
+    encode_component,
+    is_blob_key,
+    is_object_key,
+    parse_blob_key,
+    parse_link_key,
+    run_links_prefix,
+)
+from xcomstash.format.keyspace import KeyKind, classify, xcom_of_key
 from xcomstash.stores import LocalStore
 
 BASE = dict(dag_id="dag", run_id="run", task_id="task", map_index=-1, key="return_value")
@@ -197,3 +209,57 @@ def test_every_key_is_accepted_by_the_local_store(c: XComCoordinate) -> None:
     store = LocalStore("/tmp/xcomstash-unused-root")
     key = c.object_key()
     assert store.key_for(store.uri_for(key)) == key
+
+
+# --------------------------------------------------------------------------- one layout
+
+
+def test_every_key_of_an_xcom_is_built_from_its_encoded_components() -> None:
+    c = XComCoordinate("d/x", "run 1", "t", 3, "k")
+    dag, run, task, key = (encode_component(p) for p in (c.dag_id, c.run_id, c.task_id, c.key))
+    digest = "sha256:" + "ab" * 32
+    assert c.run_prefix() == f"{dag}/{run}" and dag_prefix(c.dag_id) == f"{dag}/"
+    assert c.object_key() == f"{dag}/{run}/{task}/3/{key}.xcs"
+    assert c.blob_key(digest) == f"{dag}/{run}/.blobs/{'ab' * 32}.xcs"
+    assert c.link_key(digest) == f"{run_links_prefix(c.run_prefix())}{task}/3/{key}/{'ab' * 32}"
+
+
+def test_run_links_prefix_holds_every_link_of_the_run_and_no_other_key() -> None:
+    c = coord()
+    digest = "sha256:" + "cd" * 32
+    prefix = run_links_prefix(c.run_prefix())
+    assert c.link_key(digest).startswith(prefix) and c.links_prefix().startswith(prefix)
+    assert parse_blob_key(c.blob_key(digest)).links_root == prefix  # type: ignore[union-attr]
+    assert not c.blob_key(digest).startswith(prefix) and not c.object_key().startswith(prefix)
+    assert not coord(run_id="other").link_key(digest).startswith(prefix)
+
+
+def test_a_task_named_like_the_links_folder_does_not_make_an_object_a_link() -> None:
+    c = coord(task_id=".links")
+    assert is_object_key(c.object_key()) and parse_link_key(c.object_key()) is None
+    assert classify(c.object_key()) is KeyKind.OBJECT
+
+
+def test_from_link_key_names_the_xcom_unless_a_component_was_shortened() -> None:
+    digest = "sha256:" + "ef" * 32
+    c = XComCoordinate("d/x", "%", "", 7, "k y")
+    assert XComCoordinate.from_link_key(c.link_key(digest)) == c == xcom_of_key(c.link_key(digest))
+    long = coord(key="k" * 300)
+    assert XComCoordinate.from_link_key(long.link_key(digest)) is None
+    assert XComCoordinate.from_link_key(c.object_key()) is None
+
+
+def test_blob_and_object_shapes_are_told_apart() -> None:
+    c = coord()
+    digest = "sha256:" + "01" * 32
+    assert is_blob_key(c.blob_key(digest)) and not is_blob_key(c.object_key())
+    assert not is_blob_key(c.link_key(digest))
+    assert is_object_key(c.object_key()) and not is_object_key(c.blob_key(digest))
+    assert is_object_key(coord(key="k" * 300).object_key())  # shortened: still an object key
+
+
+@settings(max_examples=50, deadline=None)
+@given(ids)
+def test_decode_component_inverts_encode_component_unless_shortened(text: str) -> None:
+    encoded = encode_component(text)
+    assert decode_component(encoded) == (None if "!" in encoded else text)

@@ -1,5 +1,6 @@
 """Frames, the body of a stored object: FrameWriter cuts a payload into independently
-compressed, hashed frames, and read_frames reassembles it, verifying every frame first."""
+compressed, hashed frames, and read_frames reassembles it, verifying every frame first;
+open_frame (partial reads, verify) and open_frame_into (read_frames) open one frame."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -19,10 +20,15 @@ from xcomstash.format.frames import (
     Frame,
     FrameError,
     FrameWriter,
+    frame_offsets,
+    open_frame,
+    open_frame_into,
     pack_table,
     read_frames,
     unpack_table,
+    verify_stored_frames,
 )
+from xcomstash.security.crypto.stream import Envelope, FrameCipher, new_data_key
 
 SMALL = 4096  # a small frame size keeps the multi-frame cases fast
 
@@ -51,9 +57,8 @@ def write(
     return frames, sink.getvalue(), writer
 
 
-def read(frames: list[Frame], body: bytes, pool: ThreadPoolExecutor, offset: int = 0) -> bytearray:
-    """read_frames over ``body`` placed at ``offset`` of a larger object."""
-    blob = b"P" * offset + body + b"T" * 17  # something before and after the body
+def reader_over(blob: bytes) -> tuple[Callable[[int, int], bytes], Callable[[int, memoryview], int]]:
+    """``read_at`` and ``readinto_at`` over ``blob``, short at its end like a store reader."""
 
     def read_at(at: int, length: int) -> bytes:
         return blob[at : at + length]
@@ -63,7 +68,13 @@ def read(frames: list[Frame], body: bytes, pool: ThreadPoolExecutor, offset: int
         target[: len(chunk)] = chunk
         return len(chunk)
 
-    return read_frames(frames, offset, read_at, readinto_at, pool)
+    return read_at, readinto_at
+
+
+def read(frames: list[Frame], body: bytes, pool: ThreadPoolExecutor, offset: int = 0) -> bytearray:
+    """read_frames over ``body`` placed at ``offset`` of a larger object."""
+    blob = b"P" * offset + body + b"T" * 17  # something before and after the body
+    return read_frames(frames, offset, *reader_over(blob), pool)
 
 
 def repetitive(n: int) -> bytes:
@@ -193,18 +204,8 @@ def test_body_shorter_than_its_table_raises_frame_error(kind: str, pool: ThreadP
     payload = os.urandom(3 * SMALL) if kind == "random" else repetitive(3 * SMALL)
     frames, body, _ = write(payload, pool, frame_size=SMALL)
     for cut in (1, frames[-1].stored_len, len(body)):
-        blob = body[:-cut]
-
-        def read_at(at: int, length: int) -> bytes:
-            return blob[at : at + length]
-
-        def readinto_at(at: int, target: memoryview) -> int:
-            chunk = blob[at : at + target.nbytes]
-            target[: len(chunk)] = chunk
-            return len(chunk)
-
         with pytest.raises(FrameError):
-            read_frames(frames, 0, read_at, readinto_at, pool)
+            read_frames(frames, 0, *reader_over(body[:-cut]), pool)
 
 
 def test_frames_swapped_in_the_body_raise_frame_error(pool: ThreadPoolExecutor) -> None:
@@ -249,6 +250,82 @@ def test_zstd_frame_that_matches_its_digest_but_does_not_decode_raises_frame_err
     frames = [Frame(METHOD_RAW, 64, 64, hashlib.sha256(good).digest()), frame]
     with pytest.raises(FrameError):
         read(frames, good + stored, pool)
+
+
+# ------------------------------------------------------------------ one frame
+
+MIXED = os.urandom(SMALL) + repetitive(SMALL) + os.urandom(SMALL // 2)  # raw, zstd, short raw
+
+
+def cipher() -> FrameCipher:
+    return FrameCipher(new_data_key(), Envelope.new(), b"object aad")
+
+
+def sealed_write(payload: bytes, pool: ThreadPoolExecutor, sealer: FrameCipher) -> tuple[list[Frame], bytes]:
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, "zstd", 3, pool, frame_size=SMALL, cipher=sealer)
+    writer.write(payload)
+    return writer.finish(), sink.getvalue()
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plaintext", "sealed"])
+def test_open_frame_gives_each_frames_raw_bytes_whatever_its_method(sealed: bool, pool: ThreadPoolExecutor) -> None:
+    key = cipher() if sealed else None
+    if key is None:
+        frames, body, _ = write(MIXED, pool, frame_size=SMALL)
+    else:
+        frames, body = sealed_write(MIXED, pool, key)
+    assert [f.method for f in frames] == [METHOD_RAW, METHOD_ZSTD, METHOD_RAW]
+    read_at, readinto_at = reader_over(b"P" * 5 + body)
+    last = len(frames) - 1
+    for index, (frame, (offset, start)) in enumerate(zip(frames, frame_offsets(frames, 5))):
+        expected = MIXED[start : start + frame.raw_len]
+        assert open_frame(index, frame, offset, read_at, cipher=key, last=index == last) == expected
+        target = memoryview(bytearray(frame.raw_len))
+        open_frame_into(index, frame, offset, read_at, readinto_at, target, cipher=key, last=index == last)
+        assert target == expected
+
+
+def test_open_frame_rejects_a_frame_that_does_not_match_its_digest(pool: ThreadPoolExecutor) -> None:
+    frames, body, _ = write(MIXED, pool, frame_size=SMALL)
+    for index, (frame, (offset, _)) in enumerate(zip(frames, frame_offsets(frames, 0))):
+        damaged = bytearray(body)
+        damaged[offset + frame.stored_len // 2] ^= 1
+        read_at, readinto_at = reader_over(bytes(damaged))
+        with pytest.raises(FrameError, match=f"frame {index} does not match its digest"):
+            open_frame(index, frame, offset, read_at)
+        with pytest.raises(FrameError, match=f"frame {index} does not match its digest"):
+            open_frame_into(index, frame, offset, read_at, readinto_at, memoryview(bytearray(frame.raw_len)))
+
+
+def test_open_frame_of_a_sealed_frame_needs_its_position(pool: ThreadPoolExecutor) -> None:
+    """The nonce carries the index and the last-frame flag: a frame opened as another one fails."""
+    from xcomstash.errors import DecryptionError
+
+    key = cipher()
+    frames, body = sealed_write(MIXED, pool, key)
+    read_at, _ = reader_over(body)
+    offset = frame_offsets(frames, 0)[2][0]
+    assert open_frame(2, frames[2], offset, read_at, cipher=key, last=True) == MIXED[2 * SMALL :]
+    with pytest.raises(DecryptionError):
+        open_frame(2, frames[2], offset, read_at, cipher=key, last=False)
+
+
+def test_verify_stored_frames_decodes_only_when_asked(pool: ThreadPoolExecutor) -> None:
+    """A frame whose digest matches but which does not decompress passes the keyless check
+    (all verify can do for an encrypted object) and fails the decoding one."""
+    stored = b"these bytes are not a zstd frame at all"
+    frames = [_zstd_frame_with_matching_digest(stored, 100)]
+    read_at, _ = reader_over(stored)
+    verify_stored_frames(frames, 0, read_at, pool)
+    with pytest.raises(FrameError, match="does not decompress"):
+        verify_stored_frames(frames, 0, read_at, pool, decode=True)
+
+
+def test_frame_offsets_place_every_frame_in_object_and_payload() -> None:
+    frames = [Frame(METHOD_ZSTD, 10, 4, b""), Frame(METHOD_RAW, 3, 3, b""), Frame(METHOD_ZSTD, 7, 2, b"")]
+    assert frame_offsets(frames, 100) == [(100, 0), (104, 10), (107, 13)]
+    assert frame_offsets([], 100) == []
 
 
 # ------------------------------------------------------------------ frame table

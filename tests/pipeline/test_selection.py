@@ -100,3 +100,37 @@ def test_a_flipped_byte_in_a_needed_frame_is_an_integrity_error(engine, frame, t
     with pytest.raises(IntegrityError):
         for column in frame.columns:  # one of them lives in the damaged frame
             engine.read_table(ref, columns=[column])
+
+
+def test_framed_file_of_an_encrypted_object_reads_what_a_whole_read_does(tmp_path: Path) -> None:
+    """FramedFile opens frames through open_frame, so given the object's cipher it serves the
+    payload of an encrypted object too, byte for byte what read_frames assembles."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xcomstash.format.container import read_layout
+    from xcomstash.format.frames import read_frames
+    from xcomstash.pipeline.selection import FramedFile
+    from xcomstash.security.crypto.keyset import KeyRing, Keyset
+    from xcomstash.security.crypto.stream import Envelope, open_object
+    from xcomstash.security.guard import Guard, SecurityConfig
+
+    keyset = Keyset.generate()
+    guard = Guard(SecurityConfig(keyring=KeyRing.single(keyset), encrypt=True), None, lambda: None)
+    engine = Engine(StashConfig(store_url=f"file://{tmp_path}", threshold=0, read_ahead=False), guard=guard)
+    coordinate = XComCoordinate("d", "r", "t", -1, "return_value")
+    stored = engine.serialize(np.arange(100_000, dtype=np.int64).tobytes(), coordinate)
+    reader = engine.store.open_reader(engine.store.key_for(stored["uri"]))
+    try:
+        layout = read_layout(reader.size, reader.read_at)
+        assert layout.key_slot is not None and len(layout.frames) > 2
+        envelope = Envelope.from_header(layout.header.encryption)
+        cipher = open_object(keyset, envelope, layout.header_bytes, layout.key_slot, "d", "r")
+        with ThreadPoolExecutor(2) as pool:
+            whole = read_frames(layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, pool, cipher)
+        source = FramedFile(layout, reader, cipher)
+        source.seek(len(whole) - 70_000)
+        tail = source.read()
+        source.seek(0)
+        assert source.read() == bytes(whole) and tail == bytes(whole[-70_000:])
+    finally:
+        reader.close()

@@ -15,6 +15,14 @@ EXIT_FAILED = 1  # the command could not do its work (store or database errors, 
 EXIT_FOUND_PROBLEMS = 2  # the work was done, and it found missing or corrupt objects
 
 
+def add_command(sub: argparse._SubParsersAction, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A maintenance subcommand: ``summary`` in the command list, ``description`` (what it does,
+    examples, exit status) printed by its ``--help`` as written."""
+    return sub.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, *, api: bool = False) -> None:
     group = parser.add_argument_group("where")
     group.add_argument(

@@ -25,11 +25,11 @@ exit status: 0 done, 1 the command failed, 2 some rows could not be migrated (li
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = _common.add_command(
+        sub,
         "migrate",
-        help="move BaseXCom and common.io XComs into xcomstash (resumable)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "move BaseXCom and common.io XComs into xcomstash (resumable)",
+        DESCRIPTION,
     )
     parser.add_argument("--dry-run", action="store_true", help="count what would be migrated, change nothing")
     parser.add_argument("--dag", metavar="PATTERN", help="only DAGs matching this glob")

@@ -23,11 +23,11 @@ exit status: 0 clean, 1 the command failed, 2 rows reference missing objects.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = _common.add_command(
+        sub,
         "reconcile",
-        help="delete objects no xcom row references (garbage collection); report missing ones",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "delete objects no xcom row references (garbage collection); report missing ones",
+        DESCRIPTION,
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would be deleted, delete nothing"
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xcomstash.coordinate import XComCoordinate
+    from xcomstash.coordinate import dag_prefix
     from xcomstash.errors import XComStashError
     from xcomstash.maintenance.reconcile import ReconcileOptions, Reconciler
     from xcomstash.maintenance.report import human_bytes, parse_duration
@@ -56,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
         source = _common.row_source(args)
     except XComStashError as exc:
         return _common.fail(str(exc))
-    prefix = ""
-    if args.dag:
-        prefix = XComCoordinate(args.dag, "", "", -1, "").run_prefix().split("/")[0] + "/"
+    prefix = dag_prefix(args.dag) if args.dag else ""
     options = ReconcileOptions(grace_seconds=grace, dry_run=args.dry_run, prefix=prefix)
     selection = RowFilter(references_only=True)
     with _common.progress_bars(args) as advance:

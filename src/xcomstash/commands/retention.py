@@ -24,11 +24,11 @@ exit status: 0 done, 1 the command failed (bad policy, database or store error).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = _common.add_command(
+        sub,
         "retention",
-        help="apply retention policies: drop XComs (rows and objects) of old DAG runs",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "apply retention policies: drop XComs (rows and objects) of old DAG runs",
+        DESCRIPTION,
     )
     parser.add_argument("--dry-run", action="store_true", help="report what would be dropped, change nothing")
     parser.add_argument("--policies", metavar="JSON", help="policies to apply instead of the configured ones")
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     result = purge_objects(store, refs)
                     objects_deleted += result.deleted
                     bytes_deleted += result.deleted_bytes
-                    errors.extend(result.errors or [])
+                    errors.extend(result.errors)
                     advance("dropping runs", 1)
     except XComStashError as exc:
         return _common.fail(str(exc))

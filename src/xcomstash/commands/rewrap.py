@@ -33,7 +33,7 @@ from typing import Any
 from xcomstash.format import container
 from xcomstash.coordinate import OBJECT_SUFFIX
 from xcomstash.security.crypto.keyset import KeyRing, load_keyring
-from xcomstash.security.crypto.stream import KEY_SLOT_BYTES, Envelope, object_aad, rewrap as rewrap_slot, slot_key_id
+from xcomstash.security.crypto.stream import KEY_SLOT_BYTES, Envelope, rewrap as rewrap_slot, scope_aad, slot_key_id
 from xcomstash.errors import XComStashError
 
 CHUNK = 8 * 1024 * 1024
@@ -155,12 +155,14 @@ def _rewrap_one(store: Any, keyring: KeyRing, key: str, dry_run: bool) -> tuple[
         if layout.header.encryption is None or layout.key_slot is None:
             return "plaintext", ""
         envelope = Envelope.from_header(layout.header.encryption)
-        xcom = layout.header.xcom
-        keyset = keyring.for_dag(str(xcom.get("dag_id", "")))
+        # The object's own header names its DAG run: re-wrapping binds the slot to the scope
+        # it was written for, the one its readers will ask for.
+        dag_id, run_id = (str(layout.header.xcom.get(k, "")) for k in ("dag_id", "run_id"))
+        keyset = keyring.for_dag(dag_id)
         old_id = slot_key_id(layout.key_slot)
         if old_id == keyset.primary_id:
             return "current", old_id
-        aad = object_aad(layout.header_bytes, envelope.scope_for(str(xcom.get("dag_id", "")), str(xcom.get("run_id", ""))))
+        aad = scope_aad(layout.header_bytes, envelope, dag_id, run_id)
         new_slot = rewrap_slot(keyset, layout.key_slot, aad)
         if new_slot is None or dry_run:
             return ("current", old_id) if new_slot is None else ("rewrapped", old_id)

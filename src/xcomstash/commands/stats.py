@@ -15,11 +15,11 @@ REST API with --api-url); reads no object bodies.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = _common.add_command(
+        sub,
         "stats",
-        help="counts and bytes by DAG, task, codec; inline vs stored; compression; largest; growth",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "counts and bytes by DAG, task, codec; inline vs stored; compression; largest; growth",
+        DESCRIPTION,
     )
     parser.add_argument("--dag", metavar="PATTERN", help="only DAGs matching this glob")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="rows per ranking (default 10)")

@@ -19,11 +19,11 @@ corrupt (listed in the report).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = _common.add_command(
+        sub,
         "verify",
-        help="re-read stored objects and check their digests; report corrupt and missing ones",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "re-read stored objects and check their digests; report corrupt and missing ones",
+        DESCRIPTION,
     )
     parser.add_argument("--dag", metavar="PATTERN", help="only XComs of DAGs matching this glob")
     parser.add_argument("--run", metavar="RUN_ID", help="only XComs of this DAG run")

@@ -212,60 +212,111 @@ def _scratch(size: int) -> memoryview:
     return memoryview(buf)[:size]
 
 
+def frame_offsets(frames: list[Frame], body_offset: int) -> list[tuple[int, int]]:
+    """``(stored offset, raw offset)`` of every frame: where it sits in the object, and where
+    its bytes go in the payload."""
+    out = []
+    stored_at, raw_at = body_offset, 0
+    for frame in frames:
+        out.append((stored_at, raw_at))
+        stored_at += frame.stored_len
+        raw_at += frame.raw_len
+    return out
+
+
+def _check(index: int, frame: Frame, stored: Any, got: int) -> None:
+    """``got`` bytes of frame ``index`` were read into ``stored``: they must be all of it and
+    match the table's SHA-256 (covered by the root digest) before anything else touches them."""
+    if got != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
+        raise FrameError(f"frame {index} does not match its digest")
+
+
+def fetch_frame(index: int, frame: Frame, offset: int, read_at: Callable[[int, int], bytes]) -> bytes:
+    """The stored (still compressed, still sealed) bytes of one frame, checked."""
+    stored = read_at(offset, frame.stored_len)
+    _check(index, frame, stored, len(stored))
+    return stored
+
+
+def _decompress(index: int, frame: Frame, stored: bytes) -> bytes:
+    import zstandard
+
+    try:
+        out = zstandard.ZstdDecompressor().decompress(stored, max_output_size=frame.raw_len)
+    except zstandard.ZstdError as exc:  # digest matched but the data is not a valid frame
+        raise FrameError(f"frame {index} does not decompress: {exc}") from None
+    if len(out) != frame.raw_len:
+        raise FrameError(f"frame {index} decompressed to the wrong length")
+    return out
+
+
+def open_frame(
+    index: int,
+    frame: Frame,
+    offset: int,
+    read_at: Callable[[int, int], bytes],
+    *,
+    cipher: FrameCipher | None = None,
+    last: bool = False,
+) -> bytes:
+    """The raw bytes of one frame: fetched, checked against its SHA-256, decrypted if the
+    object is sealed (``last``: it is the object's last frame, part of the nonce), then
+    decompressed. Every reader of a single frame goes through here (partial reads, verify);
+    :func:`open_frame_into` is the same for a frame whose place in a payload is known."""
+    stored = fetch_frame(index, frame, offset, read_at)
+    if cipher is not None:
+        stored = cipher.open(index, last, stored)
+    return _decompress(index, frame, stored) if frame.method == METHOD_ZSTD else stored
+
+
+def open_frame_into(
+    index: int,
+    frame: Frame,
+    offset: int,
+    read_at: Callable[[int, int], bytes],
+    readinto_at: Callable[[int, memoryview], int],
+    target: memoryview,
+    *,
+    cipher: FrameCipher | None = None,
+    last: bool = False,
+) -> None:
+    """:func:`open_frame`, written into ``target`` (exactly ``frame.raw_len`` bytes) without a
+    second copy where the frame allows it: a raw frame is read straight into place and checked
+    there; a sealed frame is read into this thread's scratch buffer (no fresh 1 MiB object per
+    frame), checked, and a raw sealed frame decrypted straight into place."""
+    if cipher is None:
+        if frame.method == METHOD_RAW:
+            _check(index, frame, target, readinto_at(offset, target))
+        else:
+            target[:] = open_frame(index, frame, offset, read_at)
+        return
+    sealed = _scratch(frame.stored_len)
+    _check(index, frame, sealed, readinto_at(offset, sealed))
+    if frame.method == METHOD_RAW:
+        cipher.open_into(index, last, sealed, target)
+    else:
+        target[:] = _decompress(index, frame, cipher.open(index, last, sealed))
+
+
 def read_frames(
     frames: list[Frame],
     body_offset: int,
     read_at: Callable[[int, int], bytes],
-    readinto_at: Callable[[int, memoryview], None],
+    readinto_at: Callable[[int, memoryview], int],
     pool: ThreadPoolExecutor,
     cipher: FrameCipher | None = None,
 ) -> bytearray:
-    """Assemble the uncompressed payload: each frame is fetched, checked against its SHA-256,
-    decrypted if sealed, then decompressed straight into its place in one preallocated buffer
-    (no second copy of the payload; a raw sealed frame is decrypted in place)."""
-    raw_size = sum(f.raw_len for f in frames)
-    dest = bytearray(raw_size)
+    """Assemble the uncompressed payload: every frame opened (:func:`open_frame_into`) straight
+    into its place in one preallocated buffer, on the pool (no second copy of the payload)."""
+    dest = bytearray(sum(f.raw_len for f in frames))
     view = memoryview(dest)
-    jobs = []
-    stored_at, raw_at = body_offset, 0
-    for index, frame in enumerate(frames):
-        jobs.append((index, frame, stored_at, raw_at))
-        stored_at += frame.stored_len
-        raw_at += frame.raw_len
-
     last_index = len(frames) - 1
+    jobs = list(enumerate(zip(frames, frame_offsets(frames, body_offset))))
 
-    def one(job: tuple[int, Frame, int, int]) -> None:
-        index, frame, offset, start = job
+    def one(job: tuple[int, tuple[Frame, tuple[int, int]]]) -> None:
+        index, (frame, (offset, start)) = job
         target = view[start : start + frame.raw_len]
-        if cipher is not None:
-            # Read the sealed frame into this thread's scratch buffer (no fresh 1 MiB object
-            # per frame), check its digest, then decrypt straight into the payload.
-            sealed = _scratch(frame.stored_len)
-            if readinto_at(offset, sealed) != frame.stored_len or hashlib.sha256(sealed).digest() != frame.sha256:
-                raise FrameError(f"frame {index} does not match its digest")
-            if frame.method == METHOD_RAW:
-                cipher.open_into(index, index == last_index, sealed, target)
-                return
-            stored = cipher.open(index, index == last_index, sealed)
-        elif frame.method == METHOD_RAW:
-            readinto_at(offset, target)
-            if hashlib.sha256(target).digest() != frame.sha256:
-                raise FrameError(f"frame {index} does not match its digest")
-            return
-        else:
-            stored = read_at(offset, frame.stored_len)
-            if len(stored) != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
-                raise FrameError(f"frame {index} does not match its digest")
-        import zstandard
-
-        try:
-            out = zstandard.ZstdDecompressor().decompress(stored, max_output_size=frame.raw_len)
-        except zstandard.ZstdError as exc:  # digest matched but the data is not a valid frame
-            raise FrameError(f"frame {index} does not decompress: {exc}") from None
-        if len(out) != frame.raw_len:
-            raise FrameError(f"frame {index} decompressed to the wrong length")
-        target[:] = out
+        open_frame_into(index, frame, offset, read_at, readinto_at, target, cipher=cipher, last=index == last_index)
 
     if len(jobs) <= 1:
         for job in jobs:
@@ -281,20 +332,20 @@ def verify_stored_frames(
     body_offset: int,
     read_at: Callable[[int, int], bytes],
     pool: ThreadPoolExecutor,
+    *,
+    decode: bool = False,
 ) -> None:
-    """Check every stored frame against its SHA-256 without decoding it: all a verifier
-    without keys can do for an encrypted object (whose frames it cannot decrypt), and, since
-    the root digest covers the frame table, proof that every stored byte is as written."""
-    jobs, at = [], body_offset
-    for index, frame in enumerate(frames):
-        jobs.append((index, frame, at))
-        at += frame.stored_len
+    """Check every stored frame against its SHA-256: for an encrypted object all a verifier
+    without keys can do (and, since the root digest covers the frame table, proof that every
+    stored byte is as written). ``decode``: also decompress each frame (plaintext objects),
+    one frame at a time, so checking a 300 MB object never holds its payload."""
 
-    def one(job: tuple[int, Frame, int]) -> None:
-        index, frame, offset = job
-        stored = read_at(offset, frame.stored_len)
-        if len(stored) != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
-            raise FrameError(f"frame {index} does not match its digest")
+    def one(job: tuple[int, tuple[Frame, tuple[int, int]]]) -> None:
+        index, (frame, (offset, _)) = job
+        if decode:
+            open_frame(index, frame, offset, read_at)
+        else:
+            fetch_frame(index, frame, offset, read_at)
 
-    for _ in pool.map(one, jobs):
+    for _ in pool.map(one, enumerate(zip(frames, frame_offsets(frames, body_offset)))):
         pass

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from urllib.parse import unquote
-
-from xcomstash.coordinate import OBJECT_SUFFIX, XComCoordinate, parse_blob_key, parse_link_key
+from xcomstash.coordinate import XComCoordinate, decode_component, is_object_key, parse_blob_key, parse_link_key
 
 
 class KeyKind(str, Enum):
@@ -31,11 +29,7 @@ def classify(key: str) -> KeyKind:
         return KeyKind.BLOB
     if len(parts) == 7 and parse_link_key(key) is not None:
         return KeyKind.LINK
-    if len(parts) == 5 and key.endswith(OBJECT_SUFFIX):
-        try:
-            int(parts[3])
-        except ValueError:
-            return KeyKind.FOREIGN
+    if len(parts) == 5 and is_object_key(key):
         return KeyKind.OBJECT
     return KeyKind.FOREIGN
 
@@ -49,16 +43,10 @@ def run_group(key: str) -> str:
     return key if second < 0 else key[:second]
 
 
-def _decode(component: str) -> str | None:
-    if "!" in component:  # shortened: the original cannot be recovered from the key
-        return None
-    return "" if component == "%" else unquote(component)
-
-
 def dag_of(key: str) -> str:
     """The DAG part of a key, decoded, for reports ("by DAG")."""
     head = key.split("/", 1)[0]
-    return _decode(head) or head
+    return decode_component(head) or head
 
 
 def xcom_of_key(key: str) -> XComCoordinate | None:
@@ -66,11 +54,6 @@ def xcom_of_key(key: str) -> XComCoordinate | None:
     kind = classify(key)
     if kind is KeyKind.OBJECT:
         return XComCoordinate.from_object_key(key)
-    if kind is not KeyKind.LINK:
-        return None
-    parts = key.split("/")
-    decoded = [_decode(parts[i]) for i in (0, 1, 3, 5)]
-    if any(d is None for d in decoded):
-        return None
-    dag_id, run_id, task_id, xkey = decoded
-    return XComCoordinate(dag_id, run_id, task_id, int(parts[4]), xkey)  # type: ignore[arg-type]
+    if kind is KeyKind.LINK:
+        return XComCoordinate.from_link_key(key)
+    return None

@@ -33,25 +33,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from xcomstash.format import container
-from xcomstash.coordinate import (
-    BLOBS,
-    LINKS,
-    XComCoordinate,
-    _encode_component,
-    hex_of,
-    parse_blob_key,
-    parse_link_key,
-)
+from xcomstash.coordinate import XComCoordinate, hex_of, is_blob_key, parse_blob_key, parse_link_key
 from xcomstash.errors import InvalidReferenceError, StoreError
-from xcomstash.maintenance.listing import BackgroundListing, list_objects
+from xcomstash.maintenance.listing import BackgroundListing
 from xcomstash.format.keyspace import KeyKind, classify, dag_of, run_group, xcom_of_key
 from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
 from xcomstash.format.reference import MARKER
+from xcomstash.pipeline.purge import unlinked_blobs
 from xcomstash.stores.base import ObjectInfo, Store
 
 DEFAULT_GRACE_SECONDS = 6 * 3600
-_BLOB_PART = f"/{BLOBS}/"
 #: Deletions in flight at once on remote stores.
 DELETE_WORKERS = 8
 
@@ -141,20 +133,13 @@ def live_keys(
 
     Deliberately lenient: any row carrying the marker protects the URI it names, valid
     reference or not (``xcomstash verify`` is the command that validates references), so
-    reconcile never deletes what a row might point at. Key components are encoded once per
-    distinct string: a million rows share a few thousand DAG, run, task and key names.
+    reconcile never deletes what a row might point at. (Key components are encoded once per
+    distinct string, see :func:`~xcomstash.coordinate.encode_component`: a million rows share
+    a few thousand DAG, run, task and key names.)
     """
     live: set[int] = set()
     root = store.root_uri + "/"
     cut = len(root)
-    encoded: dict[str, str] = {}
-
-    def enc(text: str) -> str:
-        out = encoded.get(text)
-        if out is None:
-            out = encoded[text] = _encode_component(text)
-        return out
-
     scanned = 0
     for row in rows:
         scanned += 1
@@ -180,14 +165,8 @@ def live_keys(
         key = uri[cut:]
         live.add(hash(key))
         digest = value.get("digest")
-        if _BLOB_PART in key and isinstance(digest, str):
-            c = row.coordinate
-            live.add(
-                hash(
-                    f"{enc(c.dag_id)}/{enc(c.run_id)}/{LINKS}/{enc(c.task_id)}/{int(c.map_index)}/"
-                    f"{enc(c.key)}/{hex_of(digest)}"
-                )
-            )
+        if isinstance(digest, str) and is_blob_key(key):
+            live.add(hash(row.coordinate.link_key(digest)))
     report.rows_scanned += scanned
     if progress is not None:
         progress("rows", scanned % 10000)
@@ -275,10 +254,9 @@ class Reconciler:
         self._flushed_groups.add(marker)
         newest_link: dict[str, float] = {}
         for info in group:
-            if "/.links/" in info.key:
-                hex_digest = info.key[-64:]  # a link key ends with its blob's hex digest
-                if info.modified > newest_link.get(hex_digest, 0.0):
-                    newest_link[hex_digest] = info.modified
+            link = parse_link_key(info.key)
+            if link is not None and info.modified > newest_link.get(link.hex_digest, 0.0):
+                newest_link[link.hex_digest] = info.modified
         links: list[ObjectInfo] = []
         others: list[ObjectInfo] = []
         blobs: list[tuple[ObjectInfo, str]] = []
@@ -332,7 +310,7 @@ class Reconciler:
         try:
             reader = self.store.open_reader(key)
             try:
-                return container.read_layout(reader.size, reader.read_at).digest.split(":", 1)[1]
+                return hex_of(container.read_layout(reader.size, reader.read_at).digest)
             finally:
                 reader.close()
         except (StoreError, container.ObjectFormatError) as exc:
@@ -401,22 +379,14 @@ class Reconciler:
             report.errors.append(outcome)
 
     def _delete_blobs(self, name: str, blobs: list[tuple[ObjectInfo, str]]) -> None:
-        """Delete unreferenced old blobs of one run, unless a link to them is (still) there."""
-        linked: set[str] = set()
+        """Delete unreferenced old blobs of one run, unless a link to them is (still) there
+        (the same decision purge makes), each re-checked like any other candidate."""
         try:
-            for info in list_objects(self.store, f"{name}/.links/"):
-                link = parse_link_key(info.key)
-                if link is not None:
-                    linked.add(link.hex_digest)
+            doomed, kept = unlinked_blobs(self.store, name, blobs)
         except StoreError as exc:
             self.report.errors.append(f"cannot list the links of {name}: {exc}")
             return
-        doomed = []
-        for info, hex_digest in blobs:
-            if hex_digest in linked:
-                self.report.kept_on_recheck += 1
-            else:
-                doomed.append(info)
+        self.report.kept_on_recheck += len(kept)
         self._delete_rechecked(doomed)
 
     # ------------------------------------------------------------------ missing
@@ -441,8 +411,8 @@ class Reconciler:
                 continue
             h = hash(key)
             if (
-                _BLOB_PART in key
-                and key.startswith(prefix)
+                key.startswith(prefix)
+                and is_blob_key(key)
                 and hash(row.coordinate.link_key(ref.digest)) in remaining
             ):
                 report.rows_without_link += 1

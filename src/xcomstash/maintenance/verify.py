@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from xcomstash.format import container
 from xcomstash.errors import InvalidReferenceError, ObjectMissingError, StoreError
-from xcomstash.format.frames import FrameError, read_frames, verify_stored_frames
+from xcomstash.format.frames import FrameError, verify_stored_frames
 from xcomstash.maintenance.report import SAMPLE_SIZE
 from xcomstash.maintenance.rows import XComRow, reference_or_error
 from xcomstash.format.reference import Reference
@@ -77,7 +77,10 @@ class VerifyReport:
 
 
 def check_object(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecutor | None = None) -> tuple[str, str, int]:
-    """``(status, detail, bytes read)`` for the object ``ref`` names."""
+    """``(status, detail, bytes read)`` for the object ``ref`` names: checked against the
+    reference exactly as a pull checks it (:func:`~xcomstash.format.container.verified_layout`),
+    then, if ``full``, every frame (an encrypted object's frames only against their digests:
+    verify holds no keys)."""
     try:
         key = store.key_for(ref.uri)
         reader = store.open_reader(key)
@@ -88,27 +91,18 @@ def check_object(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecu
     except StoreError as exc:
         return UNREADABLE, str(exc), 0
     try:
-        if reader.size != ref.size:
-            return CORRUPT, f"{reader.size:,} bytes where the reference says {ref.size:,}", 0
-        layout = container.read_layout(reader.size, reader.read_at)
-        if layout.digest != ref.digest:
-            return CORRUPT, f"root digest {layout.digest} differs from the reference's {ref.digest}", 0
-        if layout.header.codec != ref.codec:
-            return CORRUPT, f"header codec {layout.header.codec!r} differs from {ref.codec!r}", 0
-        if full:
-            own_pool = pool or ThreadPoolExecutor(2)
-            try:
-                if getattr(layout, "key_slot", None) is not None:
-                    # Encrypted: frames cannot be decrypted without keys, but every stored
-                    # frame's SHA-256 (covered by the root digest) can still be checked.
-                    verify_stored_frames(layout.frames, layout.body_offset, reader.read_at, own_pool)
-                else:
-                    read_frames(layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, own_pool)
-            finally:
-                if pool is None:
-                    own_pool.shutdown()
-            return OK, "", reader.size
-        return OK, "", reader.size - layout.body_size
+        layout = container.verified_layout(reader, ref)
+        if not full:
+            return OK, "", reader.size - layout.body_size
+        own_pool = pool or ThreadPoolExecutor(2)
+        try:
+            verify_stored_frames(
+                layout.frames, layout.body_offset, reader.read_at, own_pool, decode=layout.key_slot is None
+            )
+        finally:
+            if pool is None:
+                own_pool.shutdown()
+        return OK, "", reader.size
     except (container.ObjectFormatError, FrameError) as exc:
         return CORRUPT, str(exc), 0
     except StoreError as exc:

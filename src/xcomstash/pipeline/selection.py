@@ -9,42 +9,43 @@ frames those reads touch. The bytes fetched are counted, so a caller can see wha
 
 from __future__ import annotations
 
-import hashlib
 import io
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from xcomstash.errors import SelectionError
-from xcomstash.format.frames import METHOD_ZSTD, FrameError
+from xcomstash.errors import DecryptionError, SelectionError
+from xcomstash.format.frames import FrameError, frame_offsets, open_frame
 from xcomstash.format.container import ObjectLayout
+
+if TYPE_CHECKING:
+    from xcomstash.security.crypto.stream import FrameCipher
 
 #: Decoded frames kept while Arrow reads (Arrow reads buffers in order; a few suffice).
 CACHED_FRAMES = 8
 
 
 class FramedFile(io.RawIOBase):
-    """The uncompressed payload of one object, as a seekable read-only file."""
+    """The uncompressed payload of one object, as a seekable read-only file.
 
-    def __init__(self, layout: ObjectLayout, reader: Any) -> None:
+    ``cipher``: the opened frame cipher of an encrypted object (frames are then decrypted as
+    they are read, like a whole read does)."""
+
+    def __init__(self, layout: ObjectLayout, reader: Any, cipher: FrameCipher | None = None) -> None:
         self._frames = layout.frames
         self._reader = reader
-        self._raw_starts: list[int] = []
-        self._stored_starts: list[int] = []
-        raw, stored = 0, layout.body_offset
-        for frame in self._frames:
-            self._raw_starts.append(raw)
-            self._stored_starts.append(stored)
-            raw += frame.raw_len
-            stored += frame.stored_len
-        self.size = raw
+        self._cipher = cipher
+        offsets = frame_offsets(self._frames, layout.body_offset)
+        self._stored_starts = [stored for stored, _ in offsets]
+        self._raw_starts = [raw for _, raw in offsets]
+        self.size = layout.raw_size
         self._pos = 0
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self.bytes_fetched = 0
         self.frames_fetched = 0
         #: Arrow turns exceptions raised in ``read`` into its own OSError; keep ours to re-raise.
-        self.error: FrameError | None = None
+        self.error: FrameError | DecryptionError | None = None
 
     def readable(self) -> bool:
         return True
@@ -77,7 +78,7 @@ class FramedFile(io.RawIOBase):
     def _frame(self, index: int) -> bytes:
         try:
             return self._load(index)
-        except FrameError as exc:
+        except (FrameError, DecryptionError) as exc:
             self.error = exc
             raise
 
@@ -87,24 +88,16 @@ class FramedFile(io.RawIOBase):
             self._cache.move_to_end(index)
             return data
         frame = self._frames[index]
-        stored = self._reader.read_at(self._stored_starts[index], frame.stored_len)
-        self.bytes_fetched += len(stored)
+        self.bytes_fetched += frame.stored_len
         self.frames_fetched += 1
-        if len(stored) != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
-            raise FrameError(f"frame {index} does not match its digest")
-        if frame.method == METHOD_ZSTD:
-            import zstandard
-
-            try:
-                stored = zstandard.ZstdDecompressor().decompress(stored, max_output_size=frame.raw_len)
-            except zstandard.ZstdError as exc:
-                raise FrameError(f"frame {index} does not decompress: {exc}") from None
-            if len(stored) != frame.raw_len:
-                raise FrameError(f"frame {index} decompressed to the wrong length")
-        self._cache[index] = stored
+        data = open_frame(
+            index, frame, self._stored_starts[index], self._reader.read_at,
+            cipher=self._cipher, last=index == len(self._frames) - 1,
+        )
+        self._cache[index] = data
         if len(self._cache) > CACHED_FRAMES:
             self._cache.popitem(last=False)
-        return stored
+        return data
 
 
 @dataclass(frozen=True)
