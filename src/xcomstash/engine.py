@@ -101,7 +101,7 @@ class Engine:
     ) -> tuple[Any, PartialRead | None]:
         """Some columns and/or rows ``[start, stop)`` of a stored table (pandas DataFrame or
         pyarrow Table), fetching and verifying only the frames that hold them. Other values
-        (inline rows, polars, non-string pandas labels, encrypted objects) are read whole and
+        (inline rows, polars, non-string pandas labels) are read whole and
         then sliced. The second item says what was fetched (None for a whole read)."""
         return self._pull.read_table(stored, columns, rows, expected=expected)
 

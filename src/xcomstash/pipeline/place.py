@@ -17,7 +17,14 @@ from typing import Any, Callable
 
 from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.config import StashConfig
-from xcomstash.coordinate import LINKS, XComCoordinate, hex_of, parse_blob_key, parse_link_key, streamed_blob_key
+from xcomstash.coordinate import (
+    XComCoordinate,
+    hex_of,
+    parse_blob_key,
+    parse_link_key,
+    run_links_prefix,
+    streamed_blob_key,
+)
 from xcomstash.errors import StoreError
 from xcomstash.format import container
 from xcomstash.format.frames import FrameError, FrameWriter
@@ -144,7 +151,7 @@ class Placer:
     def _stored_blob(self, coordinate: XComCoordinate, digest: str, size: int) -> str | None:
         """A blob of this run already holding ``digest`` (found through its links), if any."""
         suffix = "/" + hex_of(digest)
-        for info in self.store.list(f"{coordinate.run_prefix()}/{LINKS}/"):
+        for info in self.store.list(run_links_prefix(coordinate.run_prefix())):
             if not info.key.endswith(suffix):
                 continue
             key = self.link_target(info.key)

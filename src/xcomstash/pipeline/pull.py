@@ -295,13 +295,13 @@ class PullPath:
             opened.ref.codec not in _PARTIAL_CODECS
             or "columns" in meta  # non-string labels: Arrow cannot select them by name
             or "column_range" in meta
-            or layout.key_slot is not None  # encrypted frames are opened whole
         )
         if whole:
             value, _ = self._decode_whole(reader, layout, opened)
             return select_in_memory(value, columns, rows), None
         with _read_errors(opened.ref, opened.coordinate):
-            source = FramedFile(layout, reader)
+            cipher = self.guard.opener(layout, opened.scope) if layout.key_slot is not None else None
+            source = FramedFile(layout, reader, cipher)
             table = read_arrow_subset(source, columns, rows, int(meta.get("batch_rows", 1 << 20)))
         codec = self._codec_for(layout.header, opened)
         with _decode_errors(codec, opened):
