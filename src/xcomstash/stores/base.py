@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from xcomstash.errors import InvalidReferenceError
 
@@ -56,11 +56,70 @@ class PendingObject(Protocol):
         """Drop the written bytes; nothing becomes visible."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store does cheaply, so callers (the engine, wrappers) choose a strategy by
+    asking instead of by checking the store's class."""
+
+    #: On this machine's disk: not worth caching (a cache copy would cost as much as a read).
+    local: bool = False
+    #: ``read_at`` on arbitrary offsets is cheap, so frames can be fetched in parallel.
+    ranged_reads: bool = True
+    #: :meth:`Store.list` works (reconcile and retention need it).
+    listing: bool = True
+    #: Content-addressed publish (write under a staged key, publish under the digest) is a
+    #: rename or a single PUT for every object. When False, :attr:`PendingObject.cheap_publish`
+    #: tells per object (S3: only objects that fit one part).
+    cheap_publish: bool = True
+
+
+def _nothing() -> None:
+    """The default :attr:`ReadSource.discard`: a store's own copy is not ours to drop."""
+
+
+@dataclass(frozen=True)
+class ReadSource:
+    """One place the bytes of an object may be read from, in the order the pull path tries them.
+
+    Sources are lazy: building the list touches nothing; :attr:`open` does the work. The pull
+    path verifies what each source serves against the reference and moves on to the next source
+    on an integrity or availability error, so a source never has to be right, only honest about
+    failing.
+    """
+
+    #: "store", "cache", later "replica:<n>": for traces and metrics.
+    name: str
+    #: ``None``: this source does not hold the object (a cache miss): try the next. Raises
+    #: :class:`StoreError` subclasses (:class:`ObjectMissingError`,
+    #: :class:`StoreUnavailableError`, ...) when it should hold the object but cannot serve it.
+    open: Callable[[], ObjectReader | None]
+    #: Called by the pull path when what this source served failed verification
+    #: (:class:`IntegrityError`): a cache evicts its entry; a store does nothing.
+    discard: Callable[[], None] = _nothing
+
+
 class Store(ABC):
     #: The root URI; every object URI starts with ``root_uri + "/"``.
     root_uri: str
-    #: Local stores are not worth caching: the read cache is for remote ones.
-    is_local: bool = False
+    #: What this store does cheaply; subclasses override the class attribute.
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    def is_local(self) -> bool:
+        """Kept for callers written before :class:`Capabilities`: ``capabilities.local``."""
+        return self.capabilities.local
+
+    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
+        """Where the bytes of ``key`` may be read from, in the order to try them.
+
+        A plain store is its own only source; wrappers (a read cache, replicas) put theirs
+        around it. ``size_hint`` (the size the reference records, if known) lets a wrapper
+        skip what cannot help, e.g. a cache that could not hold an object that large.
+        """
+        return [ReadSource("store", lambda: self.open_reader(key))]
+
+    def close(self) -> None:
+        """Release threads, connections and descriptors. Idempotent; the default holds none."""
 
     @contextmanager
     def writer(self, key: str) -> Iterator[PendingObject]:
