@@ -380,6 +380,19 @@ def test_eviction_removes_least_recently_used_first(inner: LocalStore, cache_dir
     assert set(entries(cache_dir)) == {store.path_for("a.xcs"), store.path_for("c.xcs")}
 
 
+def test_eviction_never_drops_the_entry_just_filled(inner: LocalStore, cache_dir: Path) -> None:
+    """Even when every other entry looks more recent (another process's hits, a clock step),
+    the fill this read paid for stays: the next read of it is a hit."""
+    store = CachingStore(inner, cache_dir, 1000)
+    write(store, "a.xcs", b"a" * 600)
+    write(store, "b.xcs", b"b" * 600)
+    read_via_sources(store, "a.xcs")
+    future = time.time() + 100
+    os.utime(store.path_for("a.xcs"), (future, future))
+    read_via_sources(store, "b.xcs")
+    assert entries(cache_dir) == [store.path_for("b.xcs")]
+
+
 def test_scan_removes_stale_temp_files_of_dead_writers(store: CachingStore, cache_dir: Path) -> None:
     stale = cache_dir / "ab" / ".tmp-dead.part"
     fresh = cache_dir / "ab" / ".tmp-writing.part"

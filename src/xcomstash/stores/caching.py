@@ -250,11 +250,14 @@ class CachingStore(WrapperStore):
                     )
                 view = memoryview(data)
                 written = 0
-                while written < length:
+                while written < view.nbytes:
                     try:
-                        written += os.pwrite(fd, view[written:], offset + written)
+                        n = os.pwrite(fd, view[written:], offset + written)
                     except OSError as exc:
                         raise _CacheUnusable(exc) from exc
+                    if n <= 0:
+                        raise _CacheUnusable(f"cannot write the cache entry at offset {offset + written}")
+                    written += n
             except BaseException:
                 stop.set()
                 raise
