@@ -7,6 +7,7 @@ so a reference can never make a worker read somewhere it was not configured to.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -40,12 +41,15 @@ class PendingObject(Protocol):
     """A stream whose key is chosen after it is written (content addressing: the name is the
     digest of what was written). Nothing is visible until :meth:`publish`."""
 
-    #: The bytes may still be published under any key (a rename, or a single PUT not yet
-    #: sent). When False (an S3 multipart upload under way) only :attr:`staged_key` is
-    #: possible, and a writer that finds the content already stored should :meth:`discard`.
-    cheap_publish: bool
-    #: Where the bytes are being streamed: publishing under this key costs nothing more.
-    staged_key: str
+    @property
+    def cheap_publish(self) -> bool:
+        """The bytes may still be published under any key (a rename, or a single PUT not yet
+        sent). When False (an S3 multipart upload under way) only :attr:`staged_key` is
+        possible, and a writer that finds the content already stored should :meth:`discard`."""
+
+    @property
+    def staged_key(self) -> str:
+        """Where the bytes are being streamed: publishing under this key costs nothing more."""
 
     def write(self, data: bytes | memoryview) -> int: ...
 
@@ -109,7 +113,7 @@ class Store(ABC):
         """Kept for callers written before :class:`Capabilities`: ``capabilities.local``."""
         return self.capabilities.local
 
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
+    def read_sources(self, key: str, *, size_hint: int | None = None) -> builtins.list[ReadSource]:
         """Where the bytes of ``key`` may be read from, in the order to try them.
 
         A plain store is its own only source; wrappers (a read cache, replicas) put theirs

@@ -8,6 +8,7 @@ zarr-python's ``WrapperStore``.
 
 from __future__ import annotations
 
+import builtins
 from contextlib import AbstractContextManager
 from typing import Iterator
 
@@ -67,7 +68,7 @@ class WrapperStore(Store):
     def key_for(self, uri: str) -> str:
         return self.inner.key_for(uri)
 
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
+    def read_sources(self, key: str, *, size_hint: int | None = None) -> builtins.list[ReadSource]:
         return self.inner.read_sources(key, size_hint=size_hint)
 
     def close(self) -> None:

@@ -100,7 +100,8 @@ class StoreContract:
         write(store, "k.xcs", b"first version, longer")
         write(store, "k.xcs", b"second")
         assert store.get("k.xcs") == b"second"
-        assert store.head("k.xcs").size == len(b"second")
+        info = store.head("k.xcs")
+        assert info is not None and info.size == len(b"second")
 
     def test_object_not_visible_while_writing(self, store: Store) -> None:
         with store.writer("pending/obj.xcs") as f:
