@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stores.contract import Boom, StoreContract, write
+from xcomstash.testing import Boom, StoreContract, write
 from xcomstash.errors import InvalidReferenceError, ObjectMissingError
 from xcomstash.stores import LocalStore, open_store
 

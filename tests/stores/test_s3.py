@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.servers import free_port, s3_client
-from tests.stores.contract import Boom, StoreContract, write
+from xcomstash.testing import Boom, StoreContract, write
 from xcomstash.errors import (
     InvalidReferenceError,
     ObjectMissingError,

@@ -1,17 +1,49 @@
-"""Object stores behind one small interface, and :func:`open_store` to pick one by URL."""
+"""Object stores behind one small interface, and :func:`open_store` to pick one by URL.
+
+A store is :class:`Store` (streamed write with atomic publish, ranged read, head, delete, list)
+plus :class:`Capabilities`; everything else composes around one: :class:`CachingStore` (a
+local read cache), :class:`FaultyStore` (fault injection), all built on :class:`WrapperStore`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from xcomstash.errors import ConfigError
-from xcomstash.stores.base import ObjectInfo, Store
+from xcomstash.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    ObjectReader,
+    PendingObject,
+    ReadSource,
+    Store,
+)
+from xcomstash.stores.caching import CachingStore
+from xcomstash.stores.faulty import FaultyStore
 from xcomstash.stores.local import LocalStore
+from xcomstash.stores.wrapper import WrapperStore
 
-__all__ = ["LocalStore", "ObjectInfo", "Store", "StoreLocation", "open_store", "parse_store_url"]
+__all__ = [
+    "CachingStore",
+    "Capabilities",
+    "DEFAULT_CACHE_MAX_BYTES",
+    "FaultyStore",
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectReader",
+    "PendingObject",
+    "ReadSource",
+    "Store",
+    "StoreLocation",
+    "WrapperStore",
+    "open_store",
+    "parse_store_url",
+]
 
-from dataclasses import dataclass
+#: The read cache bound when none is given (the same default as ``StashConfig.cache_max_bytes``).
+DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -45,9 +77,26 @@ def parse_store_url(url: str) -> StoreLocation:
     )
 
 
-def open_store(url: str, *, s3_client_factory: Callable[[str | None], Any] | None = None) -> Store:
+def open_store(
+    url: str,
+    *,
+    s3_client_factory: Callable[[str | None], Any] | None = None,
+    cache_dir: str | None = None,
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
+) -> Store:
     """Open the store a URL names. S3 needs a client factory taking the connection id
-    (the Airflow adapter passes one that reads Airflow connections)."""
+    (the Airflow adapter passes one that reads Airflow connections).
+
+    With ``cache_dir``, a remote store comes wrapped in a :class:`CachingStore` bounded to
+    ``cache_max_bytes``; a local store never does (a cached copy would cost what a read costs).
+    """
+    store = _open_bare(url, s3_client_factory)
+    if cache_dir and not store.capabilities.local:
+        return CachingStore(store, cache_dir, cache_max_bytes)
+    return store
+
+
+def _open_bare(url: str, s3_client_factory: Callable[[str | None], Any] | None) -> Store:
     location = parse_store_url(url)
     if location.scheme == "file":
         return LocalStore(location.path)

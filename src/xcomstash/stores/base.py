@@ -7,6 +7,7 @@ so a reference can never make a worker read somewhere it was not configured to.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -40,12 +41,15 @@ class PendingObject(Protocol):
     """A stream whose key is chosen after it is written (content addressing: the name is the
     digest of what was written). Nothing is visible until :meth:`publish`."""
 
-    #: The bytes may still be published under any key (a rename, or a single PUT not yet
-    #: sent). When False (an S3 multipart upload under way) only :attr:`staged_key` is
-    #: possible, and a writer that finds the content already stored should :meth:`discard`.
-    cheap_publish: bool
-    #: Where the bytes are being streamed: publishing under this key costs nothing more.
-    staged_key: str
+    @property
+    def cheap_publish(self) -> bool:
+        """The bytes may still be published under any key (a rename, or a single PUT not yet
+        sent). When False (an S3 multipart upload under way) only :attr:`staged_key` is
+        possible, and a writer that finds the content already stored should :meth:`discard`."""
+
+    @property
+    def staged_key(self) -> str:
+        """Where the bytes are being streamed: publishing under this key costs nothing more."""
 
     def write(self, data: bytes | memoryview) -> int: ...
 
@@ -56,28 +60,70 @@ class PendingObject(Protocol):
         """Drop the written bytes; nothing becomes visible."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store does cheaply, so callers (the engine, wrappers) choose a strategy by
+    asking instead of by checking the store's class."""
+
+    #: On this machine's disk: not worth caching (a cache copy would cost as much as a read).
+    local: bool = False
+    #: ``read_at`` on arbitrary offsets is cheap, so frames can be fetched in parallel.
+    ranged_reads: bool = True
+    #: :meth:`Store.list` works (reconcile and retention need it).
+    listing: bool = True
+    #: Content-addressed publish (write under a staged key, publish under the digest) is a
+    #: rename or a single PUT for every object. When False, :attr:`PendingObject.cheap_publish`
+    #: tells per object (S3: only objects that fit one part).
+    cheap_publish: bool = True
+
+
 def _nothing() -> None:
-    return None
+    """The default :attr:`ReadSource.discard`: a store's own copy is not ours to drop."""
 
 
 @dataclass(frozen=True)
 class ReadSource:
-    """One place the bytes of an object may be read from, in the order the pull path tries them."""
+    """One place the bytes of an object may be read from, in the order the pull path tries them.
 
-    #: ``store``, ``cache``, ``replica:<n>``: for traces and metrics.
+    Sources are lazy: building the list touches nothing; :attr:`open` does the work. The pull
+    path verifies what each source serves against the reference and moves on to the next source
+    on an integrity or availability error, so a source never has to be right, only honest about
+    failing.
+    """
+
+    #: "store", "cache", later "replica:<n>": for traces and metrics.
     name: str
-    #: A reader, or None when this source does not hold the object (a cache miss: try the
-    #: next). Raises a StoreError when it should hold it but cannot serve it.
+    #: ``None``: this source does not hold the object (a cache miss): try the next. Raises
+    #: :class:`StoreError` subclasses (:class:`ObjectMissingError`,
+    #: :class:`StoreUnavailableError`, ...) when it should hold the object but cannot serve it.
     open: Callable[[], ObjectReader | None]
-    #: Called when what this source served failed verification: a cache drops its copy.
+    #: Called by the pull path when what this source served failed verification
+    #: (:class:`IntegrityError`): a cache evicts its entry; a store does nothing.
     discard: Callable[[], None] = _nothing
 
 
 class Store(ABC):
     #: The root URI; every object URI starts with ``root_uri + "/"``.
     root_uri: str
-    #: Local stores are not worth caching: the read cache is for remote ones.
-    is_local: bool = False
+    #: What this store does cheaply; subclasses override the class attribute.
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    def is_local(self) -> bool:
+        """Kept for callers written before :class:`Capabilities`: ``capabilities.local``."""
+        return self.capabilities.local
+
+    def read_sources(self, key: str, *, size_hint: int | None = None) -> builtins.list[ReadSource]:
+        """Where the bytes of ``key`` may be read from, in the order to try them.
+
+        A plain store is its own only source; wrappers (a read cache, replicas) put theirs
+        around it. ``size_hint`` (the size the reference records, if known) lets a wrapper
+        skip what cannot help, e.g. a cache that could not hold an object that large.
+        """
+        return [ReadSource("store", lambda: self.open_reader(key))]
+
+    def close(self) -> None:
+        """Release threads, connections and descriptors. Idempotent; the default holds none."""
 
     @contextmanager
     def writer(self, key: str) -> Iterator[PendingObject]:
@@ -116,13 +162,6 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under ``prefix``, streamed (stores may hold millions)."""
-
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
-        """Where the pull path may read ``key`` from, in order (wrappers add caches, replicas)."""
-        return [ReadSource("store", lambda: self.open_reader(key))]
-
-    def close(self) -> None:
-        """Release connections and threads (an engine's :meth:`close` calls this)."""
 
     def uri_for(self, key: str) -> str:
         return f"{self.root_uri}/{key}"

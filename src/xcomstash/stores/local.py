@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError
-from xcomstash.stores.base import ObjectInfo, ObjectReader, PendingObject, Store
+from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, Store
 
 
 class FileReader:
@@ -93,7 +93,8 @@ class _PendingFile:
 
 
 class LocalStore(Store):
-    is_local = True
+    #: On this machine's disk (or a mount that behaves like it): a cache would only copy it.
+    capabilities = Capabilities(local=True)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError, StoreUnavailableError
-from xcomstash.stores.base import ObjectInfo, ObjectReader, PendingObject, Store
+from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, Store
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 PART_SIZE = 16 * 1024 * 1024
@@ -184,6 +184,11 @@ class S3Reader:
 
 
 class S3Store(Store):
+    #: Remote (worth caching), ranged GETs, listing. Publish under another key is cheap only
+    #: for an object that fits one part: a multipart upload cannot be renamed, so
+    #: ``cheap_publish`` is False here and :attr:`PendingObject.cheap_publish` tells per object.
+    capabilities = Capabilities(local=False, ranged_reads=True, listing=True, cheap_publish=False)
+
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self.client = client
         self._pool = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="xcomstash-s3")
@@ -193,6 +198,10 @@ class S3Store(Store):
 
     def _s3_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def close(self) -> None:
+        """Stop the part-upload threads (the boto3 client is the caller's: it is left open)."""
+        self._pool.shutdown(wait=True)
 
     @contextmanager
     def new_object(self, staged_key: str) -> Iterator[PendingObject]:

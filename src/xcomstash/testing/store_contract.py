@@ -1,21 +1,39 @@
-"""The Store contract, written once and run against every store.
+"""The Store contract, written once and run against every store and every wrapper.
 
-A test module subclasses :class:`StoreContract` as ``Test...`` and provides two fixtures:
+Public so that a user's own :class:`~xcomstash.stores.Store` can be checked the same way as the
+stores shipped here. A test module subclasses :class:`StoreContract` as ``Test...`` and provides
+two pytest fixtures:
 
 - ``store``: an empty store of that kind;
 - ``raw_names``: a callable returning every physical name under the store's root (temporary
   and partial files included), so "nothing visible" can be checked below the Store interface.
+
+::
+
+    from xcomstash.testing import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def store(self): ...
+        @pytest.fixture
+        def raw_names(self): ...
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Callable
 
 import pytest
 
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import InvalidReferenceError, ObjectMissingError, StoreError
-from xcomstash.stores import Store
+from xcomstash.stores import Capabilities, ReadSource, Store
+
+__all__ = ["AWKWARD_COORDINATES", "Boom", "StoreContract", "read_via_sources", "write"]
+
+RawNames = Callable[[], "list[str]"]
 
 #: Keys the engine really produces, including percent-encoded components.
 AWKWARD_COORDINATES = [
@@ -27,12 +45,35 @@ AWKWARD_COORDINATES = [
 
 
 class Boom(Exception):
-    pass
+    """Raised inside a writer block to check that a failed write publishes nothing."""
 
 
 def write(store: Store, key: str, data: bytes) -> None:
+    """Store ``data`` under ``key`` through the streamed writer (the only write path)."""
     with store.writer(key) as f:
         f.write(data)
+
+
+def read_via_sources(store: Store, key: str, *, size_hint: int | None = None) -> tuple[str, bytes]:
+    """Read ``key`` the way the pull path does, minus verification: the first source that opens
+    serves the whole object. Returns the serving source's name and the bytes. The last source's
+    error is raised when none serves (:class:`ObjectMissingError` for a missing object)."""
+    error: Exception | None = None
+    for source in store.read_sources(key, size_hint=size_hint):
+        try:
+            reader = source.open()
+        except StoreError as exc:
+            error = exc
+            continue
+        if reader is None:
+            continue
+        try:
+            return source.name, reader.read_at(0, reader.size)
+        finally:
+            reader.close()
+    if error is not None:
+        raise error
+    raise ObjectMissingError("no read source holds the object", uri=store.uri_for(key))
 
 
 class StoreContract:
@@ -59,7 +100,8 @@ class StoreContract:
         write(store, "k.xcs", b"first version, longer")
         write(store, "k.xcs", b"second")
         assert store.get("k.xcs") == b"second"
-        assert store.head("k.xcs").size == len(b"second")
+        info = store.head("k.xcs")
+        assert info is not None and info.size == len(b"second")
 
     def test_object_not_visible_while_writing(self, store: Store) -> None:
         with store.writer("pending/obj.xcs") as f:
@@ -70,7 +112,7 @@ class StoreContract:
                 store.get("pending/obj.xcs")
         assert store.get("pending/obj.xcs") == b"x" * 1000
 
-    def test_failed_writer_publishes_nothing(self, store: Store, raw_names) -> None:
+    def test_failed_writer_publishes_nothing(self, store: Store, raw_names: RawNames) -> None:
         with pytest.raises(Boom):
             with store.writer("d/r/t/0/v.xcs") as f:
                 f.write(b"partial " * 1000)
@@ -81,7 +123,7 @@ class StoreContract:
         assert list(store.list()) == []
         assert raw_names() == [], "a failed write left something behind"
 
-    def test_failed_writer_leaves_existing_object_untouched(self, store: Store, raw_names) -> None:
+    def test_failed_writer_leaves_existing_object_untouched(self, store: Store, raw_names: RawNames) -> None:
         write(store, "k.xcs", b"the good version")
         before = store.head("k.xcs")
         with pytest.raises(Boom):
@@ -295,3 +337,113 @@ class StoreContract:
                 continue
             with pytest.raises(InvalidReferenceError):
                 store.key_for(f"{other}://{rest}/x.xcs")
+
+    # ---------------------------------------------------------- read sources
+
+    def test_read_sources_first_source_that_opens_serves_the_object(self, store: Store) -> None:
+        data = bytes(range(256)) * 100
+        write(store, "s/obj.xcs", data)
+        assert read_via_sources(store, "s/obj.xcs")[1] == data
+        # again (a cache now holds it), and with the size a reference would give as the hint
+        assert read_via_sources(store, "s/obj.xcs")[1] == data
+        assert read_via_sources(store, "s/obj.xcs", size_hint=len(data))[1] == data
+
+    def test_read_sources_serve_an_empty_object(self, store: Store) -> None:
+        write(store, "s/empty.xcs", b"")
+        assert read_via_sources(store, "s/empty.xcs")[1] == b""
+        assert read_via_sources(store, "s/empty.xcs", size_hint=0)[1] == b""
+
+    def test_read_sources_reader_reads_ranges(self, store: Store) -> None:
+        data = bytes(range(256)) * 40
+        write(store, "s/r.xcs", data)
+        for _ in range(2):  # first read and (for a cache) the hit
+            for source in store.read_sources("s/r.xcs"):
+                reader = source.open()
+                if reader is not None:
+                    break
+            else:
+                pytest.fail("no source opened")
+            try:
+                assert reader.size == len(data)
+                assert reader.read_at(100, 50) == data[100:150]
+                assert reader.read_at(len(data) - 5, 50) == data[-5:]
+                target = bytearray(300)
+                assert reader.readinto_at(1000, memoryview(target)) == 300
+                assert bytes(target) == data[1000:1300]
+            finally:
+                reader.close()
+
+    def test_read_sources_are_named_lazy_and_distinct(self, store: Store) -> None:
+        sources = store.read_sources("no/such/object.xcs")  # building the list touches nothing
+        assert sources, "a store has at least one source: itself"
+        assert all(isinstance(s, ReadSource) and s.name for s in sources)
+        names = [s.name for s in sources]
+        assert len(set(names)) == len(names), f"source names must tell sources apart: {names}"
+
+    def test_read_sources_of_missing_object_serve_nothing(self, store: Store) -> None:
+        key = "no/such/object.xcs"
+        missing: list[ObjectMissingError] = []
+        for source in store.read_sources(key):
+            try:
+                reader = source.open()
+            except ObjectMissingError as exc:
+                missing.append(exc)
+                continue
+            assert reader is None, f"source {source.name!r} served an object that does not exist"
+        assert missing, "no source said the object is missing"
+        assert all(exc.uri == store.uri_for(key) for exc in missing)
+
+    def test_read_sources_discard_then_read_again(self, store: Store) -> None:
+        data = b"discard me " * 100
+        write(store, "s/d.xcs", data)
+        read_via_sources(store, "s/d.xcs")
+        for source in store.read_sources("s/d.xcs"):
+            reader = source.open()
+            if reader is not None:
+                reader.close()
+            source.discard()  # what the pull path does when verification fails
+            source.discard()  # twice: idempotent
+        assert read_via_sources(store, "s/d.xcs")[1] == data
+
+    def test_read_sources_after_delete_serve_nothing(self, store: Store) -> None:
+        write(store, "s/gone.xcs", b"soon gone")
+        assert read_via_sources(store, "s/gone.xcs")[1] == b"soon gone"
+        store.delete("s/gone.xcs")
+        with pytest.raises(ObjectMissingError):
+            read_via_sources(store, "s/gone.xcs")
+
+    def test_read_sources_from_many_threads(self, store: Store) -> None:
+        data = bytes(range(256)) * 4096  # 1 MiB
+        write(store, "s/shared.xcs", data)
+        results: list[bytes] = []
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                results.append(read_via_sources(store, "s/shared.xcs")[1])
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert results == [data] * 8
+
+    # ------------------------------------------------------- capabilities / close
+
+    def test_capabilities_describe_the_store(self, store: Store) -> None:
+        capabilities = store.capabilities
+        assert isinstance(capabilities, Capabilities)
+        assert store.is_local is capabilities.local
+        if capabilities.listing:
+            write(store, "cap.xcs", b"x")
+            assert [i.key for i in store.list()] == ["cap.xcs"]
+
+    def test_close_is_idempotent(self, store: Store) -> None:
+        write(store, "c.xcs", b"x")
+        assert read_via_sources(store, "c.xcs")[1] == b"x"
+        store.close()
+        store.close()

@@ -1,0 +1,75 @@
+"""A store around another store: the base of the read cache, fault injection and (later)
+replication and metrics.
+
+Every method delegates to :attr:`WrapperStore.inner`, so a subclass overrides only what it
+changes and stays a complete :class:`Store` (it passes the same contract suite). Modelled on
+zarr-python's ``WrapperStore``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from contextlib import AbstractContextManager
+from typing import Iterator
+
+from xcomstash.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    ObjectReader,
+    PendingObject,
+    ReadSource,
+    Store,
+)
+
+
+class WrapperStore(Store):
+    """Delegates everything to ``inner``. Wrappers nest: ``FaultyStore(CachingStore(s3))``."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    # The root is the inner store's: a wrapper changes how objects are reached, never which
+    # URIs a reference may name (key_for must refuse exactly what the inner store refuses).
+    @property  # type: ignore[override]
+    def root_uri(self) -> str:  # type: ignore[override]
+        return self.inner.root_uri
+
+    @property  # type: ignore[override]
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return self.inner.capabilities
+
+    def writer(self, key: str) -> AbstractContextManager[PendingObject]:  # type: ignore[override]
+        return self.inner.writer(key)
+
+    def new_object(self, staged_key: str) -> AbstractContextManager[PendingObject]:
+        return self.inner.new_object(staged_key)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def open_reader(self, key: str) -> ObjectReader:
+        return self.inner.open_reader(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self.inner.head(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def uri_for(self, key: str) -> str:
+        return self.inner.uri_for(key)
+
+    def key_for(self, uri: str) -> str:
+        return self.inner.key_for(uri)
+
+    def read_sources(self, key: str, *, size_hint: int | None = None) -> builtins.list[ReadSource]:
+        return self.inner.read_sources(key, size_hint=size_hint)
+
+    def close(self) -> None:
+        self.inner.close()
