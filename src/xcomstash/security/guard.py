@@ -29,15 +29,18 @@ if TYPE_CHECKING:
 READERS_FIELD = "readers"
 
 
-@dataclass(frozen=True)
 class Admission:
-    """What the guard decided about a value at the start of a push."""
+    """What the guard decided about a value at the start of a push. (A slotted class, not a
+    dataclass: one is made per push, and this is on the small-value path.)"""
 
-    value: Any  # unwrapped from :class:`Restricted`
-    rules: Effective
-    readers: Readers | None
-    #: Whether the value must be scanned or measured against a size limit (no fast path).
-    screens: bool
+    __slots__ = ("value", "rules", "readers", "screens")
+
+    def __init__(self, value: Any, rules: Effective, readers: Readers | None, screens: bool) -> None:
+        self.value = value  # unwrapped from :class:`Restricted`
+        self.rules = rules
+        self.readers = readers
+        #: Whether the value must be scanned or measured against a size limit (no fast path).
+        self.screens = screens
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,9 @@ class Guard:
         if rules is None:
             rules = self._rules[coordinate.dag_id] = self.config.rules.for_dag(coordinate.dag_id)
         if not self.checks_push and not isinstance(value, Restricted):
-            return Admission(value, rules, None, screens=False)
+            return Admission(value, rules, None, False)
         value, readers = readers_for(value, coordinate, rules.read_scope)
-        return Admission(value, rules, readers, screens=rules.sensitive_data != OFF or bool(rules.max_value_bytes))
+        return Admission(value, rules, readers, rules.sensitive_data != OFF or bool(rules.max_value_bytes))
 
     def admit_read(
         self, readers: Readers | None, written_for: XComCoordinate | None, expected: Expected | None, what: str
