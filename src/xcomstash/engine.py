@@ -145,7 +145,7 @@ class Engine:
 
 def with_cache(store: Store, config: StashConfig) -> Store:
     """``store`` behind the local read cache, when one is configured and the store is remote."""
-    if not config.cache_dir or store.is_local:
+    if not config.cache_dir or store.capabilities.local:
         return store
     from xcomstash.stores.caching import CachingStore
 

@@ -21,6 +21,7 @@ import pytest
 from xcomstash import Engine, IntegrityError, ObjectMissingError, ReadError, StashConfig, XComCoordinate
 from xcomstash.format import container
 from xcomstash.format.frames import FRAME_SIZE
+from xcomstash.stores.caching import CachingStore
 
 pytestmark = pytest.mark.s3
 
@@ -86,9 +87,13 @@ def temp_files(cache_dir: Path) -> list[Path]:
     return sorted(p for p in cache_dir.rglob(".tmp-*")) if cache_dir.exists() else []
 
 
+def cache_of(engine: Engine) -> CachingStore:
+    assert isinstance(engine.store, CachingStore)
+    return engine.store
+
+
 def entry_for(engine: Engine, row: dict) -> Path:
-    assert engine.cache is not None
-    return engine.cache.path_for(row["digest"])
+    return cache_of(engine).path_for(engine.store.key_for(row["uri"]))
 
 
 def flip(path: Path, offset: int) -> None:
@@ -106,9 +111,9 @@ def big_value() -> bytes:
 
 
 def test_engine_on_s3_with_a_cache_dir_has_a_cache(engine: Engine, cache_dir: Path) -> None:
-    assert engine.cache is not None
-    assert engine.cache.directory == cache_dir
-    assert (engine.cache.hits, engine.cache.misses) == (0, 0)
+    assert isinstance(engine.store, CachingStore)
+    assert cache_of(engine).directory == cache_dir
+    assert (cache_of(engine).hits, cache_of(engine).misses) == (0, 0)
 
 
 @pytest.mark.parametrize("kind", ["array", "bytes", "large bytes", "json"])
@@ -117,7 +122,7 @@ def test_cached_read_is_identical_to_an_uncached_read(
 ) -> None:
     cached = make_engine(s3_client, s3_prefix, cache_dir)
     uncached = make_engine(s3_client, s3_prefix, None)
-    assert uncached.cache is None
+    assert not isinstance(uncached.store, CachingStore)
     value: Any = {
         "array": np.random.default_rng(1).normal(size=(300, 40)),
         "bytes": os.urandom(10_000),
@@ -135,11 +140,10 @@ def test_cached_read_is_identical_to_an_uncached_read(
             assert got.tobytes() == plain.tobytes() == value.tobytes()
         else:
             assert type(got) is type(plain) and got == plain == value
-    assert (cached.cache.hits, cached.cache.misses) == (1, 1)
-    # the entry is the object, byte for byte, named by its digest
+    assert (cached.store.hits, cached.store.misses) == (1, 1)
+    # the entry is the object, byte for byte
     assert entries(cache_dir) == [entry_for(cached, row)]
     assert entry_for(cached, row).read_bytes() == s3_bytes(s3_client, row)
-    assert entry_for(cached, row).name == row["digest"].split(":")[1] + ".xcs"
     assert temp_files(cache_dir) == []
 
 
@@ -149,30 +153,45 @@ def test_second_read_is_served_from_the_cache_without_s3(
     value = big_value()
     row = engine.serialize(value, coord(0))
     assert engine.deserialize(row) == value
-    assert (engine.cache.hits, engine.cache.misses) == (0, 1)
+    assert (cache_of(engine).hits, cache_of(engine).misses) == (0, 1)
 
     delete_from_s3(s3_client, row)  # S3 can no longer answer
     for n in range(2, 5):
         assert engine.deserialize(row) == value
-        assert (engine.cache.hits, engine.cache.misses) == (n - 1, 1)
+        assert (cache_of(engine).hits, cache_of(engine).misses) == (n - 1, 1)
     assert engine.deserialize_many([row, row, 7]) == [value, value, 7]
 
     # a fresh engine (another task process) on the same directory is served too
     other = make_engine(s3_client, s3_prefix, cache_dir)
     assert other.deserialize(row) == value
-    assert (other.cache.hits, other.cache.misses) == (1, 0)
+    assert (other.store.hits, other.store.misses) == (1, 0)
 
 
 def test_a_miss_reads_s3_and_a_new_reference_is_a_new_entry(engine: Engine, s3_client, cache_dir: Path) -> None:
     first = engine.serialize(b"first attempt " * 100, coord(0))
     assert engine.deserialize(first) == b"first attempt " * 100
     second = engine.serialize(b"second attempt " * 100, coord(0))  # a retry
-    assert second["digest"] != first["digest"]
+    assert second["digest"] != first["digest"] and second["uri"] != first["uri"]
     assert engine.deserialize(second) == b"second attempt " * 100
-    assert (engine.cache.hits, engine.cache.misses) == (0, 2)
+    assert (cache_of(engine).hits, cache_of(engine).misses) == (0, 2)
     assert entries(cache_dir) == sorted([entry_for(engine, first), entry_for(engine, second)])
-    # the old reference still reads its own (immutable) bytes from the cache
+    # the old reference still reads its own bytes from the cache
     assert engine.deserialize(first) == b"first attempt " * 100
+
+
+def test_an_object_rewritten_under_the_same_key_is_refetched_not_served_stale(
+    s3_client, s3_prefix: str, cache_dir: Path
+) -> None:
+    """Without dedup a retry rewrites the XCom's object in place: the cached copy of the old
+    bytes fails verification against the new reference and is replaced."""
+    engine = make_engine(s3_client, s3_prefix, cache_dir, dedup=False)
+    first = engine.serialize(b"first attempt " * 100, coord(0))
+    assert engine.deserialize(first) == b"first attempt " * 100
+    other = make_engine(s3_client, s3_prefix, cache_dir, dedup=False)  # another worker's retry
+    second = other.serialize(b"second attempt " * 100, coord(0))
+    assert second["uri"] == first["uri"] and second["digest"] != first["digest"]
+    assert engine.deserialize(second) == b"second attempt " * 100
+    assert entry_for(engine, second).read_bytes() == s3_bytes(s3_client, second)
 
 
 def test_an_object_that_does_not_match_its_reference_is_not_cached(
@@ -216,12 +235,12 @@ def test_corrupt_cache_entry_is_detected_and_refetched_from_s3(
     assert path.read_bytes() != original
 
     assert engine.deserialize(row) == value
-    assert engine.cache.misses == 2  # found damaged, fetched from S3 again
+    assert cache_of(engine).misses == 2  # found damaged, fetched from S3 again
     assert path.read_bytes() == original  # replaced by a good copy
     assert entries(cache_dir) == [path] and temp_files(cache_dir) == []
-    hits = engine.cache.hits
+    hits = cache_of(engine).hits
     assert engine.deserialize(row) == value
-    assert (engine.cache.hits, engine.cache.misses) == (hits + 1, 2)  # the good copy is a hit
+    assert (cache_of(engine).hits, cache_of(engine).misses) == (hits + 1, 2)  # the good copy is a hit
 
 
 def test_corrupt_cache_entry_with_the_object_gone_from_s3_raises_object_missing(
@@ -257,7 +276,7 @@ def test_corrupt_cache_entry_with_the_object_replaced_in_s3_raises_integrity_err
     assert entries(cache_dir) == []
 
 
-def test_cache_entry_of_another_object_under_this_digest_is_not_returned(
+def test_cache_entry_holding_another_objects_bytes_is_refetched(
     engine: Engine, s3_client, cache_dir: Path
 ) -> None:
     """An entry holding a different (valid) object than its name says fails verification."""
@@ -302,12 +321,12 @@ def test_eviction_removes_the_least_recently_used_entry(
     set_mtime(entry_for(engine, b), 200)
     # ... then a is read again: a hit makes it the most recently used.
     assert engine.deserialize(a, readahead=False) == values[0]
-    assert engine.cache.hits == 1
+    assert cache_of(engine).hits == 1
     assert entry_for(engine, a).stat().st_mtime > entry_for(engine, b).stat().st_mtime
 
     assert engine.deserialize(c, readahead=False) == values[2]  # does not fit with a and b
     assert entries(cache_dir) == sorted([entry_for(engine, a), entry_for(engine, c)])
-    assert sum(p.stat().st_size for p in entries(cache_dir)) <= engine.cache.max_bytes
+    assert sum(p.stat().st_size for p in entries(cache_dir)) <= cache_of(engine).max_bytes
 
     # b reads again, from S3, and now the least recently used (c or a) makes room
     set_mtime(entry_for(engine, c), 100)
@@ -386,8 +405,8 @@ def test_threads_reading_one_reference_at_once_share_one_entry(engine: Engine, c
         t.join(timeout=60)
     assert errors == []
     assert all(r == value for r in results)
-    assert engine.cache.hits + engine.cache.misses == threads_n
-    assert engine.cache.misses >= 1
+    assert cache_of(engine).hits + cache_of(engine).misses == threads_n
+    assert cache_of(engine).misses >= 1
     assert entries(cache_dir) == [entry_for(engine, row)]
     assert temp_files(cache_dir) == []
 
@@ -421,8 +440,8 @@ while not go.exists():  # start together with the other readers
 value = engine.deserialize(row, readahead=False)
 print(json.dumps({
     "sha256": hashlib.sha256(value).hexdigest(),
-    "hits": engine.cache.hits,
-    "misses": engine.cache.misses,
+    "hits": engine.store.hits,
+    "misses": engine.store.misses,
 }))
 """
 
@@ -478,4 +497,4 @@ def test_processes_reading_one_reference_at_once_share_one_entry(
     assert entry_for(engine, row).read_bytes() == s3_bytes(s3_client, row)
     # and this process now reads the shared entry as a hit
     assert engine.deserialize(row) == value
-    assert (engine.cache.hits, engine.cache.misses) == (1, 0)
+    assert (cache_of(engine).hits, cache_of(engine).misses) == (1, 0)

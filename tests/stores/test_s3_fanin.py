@@ -75,9 +75,9 @@ def test_deserialize_many_on_s3_through_a_read_cache(s3_client, s3_prefix: str, 
     _, values, rows = fanin
     engine = make_engine(s3_client, s3_prefix, cache_dir=str(tmp_path / "cache"))
     assert engine.deserialize_many(rows) == values
-    assert (engine.cache.hits, engine.cache.misses) == (0, N)
+    assert (engine.store.hits, engine.store.misses) == (0, N)
     assert engine.deserialize_many(rows) == values
-    assert (engine.cache.hits, engine.cache.misses) == (N, N)
+    assert (engine.store.hits, engine.store.misses) == (N, N)
 
 
 def test_deserialize_many_on_s3_raises_the_first_failure_in_order(fanin, s3_client) -> None:
