@@ -41,7 +41,7 @@ from typing import Any, Iterator
 from xcomstash.errors import ConfigError
 from xcomstash.stores.base import ObjectReader, PendingObject, ReadSource, Store
 from xcomstash.stores.local import FileReader
-from xcomstash.stores.wrapper import WrapperStore
+from xcomstash.stores.wrapper import WrappedPending, WrapperStore
 
 log = logging.getLogger("xcomstash.stores.caching")
 
@@ -385,30 +385,13 @@ class CachingStore(WrapperStore):
             log.warning(message, *args)
 
 
-class _EvictOnPublish:
+class _EvictOnPublish(WrappedPending):
     """A pending object of the inner store whose publish also evicts the published key's entry."""
 
     def __init__(self, pending: PendingObject, store: CachingStore) -> None:
-        self._pending = pending
+        super().__init__(pending)
         self._store = store
-
-    @property
-    def cheap_publish(self) -> bool:
-        return self._pending.cheap_publish
-
-    @property
-    def staged_key(self) -> str:
-        return self._pending.staged_key
-
-    def write(self, data: bytes | memoryview) -> int:
-        return self._pending.write(data)
 
     def publish(self, key: str) -> None:
         self._pending.publish(key)
         self._store.evict(key)
-
-    def discard(self) -> None:
-        self._pending.discard()
-
-    def __getattr__(self, name: str) -> Any:  # flush() and whatever else the inner one offers
-        return getattr(self._pending, name)

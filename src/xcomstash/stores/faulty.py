@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from xcomstash.errors import StoreReadError, StoreUnavailableError
 from xcomstash.stores.base import ObjectReader, PendingObject, ReadSource, Store
-from xcomstash.stores.wrapper import WrapperStore
+from xcomstash.stores.wrapper import WrappedPending, WrapperStore
 
 
 class _Budget:
@@ -230,23 +230,12 @@ class _FaultyReader:
         self._inner.close()
 
 
-class _FaultyPending:
+class _FaultyPending(WrappedPending):
     """A pending object of the inner store whose publish may fail (discarding the bytes)."""
 
     def __init__(self, pending: PendingObject, store: FaultyStore) -> None:
-        self._pending = pending
+        super().__init__(pending)
         self._store = store
-
-    @property
-    def cheap_publish(self) -> bool:
-        return self._pending.cheap_publish
-
-    @property
-    def staged_key(self) -> str:
-        return self._pending.staged_key
-
-    def write(self, data: bytes | memoryview) -> int:
-        return self._pending.write(data)
 
     def publish(self, key: str) -> None:
         store = self._store
@@ -255,9 +244,3 @@ class _FaultyPending:
             self._pending.discard()
             raise StoreUnavailableError(f"injected fault: cannot publish {store.uri_for(key)}")
         self._pending.publish(key)
-
-    def discard(self) -> None:
-        self._pending.discard()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pending, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from contextlib import AbstractContextManager
-from typing import Iterator
+from typing import Any, Iterator
 
 from xcomstash.stores.base import (
     Capabilities,
@@ -73,3 +73,31 @@ class WrapperStore(Store):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class WrappedPending:
+    """A pending object of the inner store, passed through; wrappers override what they
+    change (a cache evicts on publish, a faulty store may refuse it)."""
+
+    def __init__(self, pending: PendingObject) -> None:
+        self._pending = pending
+
+    @property
+    def cheap_publish(self) -> bool:
+        return self._pending.cheap_publish
+
+    @property
+    def staged_key(self) -> str:
+        return self._pending.staged_key
+
+    def write(self, data: bytes | memoryview) -> int:
+        return self._pending.write(data)
+
+    def publish(self, key: str) -> None:
+        self._pending.publish(key)
+
+    def discard(self) -> None:
+        self._pending.discard()
+
+    def __getattr__(self, name: str) -> Any:  # flush() and whatever else the inner one offers
+        return getattr(self._pending, name)
