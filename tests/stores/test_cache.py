@@ -498,3 +498,25 @@ def test_processes_reading_one_reference_at_once_share_one_entry(
     # and this process now reads the shared entry as a hit
     assert engine.deserialize(row) == value
     assert (cache_of(engine).hits, cache_of(engine).misses) == (1, 0)
+
+
+# ====================================================================== partial reads
+
+
+def test_partial_read_on_a_cold_cache_fetches_part_of_the_object_and_fills_nothing(
+    engine: Engine, cache_dir: Path
+) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({f"c{i}": np.random.default_rng(i).random(300_000) for i in range(8)})
+    row = engine.serialize(df, coord(0))
+    part, stats = engine.read_table(row, ["c3"])
+    pd.testing.assert_frame_equal(part, df[["c3"]])
+    assert stats is not None and stats.bytes_fetched < row["size"] / 2
+    assert entries(cache_dir) == []
+    # once the whole value was read (and cached), a partial read is served by the cache
+    pd.testing.assert_frame_equal(engine.deserialize(row), df)
+    hits = cache_of(engine).hits
+    part, _ = engine.read_table(row, ["c5"])
+    pd.testing.assert_frame_equal(part, df[["c5"]])
+    assert cache_of(engine).hits == hits + 1

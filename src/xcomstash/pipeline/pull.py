@@ -117,7 +117,7 @@ class PullPath:
         """The value for what an xcom row holds: inline structure or reference."""
         if not is_reference(stored):
             return self._inline(stored, coordinate, expected)
-        value, _ = self._read("pull", stored, coordinate, expected, self._decode_whole, readahead)
+        value, _ = self._read("pull", stored, coordinate, expected, self._decode_whole, readahead=readahead)
         return value
 
     def pull_many(self, stored_values: list[Any], *, expected: Expected | None = None) -> list[Any]:
@@ -141,7 +141,7 @@ class PullPath:
         if not is_reference(stored):
             return select_in_memory(self._inline(stored, None, expected), columns, rows), None
         consume = lambda reader, layout, opened: self._decode_table(reader, layout, opened, columns, rows)  # noqa: E731
-        return self._read("pull", stored, None, expected, consume, True)
+        return self._read("pull", stored, None, expected, consume, readahead=True, whole=False)
 
     def purge(self, stored: Any, coordinate: XComCoordinate | None, delete: Callable[[Opened], None]) -> bool:
         """Open a row's reference with the same checks as a pull (readers excepted: a re-run
@@ -185,13 +185,15 @@ class PullPath:
         coordinate: XComCoordinate | None,
         expected: Expected | None,
         consume: Consume,
+        *,
         readahead: bool,
+        whole: bool = True,
     ) -> tuple[Any, PartialRead | None]:
         started = time.perf_counter()
         opened = self._open(op, stored, coordinate, expected, check_readers=True)
         ahead = self.readahead if readahead else None
         try:
-            value, stats, source = self._from_sources(opened, consume, ahead)
+            value, stats, source = self._from_sources(opened, consume, ahead, whole)
         except XComStashError as exc:
             self._emit(op, opened, started, error=exc)
             raise
@@ -230,22 +232,22 @@ class PullPath:
         coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
         return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "")
 
-    def _sources(self, opened: Opened, ahead: ReadAhead | None) -> list[ReadSource]:
+    def _sources(self, opened: Opened, ahead: ReadAhead | None, whole: bool) -> list[ReadSource]:
         sources = []
         if ahead is not None and opened.coordinate is not None:
             prefetched = ahead.take(opened.coordinate, opened.key)
             if prefetched is not None:
                 sources.append(ReadSource("read-ahead", lambda: MemoryReader(prefetched)))
-        sources.extend(self.store.read_sources(opened.key, size_hint=opened.ref.size))
+        sources.extend(self.store.read_sources(opened.key, size_hint=opened.ref.size, whole=whole))
         return sources
 
     def _from_sources(
-        self, opened: Opened, consume: Consume, ahead: ReadAhead | None
+        self, opened: Opened, consume: Consume, ahead: ReadAhead | None, whole: bool
     ) -> tuple[Any, PartialRead | None, str]:
         """The first source whose bytes pass verification; the last error if none does."""
         ref, coordinate = opened.ref, opened.coordinate
         error: ReadError | None = None
-        for source in self._sources(opened, ahead):
+        for source in self._sources(opened, ahead, whole):
             try:
                 with _read_errors(ref, coordinate):
                     reader = source.open()

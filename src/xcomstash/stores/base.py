@@ -113,12 +113,14 @@ class Store(ABC):
         """Kept for callers written before :class:`Capabilities`: ``capabilities.local``."""
         return self.capabilities.local
 
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> builtins.list[ReadSource]:
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
         """Where the bytes of ``key`` may be read from, in the order to try them.
 
         A plain store is its own only source; wrappers (a read cache, replicas) put theirs
         around it. ``size_hint`` (the size the reference records, if known) lets a wrapper
         skip what cannot help, e.g. a cache that could not hold an object that large.
+        ``whole=False`` says the reader will fetch only part of the object (a partial table
+        read): a cache then serves a copy it has, but does not fetch the whole object to fill one.
         """
         return [ReadSource("store", lambda: self.open_reader(key))]
 

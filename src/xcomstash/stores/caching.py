@@ -126,13 +126,17 @@ class CachingStore(WrapperStore):
 
     # ------------------------------------------------------------------ reads
 
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> list[ReadSource]:
         """The cache entry first, then each inner source, wrapped so that opening it fills the
-        cache and serves the filled entry; discarding it evicts the entry too."""
-        inner_sources = self.inner.read_sources(key, size_hint=size_hint)
+        cache and serves the filled entry; discarding it evicts the entry too. For a partial
+        read (``whole=False``) the inner sources are offered as they are: filling would fetch
+        the whole object, which is what a partial read is there to avoid."""
+        inner_sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole)
         sources: list[ReadSource] = []
         if self._may_hold(size_hint):
             sources.append(ReadSource("cache", partial(self.open_cached, key), partial(self.evict, key)))
+        if not whole:
+            return sources + inner_sources
         for source in inner_sources:
             sources.append(
                 ReadSource(

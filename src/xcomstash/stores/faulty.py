@@ -123,8 +123,8 @@ class FaultyStore(WrapperStore):
         assert reader is not None
         return reader
 
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> list[ReadSource]:
-        sources = self.inner.read_sources(key, size_hint=size_hint)
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> list[ReadSource]:
+        sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole)
         if not self.applies(key):
             return sources
         return [ReadSource(s.name, partial(self._open, key, s.open), s.discard) for s in sources]

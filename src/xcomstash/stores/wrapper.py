@@ -68,8 +68,8 @@ class WrapperStore(Store):
     def key_for(self, uri: str) -> str:
         return self.inner.key_for(uri)
 
-    def read_sources(self, key: str, *, size_hint: int | None = None) -> builtins.list[ReadSource]:
-        return self.inner.read_sources(key, size_hint=size_hint)
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
+        return self.inner.read_sources(key, size_hint=size_hint, whole=whole)
 
     def close(self) -> None:
         self.inner.close()
