@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.deployment import checks
-from tests.deployment.processes import pid_alive
+from tests.harness.processes import pid_alive
 from tests.deployment.stack import (
     PREFIX,
     S3_CONNECT_TIMEOUT_S,
@@ -390,7 +390,7 @@ def test_soak_runs_with_clears_and_retries_lose_nothing_and_leak_nothing(local_d
 
 def _try_seconds(stack: Deployment, run, task_id: str, map_index: int, try_number: int) -> float | None:
     """Wall time of one finished try, from the task instance history in the REST API."""
-    from tests.deployment.api import q
+    from tests.harness.api import q
 
     tries = stack.api.get(
         f"/dags/{q(run.dag_id)}/dagRuns/{q(run.run_id)}/taskInstances/{q(task_id)}/{map_index}/tries"
