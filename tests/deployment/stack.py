@@ -33,7 +33,7 @@ from tests.harness.airflow import (
     migrate_postgres_template,
 )
 from tests.harness.api import AirflowAPI
-from tests.harness.processes import Process, spawn
+from tests.harness.processes import Process, spawn, stop_all
 from tests.harness.proxy import TcpProxy
 from tests.harness.servers import (
     LOOPBACK,
@@ -273,12 +273,7 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every process by pid (SIGTERM, then SIGKILL), then the servers."""
-        for name in [n for n in self.processes if n.startswith("worker")] + [
-            "scheduler", "dag-processor", "api-server"
-        ]:
-            proc = self.processes.get(name)
-            if proc is not None:
-                proc.stop()
+        stop_all(self.processes.values())
         for server in (self.proxy, self.redis, self.s3, self.pg if self._own_pg else None):
             if server is not None:
                 try:
