@@ -5,9 +5,10 @@ the whole run where a file lock lets workers share the result):
 
 - ``airflow_sqlite_template``: ``airflow db migrate`` into a SQLite file (about 20 s), once per
   run; every env gets a copy of the file.
-- ``postgres_server``: one PostgreSQL cluster per worker, on a free loopback port.
-- ``airflow_postgres_template``: a migrated database on it; envs and deployments get
-  ``CREATE DATABASE ... TEMPLATE`` copies (instant).
+- ``postgres_server``: one PostgreSQL cluster per run (shared by the workers), on a free
+  loopback port.
+- ``airflow_postgres_template``: a migrated database on it, once per run; envs and deployments
+  get ``CREATE DATABASE ... TEMPLATE`` copies (instant).
 - ``make_airflow_env(name, dags=[...], database="sqlite" | "postgres")``: a private Airflow
   installation with a fresh copy of the matching template.
 
@@ -18,6 +19,7 @@ process id at the end of the session.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,19 +73,66 @@ def airflow_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteT
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    """One PostgreSQL cluster for the whole run: the first worker that needs it starts it, the
+    others attach to it (its address is in a file under the run's temp dir), and the last one
+    to finish stops it."""
+    with run_lock(tmp_path_factory, "postgres") as root:
+        state = _read_state(root)
+        if state is None:
+            server = start_postgres(root / "cluster")
+            state = {"server": _server_fields(server), "users": 0, "templates": []}
+        else:
+            server = PostgresServer(**_server_from_fields(state["server"]))
+        state["users"] += 1
+        _write_state(root, state)
     try:
         yield server
     finally:
-        server.stop()
+        with run_lock(tmp_path_factory, "postgres") as root:
+            state = _read_state(root)
+            if state is not None:
+                state["users"] -= 1
+                if state["users"] <= 0:
+                    server.stop()
+                    (root / "state.json").unlink()
+                else:
+                    _write_state(root, state)
 
 
 @pytest.fixture(scope="session")
 def airflow_postgres_template(
     postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> PostgresTemplate:
-    """``airflow db migrate`` into ``af_template`` on this session's PostgreSQL server."""
-    return migrate_postgres_template(postgres_server, tmp_path_factory.mktemp("pg-migrate"))
+    """``airflow db migrate`` into ``af_template`` on the run's PostgreSQL server, once."""
+    name = "af_template"
+    with run_lock(tmp_path_factory, "postgres") as root:
+        state = _read_state(root)
+        assert state is not None, "the PostgreSQL server's state file is gone"
+        if name not in state["templates"]:
+            migrate_postgres_template(postgres_server, root / f"migrate-{postgres_server.port}", name)
+            state["templates"].append(name)
+            _write_state(root, state)
+    return PostgresTemplate(postgres_server, name)
+
+
+def _read_state(root: Path) -> dict | None:
+    path = root / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_state(root: Path, state: dict) -> None:
+    tmp = root / "state.json.tmp"
+    tmp.write_text(json.dumps(state))
+    tmp.replace(root / "state.json")
+
+
+def _server_fields(server: PostgresServer) -> dict:
+    return {"port": server.port, "datadir": str(server.datadir), "bindir": str(server.bindir),
+            "database": server.database}
+
+
+def _server_from_fields(fields: dict) -> dict:
+    return {**fields, "datadir": Path(fields["datadir"]), "bindir": Path(fields["bindir"])}
 
 
 @pytest.fixture(scope="session")

@@ -393,7 +393,16 @@ class PostgresServer:
         """A fresh database on this server (a copy of ``template`` if given: ``CREATE DATABASE
         ... TEMPLATE``, a file copy, instant); returns its SQLAlchemy URL."""
         clause = f' template "{template}"' if template else ""
-        self.psql(f'create database "{name}"{clause}')
+        for attempt in range(20):
+            try:
+                self.psql(f'create database "{name}"{clause}')
+                break
+            except subprocess.CalledProcessError as exc:
+                # Two copies of one template at the same moment (two xdist workers): the second
+                # sees the first's brief hold on the template. Try again shortly.
+                if b"being accessed by other users" not in (exc.stderr or b"") or attempt == 19:
+                    raise RuntimeError(f"create database {name} failed: {exc.stderr!r}") from None
+                time.sleep(0.25)
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
