@@ -1,8 +1,7 @@
-"""Fixtures for the real-Airflow tests: one migrated metadata DB per session, copied per test.
-
-``airflow db migrate`` takes ~9 s, so it runs once into a template SQLite file; every test (or
-module, where several tests share one DAG run) gets its own AIRFLOW_HOME with a copy of it.
-"""
+"""Fixtures of the ``airflow dags test`` tier: ``make_airflow_env(name, dags=[...])`` gives a
+private Airflow installation (tests/harness/airflow.py) with a copy of the session's migrated
+SQLite template and the named DAG files of tests/airflow/dags (plus xcs_values.py, which every
+DAG here imports)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,8 @@ from typing import Callable, Iterable
 
 import pytest
 
-from tests.airflow.harness import AIRFLOW_BIN, AirflowEnv, migrate_template
+from tests.harness.airflow import AIRFLOW_BIN, AirflowEnv
+from tests.airflow.dagfiles import DAGS_SOURCE, SHARED_DAG_MODULES
 
 MakeEnv = Callable[..., AirflowEnv]
 
@@ -25,18 +25,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def airflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrate_template(tmp_path_factory.mktemp("airflow-template"))
+def dag_paths(names: Iterable[str]) -> list[Path]:
+    return [DAGS_SOURCE / name for name in (*SHARED_DAG_MODULES, *names)]
 
 
 @pytest.fixture(scope="session")
-def make_airflow_env(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> MakeEnv:
-    """``make_airflow_env(name, dags=[...])``: a fresh private Airflow installation.
+def make_airflow_env(make_airflow_env) -> MakeEnv:  # the harness's, with this tier's DAGs
+    """``make_airflow_env(name, dags=["xcs_roundtrip.py", ...])``."""
 
-    Session-scoped so that module-scoped fixtures can build one and share its DAG runs."""
-
-    def make(name: str, dags: Iterable[str] = ()) -> AirflowEnv:
-        return AirflowEnv(tmp_path_factory.mktemp(name), airflow_template_db, dags)
+    def make(name: str, dags: Iterable[str] = (), database: str = "sqlite") -> AirflowEnv:
+        return make_airflow_env(name, dag_paths(dags), database)
 
     return make

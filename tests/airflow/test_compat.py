@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.harness import COMMON_IO_BACKEND, AirflowEnv, DagRunResult, XComRow, raised_exceptions
+from tests.harness.airflow import COMMON_IO_BACKEND, AirflowEnv, DagRunResult, XComRow, raised_exceptions
 
 pytestmark = pytest.mark.airflow
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.airflow.harness import MARKER
+from tests.harness.airflow import MARKER
 from xcomstash.airflow.provider import get_provider_info
 
 pytestmark = pytest.mark.airflow

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.airflow.harness import AirflowEnv, DagRunResult, dag_values_module, raised_exceptions
+from tests.airflow.dagfiles import dag_values_module
+from tests.harness.airflow import AirflowEnv, DagRunResult, raised_exceptions
 
 pytestmark = pytest.mark.airflow
 

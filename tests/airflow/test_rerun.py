@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.airflow.harness import AirflowEnv, DagRunResult, XComRow, dag_values_module, read_stored_value
+from tests.airflow.dagfiles import dag_values_module
+from tests.harness.airflow import AirflowEnv, DagRunResult, XComRow, read_stored_value
 
 pytestmark = pytest.mark.airflow
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow.harness import MARKER, AirflowEnv, DagRunResult, XComRow
+from tests.harness.airflow import MARKER, AirflowEnv, DagRunResult, XComRow
 from xcomstash.coordinate import XComCoordinate
 
 pytestmark = pytest.mark.airflow

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow.harness import AirflowEnv, DagRunResult, raised_exceptions
+from tests.harness.airflow import AirflowEnv, DagRunResult, raised_exceptions
 
 pytestmark = pytest.mark.airflow
 

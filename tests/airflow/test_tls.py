@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.airflow.harness import clean_environ
+from tests.harness.airflow import clean_environ
 
 pytestmark = pytest.mark.airflow
 

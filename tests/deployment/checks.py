@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from tests.deployment.api import Run
+from tests.harness.api import Run
 from tests.deployment.stack import CONN_ID, Deployment
 from tests.deployment.storeview import StoreState, snapshot
 

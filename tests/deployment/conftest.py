@@ -1,6 +1,8 @@
 """Fixtures of the deployment tier: one real Airflow deployment per executor variant, started
 once per test module (``local_deployment`` in test_local_executor.py, ``celery_deployment`` in
-test_celery_executor.py) and stopped by process id when the module ends.
+test_celery_executor.py) and stopped by process id when the module ends. Its metadata database
+is a copy of the session's migrated PostgreSQL template (tests/harness/fixtures.py); S3, the
+fault proxy and Redis are its own (the tests stop and slow them).
 
 A test that fails gets the tail of every Airflow process log in its report (the full logs stay
 under the module's temporary directory, printed in the report too).
@@ -15,7 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.deployment.stack import Deployment, airflow_installed
+from tests.deployment.stack import Deployment
+from tests.harness.airflow import airflow_installed
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,14 +68,17 @@ def _deployment(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -
 
 
 @pytest.fixture(scope="module")
-def local_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def local_deployment(tmp_path_factory: pytest.TempPathFactory, airflow_postgres_template) -> Iterator[Deployment]:
     """Scheduler (LocalExecutor), DAG processor and API server on PostgreSQL, store on S3."""
-    yield from _deployment(tmp_path_factory, "local", executor="local", parallelism=6)
+    yield from _deployment(
+        tmp_path_factory, "local", executor="local", parallelism=6, database=airflow_postgres_template
+    )
 
 
 @pytest.fixture(scope="module")
-def celery_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def celery_deployment(tmp_path_factory: pytest.TempPathFactory, airflow_postgres_template) -> Iterator[Deployment]:
     """The same with CeleryExecutor: Redis broker, two workers with their own read caches."""
     yield from _deployment(
-        tmp_path_factory, "celery", executor="celery", workers=2, worker_concurrency=2, parallelism=8
+        tmp_path_factory, "celery", executor="celery", workers=2, worker_concurrency=2, parallelism=8,
+        database=airflow_postgres_template,
     )

@@ -23,26 +23,32 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tests.deployment.api import AirflowAPI
-from tests.deployment.processes import Process, spawn
-from tests.deployment.proxy import TcpProxy
-from tests.servers import (
+from tests.harness.airflow import (
+    AIRFLOW_BIN,
+    REPO,
+    XCOMSTASH_BACKEND,
+    PostgresTemplate,
+    airflow_installed,
+    clean_environ as _clean_environ,
+    migrate_postgres_template,
+)
+from tests.harness.api import AirflowAPI
+from tests.harness.processes import Process, spawn, stop_all
+from tests.harness.proxy import TcpProxy
+from tests.harness.servers import (
     LOOPBACK,
     PostgresServer,
     RedisServer,
     S3Server,
     free_port,
+    restart_seaweedfs,
     start_postgres,
     start_redis,
     start_seaweedfs,
-    weed_binary,
 )
 
 HERE = Path(__file__).resolve().parent
 DAGS_SOURCE = HERE / "dags"
-REPO = HERE.parents[1]
-AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
-XCOMSTASH_BACKEND = "xcomstash.airflow.backend.XComStashBackend"
 CONN_ID = "xcs_store"
 BUCKET = "xcom"
 PREFIX = "deploy"
@@ -54,17 +60,9 @@ S3_READ_TIMEOUT_S = 4
 S3_MAX_ATTEMPTS = 2
 
 
-def airflow_installed() -> bool:
-    return AIRFLOW_BIN.exists()
-
-
 def clean_environ() -> dict[str, str]:
-    """This process's environment minus anything Airflow-related that could leak in."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW_", "AIRFLOW__", "_AIRFLOW", "AWS_"))
-    }
+    """This process's environment minus anything Airflow- or AWS-related that could leak in."""
+    return _clean_environ(drop_prefixes=("AWS_",))
 
 
 class Deployment:
@@ -80,7 +78,11 @@ class Deployment:
         parallelism: int = 6,
         dags: Iterable[str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        database: PostgresTemplate | None = None,
     ) -> None:
+        """``database``: a migrated template database on a running PostgreSQL server (the
+        session's, see tests/harness/fixtures.py); the deployment gets a copy of it. Without
+        one, the deployment starts a PostgreSQL server of its own and migrates it."""
         if executor not in ("local", "celery"):
             raise ValueError(f"executor must be 'local' or 'celery', got {executor!r}")
         self.root = Path(root)
@@ -96,6 +98,9 @@ class Deployment:
         self.dag_files = sorted(p.name for p in DAGS_SOURCE.glob("*.py")) if dags is None else [*dags, "xd_common.py"]
         self.extra_env = dict(extra_env or {})
         self.pg: PostgresServer | None = None
+        self.database_url = ""
+        self._template = database
+        self._own_pg = database is None
         self.s3: S3Server | None = None
         self.redis: RedisServer | None = None
         self.proxy: TcpProxy | None = None
@@ -154,7 +159,7 @@ class Deployment:
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API_AUTH__JWT_SECRET": self._secret,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg.sqlalchemy_url,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_log_dir),
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 # The DAG files never change during a test: parse them once, not every 30 s
@@ -182,7 +187,7 @@ class Deployment:
                 {
                     "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                     "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
-                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.pg.sqlalchemy_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.database_url,
                     "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
                 }
             )
@@ -209,7 +214,11 @@ class Deployment:
         for name in [*self.dag_files, ".airflowignore"]:
             shutil.copy(DAGS_SOURCE / name, self.dags_folder / name)
         t0 = time.monotonic()
-        self.pg = start_postgres(self.root / "pg")
+        if self._template is None:  # a server of our own, migrated here
+            self.pg = start_postgres(self.root / "pg")
+            self._template = migrate_postgres_template(self.pg, self.root / "pg-migrate")
+        self.pg = self._template.server
+        self.database_url = self._template.clone()
         self.s3 = start_seaweedfs(self.root / "s3")
         self.proxy = TcpProxy(int(self.s3.endpoint_url.rsplit(":", 1)[1])).start()
         if self.executor == "celery":
@@ -217,16 +226,6 @@ class Deployment:
         self.timings["servers_s"] = time.monotonic() - t0
         self.api_port = free_port()
         self.api = AirflowAPI(f"http://{LOOPBACK}:{self.api_port}")
-
-        t0 = time.monotonic()
-        migrate = subprocess.run(
-            [str(AIRFLOW_BIN), "db", "migrate"],
-            env=self.environ(), cwd=self.root, capture_output=True, text=True, timeout=300,
-        )
-        (self.log_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
-        self.timings["db_migrate_s"] = time.monotonic() - t0
 
         t0 = time.monotonic()
         self._spawn_airflow("api-server", ["api-server"])
@@ -274,13 +273,8 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every process by pid (SIGTERM, then SIGKILL), then the servers."""
-        for name in [n for n in self.processes if n.startswith("worker")] + [
-            "scheduler", "dag-processor", "api-server"
-        ]:
-            proc = self.processes.get(name)
-            if proc is not None:
-                proc.stop()
-        for server in (self.proxy, self.redis, self.s3, self.pg):
+        stop_all(self.processes.values())
+        for server in (self.proxy, self.redis, self.s3, self.pg if self._own_pg else None):
             if server is not None:
                 try:
                     server.stop()
@@ -328,49 +322,6 @@ class Deployment:
             [str(AIRFLOW_BIN), *args], env=self.environ(), cwd=self.root,
             capture_output=True, text=True, timeout=timeout,
         )
-
-
-def restart_seaweedfs(server: S3Server, timeout: float = 60) -> None:
-    """``weed mini`` again on the server's ports and data directory (as tests/servers.py
-    started it), so clients configured with its endpoint reconnect to the same data."""
-    import threading
-
-    from tests.servers import _die_with_parent  # the same PDEATHSIG guard
-
-    assert server.log_path is not None
-    workdir = server.log_path.parent
-    ports = server.ports
-    cmd = [
-        weed_binary(), "mini", f"-dir={workdir / 'data'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
-        f"-s3.port={ports['s3']}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-        f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", "-webdav=false",
-        "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        f"-bucket={server.bucket}",
-    ]
-    env = dict(os.environ)
-    env["AWS_ACCESS_KEY_ID"] = server.access_key
-    env["AWS_SECRET_ACCESS_KEY"] = server.secret_key
-    with open(server.log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
-        )
-    server._proc = proc
-    server.pid = proc.pid
-    probe = server.client(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1})
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode} on restart:\n{server.log_tail()}")
-        try:
-            probe.head_bucket(Bucket=server.bucket)
-            return
-        except Exception as exc:
-            last = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.2)
-    raise RuntimeError(f"SeaweedFS did not come back within {timeout} s ({last}):\n{server.log_tail()}")
 
 
 def _fernet_key() -> str:

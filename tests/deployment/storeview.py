@@ -92,8 +92,8 @@ def uri_key(uri: str) -> str:
 def xcom_rows(stack: Deployment, dag_ids: list[str] | None = None) -> list[XComRow]:
     import psycopg2
 
-    assert stack.pg is not None
-    dsn = stack.pg.sqlalchemy_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    assert stack.database_url
+    dsn = stack.database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         sql = "select dag_id, run_id, task_id, map_index, key, value from xcom"
         if dag_ids:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.deployment import checks
-from tests.deployment.processes import descendants
+from tests.harness.processes import descendants
 from tests.deployment.stack import PREFIX, Deployment
 from tests.deployment.storeview import unfinished_uploads, uri_key, xcom_rows
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.deployment import checks
-from tests.deployment.processes import pid_alive
+from tests.harness.processes import pid_alive
 from tests.deployment.stack import (
     PREFIX,
     S3_CONNECT_TIMEOUT_S,
@@ -30,7 +30,9 @@ from tests.deployment.storeview import corrupt, snapshot, unfinished_uploads, ur
 
 pytestmark = [pytest.mark.deployment, pytest.mark.airflow, pytest.mark.s3]
 
-FAN = 52
+#: Width of the mapped fan-out: well past the fan-in's read-ahead window (8 values), so the
+#: lazy sequence reads ahead, refills and runs off the end of the window more than once.
+FAN = 20
 #: Figures collected across the module, printed at the end of the soak.
 FIGURES: dict[str, object] = {}
 
@@ -44,7 +46,7 @@ def _store_error_in(text: str) -> bool:
 
 @pytest.mark.timeout(900)  # includes starting the deployment
 def test_workload_fan_out_concurrent_runs_and_cross_dag_pull(local_deployment: Deployment) -> None:
-    """A 60-wide mapped fan-out with fan-in, two more runs of the same DAG at the same time,
+    """A FAN-wide mapped fan-out with fan-in, two more runs of the same DAG at the same time,
     a task that fails once and succeeds on retry, then another DAG pulling the values: every
     consumer checks the digests, and the values are checked again out of band."""
     stack = local_deployment
@@ -60,7 +62,7 @@ def test_workload_fan_out_concurrent_runs_and_cross_dag_pull(local_deployment: D
     checks.assert_success(stack, cross)
     FIGURES["workload_seconds"] = round(time.monotonic() - started, 1)
 
-    # The fan-out really was 60 wide, and the fan-in saw all of it.
+    # The fan-out really was FAN wide, and the fan-in saw all of it.
     shards = [ti for (task_id, _), ti in runs[0].tasks.items() if task_id == "shard"]
     assert len(shards) == FAN and all(ti.state == "success" for ti in shards)
     combine_log = "\n".join(checks.logs_of(stack, runs[0], "combine"))
@@ -308,14 +310,16 @@ def test_corrupted_object_fails_the_reader_with_integrity_error(local_deployment
 
 # ------------------------------------------------------------------------------ soak
 
-SOAK_RUNS = 30
-SOAK_WAVE = 10
+#: Runs in waves, each wave concurrent (up to the DAG's max_active_runs), three runs of each
+#: finished wave partly cleared so they run again alongside the next wave.
+SOAK_RUNS = 12
+SOAK_WAVE = 6
 SOAK_SEED = 20261123
 
 
 @pytest.mark.timeout(900)
 def test_soak_runs_with_clears_and_retries_lose_nothing_and_leak_nothing(local_deployment: Deployment) -> None:
-    """30 runs in waves of 10, a random mix of frames, arrays and small values, random tasks
+    """SOAK_RUNS runs in waves of SOAK_WAVE, a random mix of frames, arrays and small values, random tasks
     failing their first try, and random tasks of finished runs cleared (with downstream) so
     they run again with new values. Then: every run succeeded, every value of every DAG this
     module ran reads back with its producer's digest (pushed and logged), no row points at a
@@ -390,7 +394,7 @@ def test_soak_runs_with_clears_and_retries_lose_nothing_and_leak_nothing(local_d
 
 def _try_seconds(stack: Deployment, run, task_id: str, map_index: int, try_number: int) -> float | None:
     """Wall time of one finished try, from the task instance history in the REST API."""
-    from tests.deployment.api import q
+    from tests.harness.api import q
 
     tries = stack.api.get(
         f"/dags/{q(run.dag_id)}/dagRuns/{q(run.run_id)}/taskInstances/{q(task_id)}/{map_index}/tries"

@@ -1,5 +1,7 @@
-"""Fixtures for the lifecycle tests: real Airflow on SQLite (a copy of one migrated template
-file) and on a real PostgreSQL server (a database cloned from one migrated template database)."""
+"""Fixtures of the lifecycle tests: ``make_env(name, "sqlite" | "postgres")`` is a private
+Airflow (tests/harness/airflow.py) with the lifecycle DAGs, on a copy of the session's migrated
+SQLite file or on a database cloned from the migrated template database of the session's real
+PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from typing import Callable
 
 import pytest
 
-from tests.airflow.harness import AIRFLOW_BIN, migrate_template
-from tests.maintenance.airflow_env import MaintenanceEnv, PostgresTemplate, migrate_postgres_template
+from tests.harness.airflow import AIRFLOW_BIN, AirflowEnv
+
+HERE = Path(__file__).resolve().parent
+DAGS = [HERE.parent / "airflow" / "dags" / "xcs_values.py", HERE / "dags" / "xcs_gc.py"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,36 +21,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     skip = pytest.mark.skip(reason=f"Airflow is not installed next to {AIRFLOW_BIN.parent}")
     for item in items:
-        if "airflow" in item.keywords and str(item.fspath).startswith(str(Path(__file__).parent)):
+        if "airflow" in item.keywords and str(item.fspath).startswith(str(HERE)):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return migrate_template(tmp_path_factory.mktemp("maint-sqlite-template"))
+MakeEnv = Callable[[str, str], AirflowEnv]
 
 
 @pytest.fixture(scope="session")
-def postgres_template(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path):
-    from tests.servers import start_postgres
-
-    server = start_postgres(tmp_path_factory.mktemp("maint-pg"))
-    try:
-        yield migrate_postgres_template(server, tmp_path_factory.mktemp("maint-pg-migrate"))
-    finally:
-        server.stop()
-
-
-MakeEnv = Callable[[str, str], MaintenanceEnv]
-
-
-@pytest.fixture(scope="session")
-def make_env(tmp_path_factory, request) -> MakeEnv:
+def make_env(make_airflow_env) -> MakeEnv:
     """``make_env(name, "sqlite" | "postgres")``: a private Airflow with the lifecycle DAGs."""
 
-    def make(name: str, database: str = "sqlite") -> MaintenanceEnv:
-        sqlite = request.getfixturevalue("sqlite_template")
-        pg: PostgresTemplate | None = request.getfixturevalue("postgres_template") if database == "postgres" else None
-        return MaintenanceEnv(tmp_path_factory.mktemp(name), sqlite, pg)
+    def make(name: str, database: str = "sqlite") -> AirflowEnv:
+        return make_airflow_env(name, DAGS, database)
 
     return make

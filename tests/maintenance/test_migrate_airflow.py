@@ -13,7 +13,8 @@ import shutil
 
 import pytest
 
-from tests.airflow.harness import COMMON_IO_BACKEND, DAGS_SOURCE
+from tests.airflow.dagfiles import DAGS_SOURCE
+from tests.harness.airflow import COMMON_IO_BACKEND
 
 pytestmark = pytest.mark.airflow
 

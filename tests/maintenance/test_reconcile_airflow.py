@@ -77,7 +77,7 @@ def test_reconcile_leaves_exactly_the_referenced_objects_and_is_idempotent(lifec
     assert again["deleted"]["count"] == 0 and again["orphans"]["count"] == 0
     assert env.store_keys() == referenced
     # Every remaining row still reads back through the engine.
-    from tests.airflow.harness import read_stored_value
+    from tests.harness.airflow import read_stored_value
 
     for row in env.xcom_rows():
         if row.is_reference:
@@ -132,8 +132,8 @@ def test_reconcile_through_the_rest_api(make_env) -> None:
     import subprocess
     import urllib.request
 
-    from tests.airflow.harness import AIRFLOW_BIN
-    from tests.servers import free_port
+    from tests.harness.airflow import AIRFLOW_BIN
+    from tests.harness.servers import free_port
 
     env = make_env("gc-rest", "sqlite")
     run_ok(env, "xcs_gc_other", D1)

@@ -1,4 +1,4 @@
-"""The soak workload: small enough to run 30 times in a few minutes on two cores, and built so
+"""The soak workload: small enough to run many times in a few minutes on two cores, built so
 that clears and retries change what is stored. ``conf``: ``seed``, ``kind`` (frame | array |
 small), ``fail`` (task ids that fail their first try).
 

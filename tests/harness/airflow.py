@@ -1,14 +1,19 @@
-"""Run real Airflow CLI commands against a private AIRFLOW_HOME, and look at what they left.
+"""A private Airflow installation (AIRFLOW_HOME, config, a migrated metadata database on SQLite
+or PostgreSQL), real Airflow CLI commands run against it, and what they left behind.
 
 Nothing here imports Airflow: Airflow reads its configuration once per process from
 ``AIRFLOW_HOME``, so every Airflow command runs in a child process with its own environment.
-The pytest process only reads the results: the SQLite metadata database (with ``sqlite3``),
+The pytest process only reads the results: the metadata database (``sqlite3`` or psycopg2),
 the object store directory, the xcomstash trace file and the command's output.
 
-    env = AirflowEnv(root, template_db, dags=["xcs_roundtrip.py"])   # or make_airflow_env(...)
+    template = migrate_sqlite_template(tmp)                 # once per session (~20 s)
+    env = AirflowEnv(root, SqliteTemplate(template), dags=[path, ...])   # a file copy
     run = env.dags_test("xcs_roundtrip")
     run.assert_success()
     env.xcom_value("xcs_roundtrip", run.run_id, "make_scalar")
+
+On PostgreSQL the template is a migrated database (``migrate_postgres_template``) and every
+env gets ``CREATE DATABASE ... TEMPLATE`` of it (instant).
 
 ``airflow dags test`` runs every task in-process (Airflow's in-process test supervisor, same
 execution API, same XCom backend calls as a worker), so its output is the task logs; they are
@@ -25,21 +30,20 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
-HERE = Path(__file__).resolve().parent
-DAGS_SOURCE = HERE / "dags"
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 
 XCOMSTASH_BACKEND = "xcomstash.airflow.backend.XComStashBackend"
 COMMON_IO_BACKEND = "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend"
-#: Shared by every test DAG (expected values and digests); always copied next to the DAGs.
-SHARED_DAG_MODULES = ("xcs_values.py",)
 #: The marker key of an xcomstash reference.
 MARKER = "__xcomstash__"
+#: The xcomstash CLI, run with an env's configuration.
+CLI = "import sys\nfrom xcomstash.cli import main\nsys.exit(main(sys.argv[1:]))"
 
 DEFAULT_TIMEOUT_S = 300
 
@@ -47,37 +51,95 @@ _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)
 _TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
 
 
-def clean_environ() -> dict[str, str]:
-    """This process's environment without any Airflow settings that could leak into a test."""
+def airflow_installed() -> bool:
+    return AIRFLOW_BIN.exists()
+
+
+def clean_environ(*, drop_prefixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """This process's environment without any Airflow settings that could leak into a test
+    (and without variables starting with ``drop_prefixes``).
+
+    ``PYTHONDONTWRITEBYTECODE`` is dropped too: every Airflow command is a fresh interpreter
+    that imports Airflow, SQLAlchemy, pandas, ...; without cached bytecode each one compiles
+    them all again (3-4 s of CPU per process). With it dropped the first process writes the
+    ``__pycache__`` files and the others load them.
+    """
+    prefixes = ("AIRFLOW_", "AIRFLOW__", "_AIRFLOW", *drop_prefixes)
     return {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW_", "AIRFLOW__", "_AIRFLOW")) and k != "AIRFLOW_HOME"
+        if not k.startswith(prefixes) and k not in ("AIRFLOW_HOME", "PYTHONDONTWRITEBYTECODE")
     }
 
 
-def migrate_template(directory: Path) -> Path:
-    """``airflow db migrate`` once into ``directory/airflow.db``; tests copy that file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    db = directory / "airflow.db"
+def migrate(home: Path, database_url: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """``airflow db migrate`` of ``database_url`` (an empty DAG folder, no examples)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dags").mkdir(exist_ok=True)
     env = clean_environ()
     env.update(
-        AIRFLOW_HOME=str(directory),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{db}",
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url,
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(directory / "dags"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
     )
-    (directory / "dags").mkdir(exist_ok=True)
     proc = subprocess.run(
-        [str(AIRFLOW_BIN), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEFAULT_TIMEOUT_S,
+        [str(AIRFLOW_BIN), "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout
     )
-    if proc.returncode != 0 or not db.exists():
-        raise RuntimeError(f"airflow db migrate failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return db
+    (home / "db-migrate.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"airflow db migrate of {database_url} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+
+
+# ------------------------------------------------------------------- migrated templates
+
+
+class DatabaseTemplate(Protocol):
+    def instantiate(self, directory: Path) -> str:
+        """A new metadata database, already migrated; returns its SQLAlchemy URL."""
+
+
+@dataclass
+class SqliteTemplate:
+    """A migrated SQLite file: each env gets a copy of it."""
+
+    path: Path
+
+    def instantiate(self, directory: Path) -> str:
+        target = directory / "airflow.db"
+        shutil.copyfile(self.path, target)
+        return f"sqlite:///{target}"
+
+
+def migrate_sqlite_template(directory: Path) -> SqliteTemplate:
+    """``airflow db migrate`` once into ``directory/airflow.db``."""
+    db = directory / "airflow.db"
+    migrate(directory, f"sqlite:///{db}")
+    if not db.exists():
+        raise RuntimeError(f"airflow db migrate left no {db}")
+    return SqliteTemplate(db)
+
+
+@dataclass
+class PostgresTemplate:
+    """A migrated database on a PostgreSQL server: each env gets ``CREATE DATABASE ...
+    TEMPLATE`` of it (PostgreSQL copies the files; nobody may be connected to the template)."""
+
+    server: Any  # tests.harness.servers.PostgresServer
+    template: str
+
+    def instantiate(self, directory: Path | None = None) -> str:
+        return self.server.create_database(f"af_{uuid.uuid4().hex[:12]}", template=self.template)
+
+    clone = instantiate
+
+
+def migrate_postgres_template(server: Any, workdir: Path, name: str = "af_template") -> PostgresTemplate:
+    migrate(workdir, server.create_database(name))
+    return PostgresTemplate(server, name)
 
 
 # -------------------------------------------------------------------------- command results
@@ -185,27 +247,29 @@ class XComRow:
 
 
 class AirflowEnv:
-    """One private Airflow installation: home, SQLite DB (a copy of the migrated template),
-    DAG folder, xcomstash store and trace file, and the environment every command gets."""
+    """One private Airflow installation: home, metadata database (a copy of a migrated
+    template, SQLite or PostgreSQL), DAG folder, xcomstash store and trace file, and the
+    environment every command gets."""
 
-    def __init__(self, root: Path, template_db: Path, dags: Iterable[str] = ()) -> None:
+    def __init__(self, root: Path, template: DatabaseTemplate, dags: Iterable[Path] = ()) -> None:
         self.root = root
         self.home = root / "home"
         self.dags_folder = root / "dags"
         self.store = root / "store"
         self.trace_file = root / "trace.jsonl"
         self.cache_dir = root / "cache"
-        self.db_path = self.home / "airflow.db"
         self.logs = root / "commands"
         for d in (self.home, self.dags_folder, self.logs):
             d.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(template_db, self.db_path)
-        for name in (*SHARED_DAG_MODULES, *dags):
-            shutil.copy(DAGS_SOURCE / name, self.dags_folder / name)
+        self.database_url = template.instantiate(self.home)
+        self.database = "sqlite" if self.database_url.startswith("sqlite:") else "postgres"
+        self.db_path = Path(self.database_url[len("sqlite:///"):]) if self.database == "sqlite" else None
+        for path in dags:
+            shutil.copy(path, self.dags_folder / Path(path).name)
         #: Settings every command gets; tests change them (e.g. to switch XCom backends).
         self.config: dict[str, str] = {
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__XCOM_BACKEND": XCOMSTASH_BACKEND,
@@ -214,7 +278,7 @@ class AirflowEnv:
             "AIRFLOW__XCOMSTASH__CACHE_DIR": str(self.cache_dir),
             # Test S3 servers (SeaweedFS) serve plain HTTP on 127.0.0.1: allow loopback HTTP.
             "AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS": "True",
-            # The DAG files import xcs_values from their own folder.
+            # The DAG files import their shared helpers from their own folder.
             "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
         }
         self._count = 0
@@ -241,6 +305,17 @@ class AirflowEnv:
     ) -> CommandResult:
         """Run Python code in a child process with this environment (Airflow importable there)."""
         return self._run([sys.executable, "-c", code, *args], env, timeout)
+
+    def xcomstash(
+        self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> CommandResult:
+        """The ``xcomstash`` CLI with this installation's configuration."""
+        return self._run([sys.executable, "-c", CLI, *args], env, timeout)
+
+    def xcomstash_json(self, *args: str, expect: int = 0, **kwargs: Any) -> dict[str, Any]:
+        result = self.xcomstash(*args, "--json", **kwargs)
+        assert result.returncode == expect, result.describe()
+        return json.loads(result.stdout)
 
     def _run(self, argv: list[str], env: Mapping[str, str | None] | None, timeout: float) -> CommandResult:
         self._count += 1
@@ -328,13 +403,39 @@ class AirflowEnv:
     # ---------------------------------------------------------------- the metadata database
 
     def connect(self) -> sqlite3.Connection:
+        assert self.db_path is not None, "connect() is for SQLite; use query()/execute()"
         conn = sqlite3.connect(self.db_path, timeout=30)
         conn.row_factory = sqlite3.Row
         return conn
 
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self.connect() as conn:
-            return list(conn.execute(sql, tuple(params)))
+    def _pg_dsn(self) -> str:
+        return self.database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Rows as mappings (column name -> value); ``?`` placeholders on either database."""
+        if self.database == "sqlite":
+            with self.connect() as conn:
+                return list(conn.execute(sql, tuple(params)))
+        import psycopg2
+        import psycopg2.extras
+
+        with psycopg2.connect(self._pg_dsn()) as conn, conn.cursor(
+            cursor_factory=psycopg2.extras.RealDictCursor
+        ) as cur:
+            cur.execute(sql.replace("?", "%s"), tuple(params))
+            return list(cur.fetchall()) if cur.description else []
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run a statement on the metadata database (test set-up only: e.g. an XCom deleted
+        in the UI is a plain row delete); returns the row count."""
+        if self.database == "sqlite":
+            with self.connect() as conn:
+                return conn.execute(sql, tuple(params)).rowcount
+        import psycopg2
+
+        with psycopg2.connect(self._pg_dsn()) as conn, conn.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), tuple(params))
+            return cur.rowcount
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[tuple[str, int], TaskInstance]:
         rows = self.query(
@@ -379,27 +480,24 @@ class AirflowEnv:
         self, dag_id: str, run_id: str, task_id: str, key: str, value: Any, map_index: int = -1
     ) -> None:
         """Overwrite what one existing xcom row holds (the JSON text Airflow would write)."""
-        with self.connect() as conn:
-            cur = conn.execute(
-                'UPDATE xcom SET value = ? WHERE dag_id = ? AND run_id = ? AND task_id = ? AND "key" = ? '
-                "AND map_index = ?",
-                (json.dumps(value), dag_id, run_id, task_id, key, map_index),
-            )
-            assert cur.rowcount == 1, f"no xcom row {dag_id}/{run_id}/{task_id}[{map_index}]/{key}"
+        count = self.execute(
+            'UPDATE xcom SET value = ? WHERE dag_id = ? AND run_id = ? AND task_id = ? AND "key" = ? '
+            "AND map_index = ?",
+            (json.dumps(value), dag_id, run_id, task_id, key, map_index),
+        )
+        assert count == 1, f"no xcom row {dag_id}/{run_id}/{task_id}[{map_index}]/{key}"
 
     def insert_xcom_row(
         self, dag_id: str, run_id: str, task_id: str, key: str, value: Any, map_index: int = -1
     ) -> None:
         """Add a row for an existing task instance of an existing run."""
-        with self.connect() as conn:
-            (dag_run_pk,) = conn.execute(
-                "SELECT id FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
-            ).fetchone()
-            conn.execute(
-                'INSERT INTO xcom (dag_run_id, task_id, map_index, "key", dag_id, run_id, value, timestamp) '
-                "VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'))",
-                (dag_run_pk, task_id, map_index, key, dag_id, run_id, json.dumps(value)),
-            )
+        (run,) = self.query("SELECT id FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+        now = "datetime('now')" if self.database == "sqlite" else "now()"
+        self.execute(
+            'INSERT INTO xcom (dag_run_id, task_id, map_index, "key", dag_id, run_id, value, timestamp) '
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, {now})",
+            (run["id"], task_id, map_index, key, dag_id, run_id, json.dumps(value)),
+        )
 
     # ---------------------------------------------------------------- store and trace
 
@@ -419,6 +517,33 @@ class AirflowEnv:
         return {
             str(p.relative_to(self.store)): p.stat().st_size for p in sorted(base.rglob("*")) if p.is_file()
         }
+
+    def store_files(self) -> dict[str, int]:
+        """Every file in the local store, links included (key -> size)."""
+        return self._store_files("")
+
+    def store_keys(self) -> set[str]:
+        """Every object and link in the local store, temporary upload files excluded."""
+        return {k for k in self.store_files() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
+
+    def referenced_keys(self) -> set[str]:
+        """The keys the xcom rows keep alive: each referenced object, and for content-addressed
+        blobs the link of each row that references one."""
+        from xcomstash.coordinate import XComCoordinate
+
+        prefix = f"file://{self.store.resolve()}/"
+        keys: set[str] = set()
+        for row in self.xcom_rows():
+            if not row.is_reference:
+                continue
+            uri = row.value["uri"]
+            assert uri.startswith(prefix), uri
+            key = uri[len(prefix):]
+            keys.add(key)
+            if "/.blobs/" in key:
+                coordinate = XComCoordinate(row.dag_id, row.run_id, row.task_id, row.map_index, row.key)
+                keys.add(coordinate.link_key(row.value["digest"]))
+        return keys
 
     def object_path(self, reference: Mapping[str, Any]) -> Path:
         """The file an xcomstash reference (a row value) points at in the local store."""
@@ -452,21 +577,6 @@ def raised_exceptions(log: str) -> list[tuple[str, str]]:
     """``(qualified class name, message)`` of each exception line of the tracebacks in a log,
     in order: the last one is what the task finally failed with."""
     return [(m.group(1), m.group(2)) for m in map(_EXCEPTION_LINE.match, log.splitlines()) if m]
-
-
-def dag_values_module() -> Any:
-    """``xcs_values`` (the DAGs' expected values), imported here without touching sys.path."""
-    import importlib.util
-
-    name = "xcs_values_for_tests"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, DAGS_SOURCE / "xcs_values.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_stored_value(env: AirflowEnv, reference: Mapping[str, Any]) -> Any:

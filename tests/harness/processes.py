@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -85,6 +85,24 @@ class Process:
             self.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
             pass
+
+
+def stop_all(processes: Iterable[Process], grace: float = 10.0) -> None:
+    """:meth:`Process.stop` for several processes at once: SIGTERM to each, one shared grace
+    period, then SIGKILL to whatever is left of each process group and tree."""
+    procs = list(processes)
+    trees = {p.pid: descendants(p.pid) for p in procs}
+    for p in procs:
+        if p.alive():
+            _signal(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        p._kill_all(trees[p.pid] + descendants(p.pid))
 
 
 def _signal(pid: int, sig: int) -> None:
