@@ -76,7 +76,7 @@ def main() -> None:
         if "local" in args.stores:
             emit(measure(Engine(StashConfig(store_url=f"file://{tmp}/store", threshold=0)), df, "local"))
         if "s3" in args.stores:
-            from tests.servers import s3_client, start_seaweedfs
+            from tests.harness.servers import s3_client, start_seaweedfs
 
             server = None
             if args.s3_endpoint:

@@ -4,7 +4,7 @@
                                   [--stores local,s3] [--cases df10,df300,...]
                                   [--contenders xcomstash,common.io,BaseXCom,baseline]
 
-SeaweedFS (``weed mini`` on 127.0.0.1, via ``tests/servers.py``) is started once when the s3
+SeaweedFS (``weed mini`` on 127.0.0.1, via ``tests/harness/servers.py``) is started once when the s3
 store is selected and stopped at the end, also on Ctrl-C, SIGTERM or an exception. See
 bench/README.md for what each column means.
 """
@@ -517,9 +517,9 @@ def _partial_read(console: Any, mib: int, stores: list[str], s3_store: Any, time
 
 def _start_s3(workdir: Path):
     try:
-        from tests.servers import start_seaweedfs
+        from tests.harness.servers import start_seaweedfs
     except ImportError as exc:  # pragma: no cover
-        raise SystemExit(f"tests/servers.py (start_seaweedfs) is needed for the s3 store: {exc}")
+        raise SystemExit(f"tests/harness/servers.py (start_seaweedfs) is needed for the s3 store: {exc}")
     return start_seaweedfs(workdir / "seaweedfs", access_key=S3_KEYS[0], secret_key=S3_KEYS[1], bucket=S3_BUCKET)
 
 

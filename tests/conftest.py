@@ -3,7 +3,7 @@
 The real-server tiers share one harness (tests/harness/); its session fixtures
 (``make_airflow_env``, ``postgres_server``, ``airflow_sqlite_template``, ...) are registered
 here for every test directory. Store tests keep their own SeaweedFS fixture
-(tests/stores/conftest.py, importing tests/servers.py).
+(tests/stores/conftest.py, importing tests/harness/servers.py).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol
 
+from xcomstash.coordinate import parse_link_key
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 
@@ -504,11 +506,11 @@ class AirflowEnv:
     def store_objects(self, under: str = "") -> dict[str, int]:
         """Every file in the local store (relative path -> size), temporary files included,
         links (which only say which XComs use a blob) excluded."""
-        return {k: v for k, v in self._store_files(under).items() if "/.links/" not in f"/{k}"}
+        return {k: v for k, v in self._store_files(under).items() if parse_link_key(k) is None}
 
     def store_links(self, under: str = "") -> set[str]:
         """The links in the local store: ``<dag>/<run>/.links/<task>/<map>/<key>/<digest>``."""
-        return {k for k in self._store_files(under) if "/.links/" in f"/{k}"}
+        return {k for k in self._store_files(under) if parse_link_key(k) is not None}
 
     def _store_files(self, under: str) -> dict[str, int]:
         base = self.store / under if under else self.store

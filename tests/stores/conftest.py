@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.servers import S3Server, start_seaweedfs
+from tests.harness.servers import S3Server, start_seaweedfs
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.servers import free_port, s3_client
+from tests.harness.servers import free_port, s3_client
 from xcomstash.testing import Boom, StoreContract, write
 from xcomstash.errors import (
     InvalidReferenceError,
