@@ -246,7 +246,7 @@ class PullPath:
     ) -> tuple[Any, PartialRead | None, str]:
         """The first source whose bytes pass verification; the last error if none does."""
         ref, coordinate = opened.ref, opened.coordinate
-        error: ReadError | None = None
+        error: XComStashError | None = None
         for source in self._sources(opened, ahead, whole):
             try:
                 with _read_errors(ref, coordinate):
