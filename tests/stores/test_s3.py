@@ -254,3 +254,8 @@ def test_unreachable_endpoint_is_unavailable_quickly(unreachable_store: S3Store,
         calls[operation](unreachable_store)
     assert time.monotonic() - started < 10
     assert not isinstance(info.value, ObjectMissingError)
+
+
+def test_s3_store_states_multipart_and_no_cheap_publish(store: S3Store) -> None:
+    capabilities = store.capabilities
+    assert capabilities.multipart and not capabilities.cheap_publish and not capabilities.local

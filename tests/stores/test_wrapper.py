@@ -166,7 +166,9 @@ def test_wrappers_nest(root: Path) -> None:
 def test_plain_store_defaults() -> None:
     """What a store that overrides nothing new gets: itself as its only source, a no-op close,
     default capabilities (remote, ranged reads, listing, cheap publish)."""
-    assert Capabilities() == Capabilities(local=False, ranged_reads=True, listing=True, cheap_publish=True)
+    assert Capabilities() == Capabilities(
+        local=False, ranged_reads=True, listing=True, cheap_publish=True, multipart=False
+    )
     assert LocalStore.capabilities.local is True
     from xcomstash.stores.s3 import S3Store
 

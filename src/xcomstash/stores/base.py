@@ -75,6 +75,9 @@ class Capabilities:
     #: rename or a single PUT for every object. When False, :attr:`PendingObject.cheap_publish`
     #: tells per object (S3: only objects that fit one part).
     cheap_publish: bool = True
+    #: Large objects are uploaded in parts while they are still being encoded (S3 multipart):
+    #: a push streams instead of staging the whole object first.
+    multipart: bool = False
 
 
 def _nothing() -> None:

@@ -187,7 +187,7 @@ class S3Store(Store):
     #: Remote (worth caching), ranged GETs, listing. Publish under another key is cheap only
     #: for an object that fits one part: a multipart upload cannot be renamed, so
     #: ``cheap_publish`` is False here and :attr:`PendingObject.cheap_publish` tells per object.
-    capabilities = Capabilities(local=False, ranged_reads=True, listing=True, cheap_publish=False)
+    capabilities = Capabilities(local=False, ranged_reads=True, listing=True, cheap_publish=False, multipart=True)
 
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self.client = client
