@@ -8,4 +8,6 @@ PY=${PYTHON:-python3}
 if ! "$PY" -m uv --version 2>/dev/null | grep -q "uv $UV_VERSION"; then
   "$PY" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
-"$PY" -m uv sync --frozen --quiet --python "$("$PY" -c 'import sys; print(sys.executable)')"
+# --compile-bytecode: compiled once here, in parallel, rather than by every Airflow process
+# the demo and the tests start (each would otherwise compile Airflow, pandas and pyarrow).
+"$PY" -m uv sync --frozen --compile-bytecode --quiet --python "$("$PY" -c 'import sys; print(sys.executable)')"
