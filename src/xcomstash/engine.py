@@ -30,7 +30,7 @@ from xcomstash.pipeline.push import PushPath
 from xcomstash.pipeline.selection import PartialRead
 from xcomstash.security.guard import Guard, open_guard
 from xcomstash.security.readers import Expected
-from xcomstash.stores import Store, open_store
+from xcomstash.stores import Store, open_store, with_cache
 
 __all__ = ["Engine"]
 
@@ -51,7 +51,8 @@ class Engine:
         subscribers: Iterable[Subscriber] = (),
     ) -> None:
         self.config = config
-        self.store = with_cache(store or open_store(config.store_url, s3_client_factory=s3_client_factory), config)
+        store = store or open_store(config.store_url, s3_client_factory=s3_client_factory)
+        self.store = with_cache(store, config.cache_dir, config.cache_max_bytes)
         #: Security checks and keys; with nothing configured it still checks readers.
         self.guard = guard or open_guard()
         self.observer = Observer(_subscribers(self.guard, trace_file, subscribers))
@@ -141,17 +142,6 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def with_cache(store: Store, config: StashConfig) -> Store:
-    """``store`` behind the local read cache, when one is configured and the store is remote."""
-    if not config.cache_dir or store.capabilities.local:
-        return store
-    from xcomstash.stores.caching import CachingStore
-
-    if isinstance(store, CachingStore):
-        return store
-    return CachingStore(store, config.cache_dir, config.cache_max_bytes)
 
 
 def _subscribers(guard: Guard, trace_file: str | None, extra: Iterable[Subscriber]) -> list[Subscriber]:

@@ -39,6 +39,7 @@ __all__ = [
     "StoreLocation",
     "WrapperStore",
     "open_store",
+    "with_cache",
     "parse_store_url",
 ]
 
@@ -90,10 +91,15 @@ def open_store(
     With ``cache_dir``, a remote store comes wrapped in a :class:`CachingStore` bounded to
     ``cache_max_bytes``; a local store never does (a cached copy would cost what a read costs).
     """
-    store = _open_bare(url, s3_client_factory)
-    if cache_dir and not store.capabilities.local:
-        return CachingStore(store, cache_dir, cache_max_bytes)
-    return store
+    return with_cache(_open_bare(url, s3_client_factory), cache_dir, cache_max_bytes)
+
+
+def with_cache(store: Store, cache_dir: str | None, cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES) -> Store:
+    """``store`` behind the local read cache, when a cache directory is given and the store is
+    remote (and not already cached)."""
+    if not cache_dir or store.capabilities.local or isinstance(store, CachingStore):
+        return store
+    return CachingStore(store, cache_dir, cache_max_bytes)
 
 
 def _open_bare(url: str, s3_client_factory: Callable[[str | None], Any] | None) -> Store:
