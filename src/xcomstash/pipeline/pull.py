@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from xcomstash.codecs import CodecRegistry
 from xcomstash.codecs.arrow import ArrowTableCodec
 from xcomstash.codecs.base import Codec
-from xcomstash.codecs.json import JsonCodec, json_summary
+from xcomstash.codecs.json import JsonCodec
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import (
@@ -42,9 +42,10 @@ from xcomstash.codecs.pandas import PandasDataFrameCodec
 from xcomstash.format import container
 from xcomstash.format.frames import FrameError, read_frames
 from xcomstash.format.reference import Reference, is_reference
-from xcomstash.observe.events import INLINE, OK, Event, Observer, log, outcome_of
+from xcomstash.observe.events import OK, Event, Observer, log, outcome_of
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
+from xcomstash.pipeline.push import inline_event
 from xcomstash.pipeline.readahead import MAX_OBJECT_BYTES, MemoryReader, ReadAhead
 from xcomstash.pipeline.selection import (
     FramedFile,
@@ -168,14 +169,8 @@ class PullPath:
         started = time.perf_counter()
         value = self.converter.from_structure(stored)
         if self.observer.wants_inline:
-            codec = self.registry.for_value(value)
-            self.observer.emit(
-                Event(
-                    "pull", OK, coordinate or _expected_dict(expected), route=INLINE,
-                    summary=codec.summary(value) if codec else json_summary(value),
-                    size=len(self.json_codec.dumps(stored)), seconds=time.perf_counter() - started,
-                )
-            )
+            xcom = coordinate or _expected_dict(expected)
+            self.observer.emit(inline_event("pull", value, stored, xcom, started, self.registry, self.json_codec))
         return value
 
     def _read(

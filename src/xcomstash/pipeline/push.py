@@ -62,7 +62,7 @@ class PushPath:
         if event is not None:
             self.observer.emit(dataclasses.replace(event, seconds=time.perf_counter() - started))
         elif self.observer.wants_inline:
-            self.observer.emit(self._inline_event(value, stored, coordinate, started))
+            self.observer.emit(inline_event("push", value, stored, coordinate, started, self.registry, self.json_codec))
         return stored
 
     def _push(self, value: Any, coordinate: XComCoordinate) -> tuple[Any, Event | None]:
@@ -123,9 +123,14 @@ class PushPath:
         except TypeError as exc:
             raise UnsupportedTypeError(short_type_name(value), str(exc)) from None
 
-    def _inline_event(self, value: Any, stored: Any, coordinate: XComCoordinate, started: float) -> Event:
-        codec = self.registry.for_value(value)
-        return Event(
-            "push", OK, coordinate, route=INLINE, summary=codec.summary(value) if codec else json_summary(value),
-            size=len(self.json_codec.dumps(stored)), seconds=time.perf_counter() - started,
-        )
+
+def inline_event(
+    op: str, value: Any, stored: Any, xcom: Any, started: float, registry: CodecRegistry, json_codec: JsonCodec
+) -> Event:
+    """The event of a value kept inline in the xcom row (built only for subscribers that want
+    inline events: it costs a summary and a JSON encoding)."""
+    codec = registry.for_value(value)
+    return Event(
+        op, OK, xcom, route=INLINE, summary=codec.summary(value) if codec else json_summary(value),
+        size=len(json_codec.dumps(stored)), seconds=time.perf_counter() - started,
+    )
