@@ -25,8 +25,12 @@ class StashConfig:
     #: Compression of stored object bodies: ``zstd`` or ``none``.
     compression: str = "zstd"
     compression_level: int = 1
-    #: Offload every value; the database only ever holds references.
+    #: Offload every value; the database only ever holds references, and a plain value
+    #: found in a row is refused (:class:`~xcomstash.errors.PlainRowError`).
     exclusive: bool = False
+    #: With ``exclusive``: still read plain rows written before it was switched on (until
+    #: ``xcomstash migrate`` has turned them into references).
+    accept_plain_rows: bool = False
     #: Local read cache for remote stores (``None``: no cache), bounded to ``cache_max_bytes``.
     cache_dir: str | None = None
     cache_max_bytes: int = 2 * 1024**3

@@ -107,6 +107,11 @@ class ReferenceSignatureError(InvalidReferenceError, SecurityError):
     """A reference's MAC is missing, malformed or wrong: the row was forged or edited."""
 
 
+class PlainRowError(SecurityError):
+    """In exclusive mode workers only ever write references, so a plain value in an xcom row
+    was written around xcomstash (the REST API, SQL, a worker without it) and is refused."""
+
+
 class AccessDeniedError(SecurityError, PermissionError):
     """The producer restricted who may read this value, and the reader is not among them."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,7 @@ def test_unsigned_references_accepted_only_while_migrating(tmp_path, keyset) -> 
     strict = make_engine(tmp_path / "s", KeyRing.single(keyset))
     with pytest.raises(ReferenceSignatureError):
         strict.deserialize(row, COORD)
-    migrating = make_engine(tmp_path / "s", KeyRing.single(keyset), accept_unsigned_references=True)
+    migrating = make_engine(tmp_path / "s", KeyRing.single(keyset), encrypt=False, unsigned_before=time.time() + 60)
     assert migrating.deserialize(row, COORD) == {"a": 1}
     with pytest.raises(ReferenceSignatureError):  # a MAC that is present must still be right
         migrating.deserialize({**row, "mac": keyset.primary_id + ":" + "A" * 43}, COORD)

@@ -6,7 +6,9 @@ Each method translates Airflow's call into one engine call. Runs in the task pro
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+import time
+from typing import Any, Callable
 
 from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.execution_time.comms import (
@@ -21,7 +23,11 @@ from xcomstash.security.readers import Expected
 from xcomstash.airflow import legacy
 from xcomstash.airflow.settings import engine
 from xcomstash.coordinate import XComCoordinate
+from xcomstash.errors import XComStashError
 from xcomstash.format.reference import is_reference
+from xcomstash.observe.events import OK, Event, outcome_of
+
+log = logging.getLogger("xcomstash")
 
 
 def _coordinate(dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any) -> XComCoordinate:
@@ -100,16 +106,15 @@ class XComStashBackend(BaseXCom):
         the reference must at least belong to the running task's DAG run."""
         stored = result.value
         if not is_reference(stored):  # inline: nothing to fetch, nothing to check it against
-            path = legacy.legacy_path(stored)
-            if path is not None:
-                return legacy.read(path)
-            return engine().deserialize(stored)
+            if legacy.looks_legacy(stored):
+                return _read_legacy(stored, expected or _own_run())
+            return engine().deserialize(stored, expected=expected)
         return engine().deserialize(stored, expected=expected or _own_run())
 
     @classmethod
     def deserialize_many(cls, stored_values: list[Any], expected: Expected | None = None) -> list[Any]:
         """Fan-in: legacy rows one by one, our references concurrently, order preserved."""
-        if any(legacy.legacy_path(v) is not None for v in stored_values):
+        if any(legacy.looks_legacy(v) for v in stored_values):
             return [cls.deserialize_value(_Row(v), expected) for v in stored_values]
         return engine().deserialize_many(stored_values, expected=expected or _own_run())
 
@@ -254,8 +259,37 @@ class XComStashBackend(BaseXCom):
     @classmethod
     def _purge(cls, xcom: Any, coordinate: XComCoordinate | None) -> None:
         stored = getattr(xcom, "value", None)
-        path = legacy.legacy_path(stored)
-        if path is not None:
-            legacy.purge(path)
+        if legacy.looks_legacy(stored):
+            _purge_legacy(stored, coordinate)
             return
         engine().purge(stored, coordinate)
+
+
+def _read_legacy(stored: str, expected: Expected | None) -> Any:
+    """A common.io row: the same checks and the same audit event as any pull."""
+    return _legacy_op("pull", stored, expected, legacy.read)
+
+
+def _purge_legacy(stored: str, coordinate: XComCoordinate | None) -> None:
+    """Delete a common.io row's object only when the row passes the checks of a read: a
+    forged row never deletes anything (it is logged and skipped, and the row goes)."""
+    expected = Expected(**coordinate.as_dict()) if coordinate is not None else None
+    try:
+        _legacy_op("purge", stored, expected, legacy.purge)
+    except XComStashError as exc:
+        log.warning("xcomstash: not deleting the object of common.io row %r: %s", stored[:300], exc)
+
+
+def _legacy_op(op: str, stored: str, expected: Expected | None, act: Callable[[Any], Any]) -> Any:
+    eng = engine()
+    xcom = {k: v for k, v in vars(expected).items() if v is not None} if expected is not None else {}
+    started = time.perf_counter()
+    try:
+        row = legacy.parse(stored)
+        assert row is not None
+        result = act(legacy.admit(row, eng.guard, expected))
+    except XComStashError as exc:
+        eng.observer.emit(Event(op, outcome_of(exc), xcom, uri=stored[:300], source="common.io", error=exc))
+        raise
+    eng.observer.emit(Event(op, OK, xcom, uri=stored[:300], source="common.io", seconds=time.perf_counter() - started))
+    return result

@@ -51,9 +51,19 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "exclusive": {
         "description": (
             "Offload every value, whatever its size, so the metadata database only ever holds "
-            "references.\n"
+            "references; a plain value found in a row is refused (PlainRowError).\n"
         ),
         "version_added": "0.1.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
+    "accept_plain_rows": {
+        "description": (
+            "With exclusive: still read plain values in rows written before exclusive was switched "
+            "on, until 'xcomstash migrate' has turned them into references.\n"
+        ),
+        "version_added": "0.2.0",
         "type": "boolean",
         "example": "True",
         "default": "False",
@@ -136,7 +146,11 @@ _OPTIONS: dict[str, dict[str, Any]] = {
             "(an Airflow Variable, so any configured secrets backend). Scope keysets per DAG id "
             "pattern with pattern=source entries separated by ';' (first match wins), e.g. "
             "team_a_*=file:/k/a.json; team_b_*=variable:xcs_team_b. Create a file with "
-            "'xcomstash keys generate FILE' (mode 0600). Empty: no encryption, no signing.\n"
+            "'xcomstash keys generate FILE' (mode 0600; a file others may read is refused). Each "
+            "keyset is loaded when a DAG it covers is first used. Empty: with a local directory "
+            "store, a keyset is created on first use at $AIRFLOW_HOME/xcomstash-keyset.json and "
+            "references are signed (not encrypted); with a shared store (S3, ...) set keysets, "
+            "or opt out of signing with sign_references = false.\n"
         ),
         "version_added": "0.1.0",
         "type": "string",
@@ -146,7 +160,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "encrypt": {
         "description": (
             "Encrypt offloaded values (AES-256-GCM, streamed frame by frame, per-object data key "
-            "wrapped under the keyset's primary key). auto: when keysets is set. true: a DAG no "
+            "wrapped under the keyset's primary key). auto: when keysets is set (not for the "
+            "keyset created for a local store). Needs signed references. true: a DAG no "
             "keyset covers fails its pushes instead of storing plaintext. false: never.\n"
         ),
         "version_added": "0.1.0",
@@ -168,7 +183,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "description": (
             "Sign references (HMAC-SHA256 under a key derived from the keyset) and reject, before "
             "any store access, references that are unsigned, forged or edited in the database. "
-            "auto: when keysets is set.\n"
+            "auto: on (with keysets, or the keyset created for a local store). false: opt out; "
+            "anyone who may write XComs can then redirect or unrestrict a reference.\n"
         ),
         "version_added": "0.1.0",
         "type": "string",
@@ -177,12 +193,14 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     },
     "accept_unsigned_references": {
         "description": (
-            "While switching signing on: still read references written without a MAC (a MAC that "
-            "is present must be valid). Turn off once old rows are gone.\n"
+            "While switching signing on: the time it was switched on (ISO 8601). Until then-written "
+            "rows are migrated, references without a MAC are still read if they name no XCom and "
+            "no readers and their (plaintext) object is older than this time; common.io rows too. "
+            "Not with encrypt. false: every reference must be signed.\n"
         ),
         "version_added": "0.1.0",
-        "type": "boolean",
-        "example": "True",
+        "type": "string",
+        "example": "2026-12-01T00:00:00Z",
         "default": "False",
     },
     "read_scope": {

@@ -5,11 +5,13 @@ audit actor and reader identity, and the ``[xcomstash]`` security options."""
 from __future__ import annotations
 
 import logging
+import os
+from datetime import datetime, timezone
 from typing import Any, Callable, Pattern
 
 from xcomstash.observe import audit
 from xcomstash.security.readers import Actor
-from xcomstash.security.crypto.keyset import load_keyring
+from xcomstash.security.crypto.keyset import KeyRing, load_keyring, provision_keyset_file
 from xcomstash.errors import ConfigError
 from xcomstash.security.rules import Rules, ValueRule, parse_dag_policies, parse_types
 from xcomstash.security.guard import Guard, SecurityConfig
@@ -81,22 +83,88 @@ def _tristate(conf: Any, option: str) -> bool | None:
     raise ConfigError(f"[xcomstash] {option} must be auto, true or false, got {raw!r}")
 
 
-def read_security(conf: Any, resolvers: dict[str, Callable[[str], str]] | None = None) -> SecurityConfig:
-    keyring = load_keyring(conf.get(SECTION, "keysets", fallback="") or "", resolvers or {"variable": variable_source})
+def local_keyset_path() -> str:
+    """Where the keyset of a single-machine deployment is created: beside the default store,
+    outside it (so that nothing reading or collecting the store ever touches it)."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.path.join(os.path.abspath(home), "xcomstash-keyset.json")
+
+
+def default_keyring(sign: bool | None, store_is_local: bool, store_url: str) -> KeyRing | None:
+    """The keys of a deployment that configured none, so that references are signed without
+    an extra step. A local directory store is one machine's: its keyset is created on first use
+    (0600, in ``AIRFLOW_HOME``) and every Airflow process there shares it. A shared store
+    (S3, ...) serves workers on other machines, which a file created here would not reach:
+    there the operator provisions keys, or opts out of signing by name."""
+    if sign is False:
+        log.warning(
+            "xcomstash: sign_references = false: references are not signed, so anyone who may write "
+            "XComs (REST API, SQL) can make a task read another value or strip its readers"
+        )
+        return None
+    if store_is_local:
+        return KeyRing.single(provision_keyset_file(local_keyset_path()))
+    raise ConfigError(
+        f"xcomstash: the store {store_url} is shared between machines, so references must be signed with "
+        "keys every worker holds: create a keyset ('xcomstash keys generate /path/keyset.json') and set "
+        "[xcomstash] keysets = file:/path/keyset.json (or env:/variable:), or opt out of signing with "
+        "[xcomstash] sign_references = false"
+    )
+
+
+def parse_cutoff(raw: str) -> float | None:
+    """``accept_unsigned_references``: ``false``, or the time signing was switched on."""
+    text = (raw or "").strip()
+    if text.lower() in ("", "false", "0", "no", "off"):
+        return None
+    if text.lower() in ("true", "1", "yes", "on"):
+        raise ConfigError(
+            "[xcomstash] accept_unsigned_references takes the time signing was switched on (ISO 8601, e.g. "
+            "2026-12-01T00:00:00Z): unsigned references are read only for objects written before it"
+        )
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"[xcomstash] accept_unsigned_references must be false or an ISO 8601 time, got {text!r:.60}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def read_security(
+    conf: Any,
+    resolvers: dict[str, Callable[[str], str]] | None = None,
+    *,
+    store_is_local: bool = True,
+    store_url: str = "",
+) -> SecurityConfig:
+    spec = conf.get(SECTION, "keysets", fallback="") or ""
+    keyring = load_keyring(spec, resolvers or {"variable": variable_source})
     encrypt = _tristate(conf, "encrypt")
     sign = _tristate(conf, "sign_references")
+    configured = keyring is not None
+    if keyring is None:
+        keyring = default_keyring(sign, store_is_local, store_url)
     default = ValueRule(
         allowed_types=parse_types(conf.get(SECTION, "allowed_types", fallback="") or ""),
         max_value_bytes=conf.getint(SECTION, "max_value_bytes", fallback=0) or None,
         sensitive_data=validate_policy((conf.get(SECTION, "sensitive_data", fallback="off") or "off").strip().lower()),
         read_scope=(conf.get(SECTION, "read_scope", fallback="any") or "any").strip().lower(),
     )
+    if encrypt and sign is False:
+        raise ConfigError(
+            "[xcomstash] encrypt = true needs signed references: without them anyone who may write "
+            "XComs can point a reader at another encrypted object (remove sign_references = false)"
+        )
     return SecurityConfig(
         keyring=keyring,
-        encrypt=keyring is not None if encrypt is None else encrypt,
+        # Keys the operator provisioned encrypt by default; a created single-machine keyset signs.
+        encrypt=configured if encrypt is None else encrypt,
         encryption_scope=(conf.get(SECTION, "encryption_scope", fallback="dag") or "dag").strip().lower(),
         sign_references=keyring is not None if sign is None else sign,
-        accept_unsigned_references=conf.getboolean(SECTION, "accept_unsigned_references", fallback=False),
+        unsigned_before=parse_cutoff(conf.get(SECTION, "accept_unsigned_references", fallback="") or ""),
         rules=Rules(default, parse_dag_policies(conf.get(SECTION, "dag_policies", fallback="") or "")),
         scanner=Scanner(registered=masker_pattern, sensitive_fields=masker_fields()),
         audit_inline=conf.getboolean(SECTION, "audit_inline", fallback=False),
@@ -124,5 +192,6 @@ def audit_sinks(conf: Any, store: Any, *, secured: bool) -> audit.AuditLog | Non
 def build_guard(conf: Any, store: Any) -> Guard:
     """The engine's guard (always one in Airflow: restricted readers are checked even when
     nothing else is configured)."""
-    security = read_security(conf)
-    return Guard(security, audit_sinks(conf, store, secured=security.keyring is not None), current_actor)
+    configured = bool((conf.get(SECTION, "keysets", fallback="") or "").strip())
+    security = read_security(conf, store_is_local=store.capabilities.local, store_url=getattr(store, "root_uri", ""))
+    return Guard(security, audit_sinks(conf, store, secured=configured), current_actor)

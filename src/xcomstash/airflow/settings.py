@@ -36,6 +36,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         compression=conf.get(SECTION, "compression", fallback="zstd") or "zstd",
         compression_level=conf.getint(SECTION, "compression_level", fallback=1),
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
+        accept_plain_rows=conf.getboolean(SECTION, "accept_plain_rows", fallback=False),
     )
     cache_dir = conf.get(SECTION, "cache_dir", fallback="") or ""
     if cache_dir.lower() == "off":

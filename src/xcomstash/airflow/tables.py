@@ -48,9 +48,9 @@ def pull_table(
         return None
     from xcomstash.airflow import legacy
 
-    if legacy.legacy_path(result.value) is not None:
-        return select_in_memory(XComStashBackend.deserialize_value(_Row(result.value)), columns, rows)
     # The reference must have been written for the XCom asked for (not copied into its row).
     expected = _expected(dag_id, run_id, task_id, map_index, key, include_prior_dates=False)
+    if legacy.looks_legacy(result.value):
+        return select_in_memory(XComStashBackend.deserialize_value(_Row(result.value), expected), columns, rows)
     value, _stats = engine().read_table(result.value, columns, rows, expected=expected)
     return value

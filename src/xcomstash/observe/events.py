@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.errors import AccessDeniedError, PolicyViolationError, ReferenceSignatureError
+from xcomstash.errors import AccessDeniedError, PlainRowError, PolicyViolationError, ReferenceSignatureError
 
 log = logging.getLogger("xcomstash")
 
@@ -48,7 +48,7 @@ class Event:
 
 def outcome_of(exc: BaseException) -> str:
     """The outcome an exception stands for: refused by access control, by a value rule, or failed."""
-    if isinstance(exc, (AccessDeniedError, ReferenceSignatureError)):
+    if isinstance(exc, (AccessDeniedError, ReferenceSignatureError, PlainRowError)):
         return DENIED
     if isinstance(exc, PolicyViolationError):
         return REJECTED

@@ -33,13 +33,15 @@ from xcomstash.errors import (
     IntegrityError,
     KeyUnavailableError,
     ObjectMissingError,
+    PlainRowError,
     ReadError,
+    ReferenceSignatureError,
     StoreError,
     StoreReadError,
     XComStashError,
 )
 from xcomstash.codecs.pandas import PandasDataFrameCodec
-from xcomstash.format import container
+from xcomstash.format import container, keyspace
 from xcomstash.format.frames import FrameError, read_frames
 from xcomstash.format.reference import Reference, is_reference
 from xcomstash.observe.events import OK, Event, Observer, log, outcome_of
@@ -54,7 +56,8 @@ from xcomstash.pipeline.selection import (
     rows_of_range_index,
     select_in_memory,
 )
-from xcomstash.security.guard import Guard
+from xcomstash.security.crypto.stream import FrameCipher
+from xcomstash.security.guard import UNSIGNED, Guard
 from xcomstash.security.readers import Expected
 from xcomstash.stores.base import ObjectReader, ReadSource, Store
 
@@ -104,6 +107,8 @@ class PullPath:
         self.observer = observer
         self.pools = pools
         self.readahead = ReadAhead(self._prefetch, pools.fanin.get) if config.read_ahead else None
+        #: Exclusive mode: every row a worker writes is a reference, so a plain one is refused.
+        self.refuse_plain_rows = config.exclusive and not config.accept_plain_rows
 
     # ---------------------------------------------------------- entry points
 
@@ -167,11 +172,24 @@ class PullPath:
 
     def _inline(self, stored: Any, coordinate: XComCoordinate | None, expected: Expected | None) -> Any:
         started = time.perf_counter()
+        if self.refuse_plain_rows:
+            self._refuse_plain_row(coordinate, expected)
         value = self.converter.from_structure(stored)
         if self.observer.wants_inline:
             xcom = coordinate or _expected_dict(expected)
             self.observer.emit(inline_event("pull", value, stored, xcom, started, self.registry, self.json_codec))
         return value
+
+    def _refuse_plain_row(self, coordinate: XComCoordinate | None, expected: Expected | None) -> None:
+        xcom = coordinate or _expected_dict(expected)
+        error = PlainRowError(
+            f"the xcom row of {xcom or 'this XCom'} holds a plain value, but exclusive mode writes only "
+            "references: the row was written around xcomstash (REST API, SQL). Rows written before "
+            "exclusive was switched on: run 'xcomstash migrate', or set [xcomstash] accept_plain_rows "
+            "= True until it has run"
+        )
+        self.observer.emit(Event("pull", outcome_of(error), xcom, error=error))
+        raise error
 
     def _read(
         self,
@@ -218,6 +236,8 @@ class PullPath:
                 expected = Expected(**coordinate.as_dict())
             self.guard.admit_read(ref.readers if check_readers else None, ref.xcom, expected, f"the value at {ref.uri}")
             key = self.store.key_for(ref.uri)
+            if key_id == UNSIGNED:
+                self._admit_unsigned(ref, key, expected)
         except XComStashError as exc:
             xcom = stored.get("xcom") if isinstance(stored.get("xcom"), dict) else coordinate or _expected_dict(expected)
             self.observer.emit(Event(op, outcome_of(exc), xcom, uri=str(stored.get("uri", ""))[:300], error=exc))
@@ -226,6 +246,20 @@ class PullPath:
             raise
         coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
         return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "")
+
+    def _admit_unsigned(self, ref: Reference, key: str, expected: Expected | None) -> None:
+        """A reference accepted without a MAC (while switching signing on) must point into
+        the keyspace of the XCom asked for, at an object older than the switch."""
+        what = f"the value at {ref.uri}"
+        if expected is not None:
+            expected.check(XComCoordinate.from_object_key(key), what)
+            if expected.dag_id is not None and keyspace.dag_of(key) != expected.dag_id:
+                raise ReferenceSignatureError(
+                    f"unsigned reference in a row of DAG {expected.dag_id!r} points at an object of "
+                    f"another DAG ({ref.uri})"
+                )
+        info = self.store.head(key)
+        self.guard.admit_unsigned_object(info.modified if info is not None else None, ref.uri)
 
     def _sources(self, opened: Opened, ahead: ReadAhead | None, whole: bool) -> list[ReadSource]:
         sources = []
@@ -265,12 +299,21 @@ class PullPath:
 
     # ---------------------------------------------------------------- decode
 
+    def _cipher(self, layout: container.ObjectLayout, opened: Opened) -> FrameCipher | None:
+        if layout.key_slot is None:
+            return None
+        if opened.key_id == UNSIGNED:
+            raise ReferenceSignatureError(
+                f"the object at {opened.ref.uri} is encrypted: it is never read through an unsigned reference"
+            )
+        return self.guard.opener(layout, opened.scope)
+
     def _decode_whole(
         self, reader: ObjectReader, layout: container.ObjectLayout, opened: Opened
     ) -> tuple[Any, PartialRead | None]:
         ref, coordinate = opened.ref, opened.coordinate
         with _read_errors(ref, coordinate):
-            cipher = self.guard.opener(layout, opened.scope) if layout.key_slot is not None else None
+            cipher = self._cipher(layout, opened)
             payload = read_frames(
                 layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self.pools.frames.get(),
                 cipher=cipher,
@@ -297,7 +340,7 @@ class PullPath:
             value, _ = self._decode_whole(reader, layout, opened)
             return select_in_memory(value, columns, rows), None
         with _read_errors(opened.ref, opened.coordinate):
-            cipher = self.guard.opener(layout, opened.scope) if layout.key_slot is not None else None
+            cipher = self._cipher(layout, opened)
             source = FramedFile(layout, reader, cipher)
             table = read_arrow_subset(source, columns, rows, int(meta.get("batch_rows", 1 << 20)))
         codec = self._codec_for(layout.header, opened)

@@ -18,7 +18,13 @@ from xcomstash.security.readers import Actor, Expected, Readers, Restricted, rea
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.security.crypto.keyset import KeyRing, Keyset
 from xcomstash.security.crypto.stream import SCOPE_DAG, SCOPE_MODES, Envelope, FrameCipher, open_object, seal_object
-from xcomstash.errors import ConfigError, DecryptionError, KeyUnavailableError, SensitiveDataError
+from xcomstash.errors import (
+    ConfigError,
+    DecryptionError,
+    KeyUnavailableError,
+    ReferenceSignatureError,
+    SensitiveDataError,
+)
 from xcomstash.security.rules import Effective, Rules
 from xcomstash.security.sensitive import MASK, OFF, REJECT, Scanner, enforce
 from xcomstash.security.sensitive import log as sensitive_log
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
     from xcomstash.observe.audit import AuditLog
 
 READERS_FIELD = "readers"
+#: What :meth:`Guard.open_reference` returns for a reference accepted without a MAC.
+UNSIGNED = "unsigned"
 
 
 class Admission:
@@ -53,8 +61,10 @@ class SecurityConfig:
     encryption_scope: str = SCOPE_DAG
     #: Sign references, and require a valid signature on every reference read.
     sign_references: bool = False
-    #: While migrating to signed references: accept references that carry no MAC at all.
-    accept_unsigned_references: bool = False
+    #: While switching signing on (POSIX seconds): still read references without a MAC, in
+    #: the one shape written before signing (no ``xcom``, no ``readers``, a plaintext object
+    #: last modified before this time). ``None``: every reference must be signed.
+    unsigned_before: float | None = None
     rules: Rules = field(default_factory=Rules)
     scanner: Scanner = field(default_factory=Scanner, compare=False)
     #: Audit inline (small, in-database) pushes and pulls too, not only offloaded ones.
@@ -68,6 +78,13 @@ class SecurityConfig:
                 "encryption and signed references need keys: set [xcomstash] keysets "
                 "(for example file:/path/to/keyset.json, created by 'xcomstash keys generate')"
             )
+        if self.encrypt and self.unsigned_before is not None:
+            raise ConfigError(
+                "accept_unsigned_references cannot be combined with encrypt = true: unsigned "
+                "references are accepted only for plaintext objects written before signing"
+            )
+        if self.unsigned_before is not None and not self.sign_references:
+            raise ConfigError("accept_unsigned_references only applies when sign_references is on")
 
     @property
     def active(self) -> bool:
@@ -185,16 +202,32 @@ class Guard:
         return doc
 
     def open_reference(self, doc: dict[str, Any], producer_dag: str | None) -> str | None:
-        """Verify a row's MAC before anything else; returns the key id that signed it."""
+        """Verify a row's MAC before anything else; returns the key id that signed it, or
+        :data:`UNSIGNED` for a reference accepted unsigned while switching signing on (the
+        caller must then check that its object predates :meth:`unsigned_cutoff`)."""
         if not self.config.sign_references:
             return None
-        if signing.MAC_FIELD not in doc and self.config.accept_unsigned_references:
-            return None
+        if signing.MAC_FIELD not in doc and self.config.unsigned_before is not None:
+            # Whatever the row claims (its ``xcom``, its ``readers`` or their absence), what
+            # binds is the object's age: see :meth:`admit_unsigned_object`.
+            return UNSIGNED
         if producer_dag is None:
-            from xcomstash.errors import ReferenceSignatureError
-
             raise ReferenceSignatureError("reference names no producing XCom, so its MAC cannot be checked")
         return signing.verify(self.keyset_for(producer_dag), doc)
+
+    def admit_unsigned_object(self, modified: float | None, uri: str) -> None:
+        """An object read through an unsigned reference must predate signing. Every object
+        written since was referenced with a MAC, so a reference to it without one had its MAC
+        (and with it its readers or its XCom) stripped; and an object planted in the store
+        since then is not read either."""
+        cutoff = self.config.unsigned_before
+        assert cutoff is not None
+        if modified is None or modified >= cutoff:
+            raise ReferenceSignatureError(
+                f"unsigned reference to {uri}: the object was written after signing was switched "
+                "on (accept_unsigned_references only covers objects older than that), so the "
+                "reference must carry a MAC"
+            )
 
     # ------------------------------------------------------------- encryption
 

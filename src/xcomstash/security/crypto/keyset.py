@@ -22,10 +22,12 @@ import base64
 import binascii
 import fnmatch
 import json
+import logging
 import os
 import secrets
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -36,6 +38,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from xcomstash.errors import ConfigError, KeyUnavailableError
+
+log = logging.getLogger("xcomstash")
 
 KEY_BYTES = 32
 #: Key ids go into every object's key slot, so they are short and ASCII.
@@ -221,6 +225,31 @@ def write_keyset_file(path: str | os.PathLike[str], keyset: Keyset, *, overwrite
     return target
 
 
+def provision_keyset_file(path: str | os.PathLike[str]) -> Keyset:
+    """The keyset at ``path``, created (0600) by the first process that needs it.
+
+    Concurrent first uses agree: the complete document is written to a private temporary
+    file and hard-linked into place, which fails if another process got there first; the
+    loser then reads the winner's file. A reader never sees a half-written keyset."""
+    target = Path(path)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".keyset-", suffix=".tmp")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(Keyset.generate().to_json().encode())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    check_private(target)
+    return read_keyset_file(target)
+
+
 def read_keyset_file(path: str | os.PathLike[str]) -> Keyset:
     try:
         text = Path(path).read_bytes()
@@ -249,7 +278,27 @@ def _from_env(name: str) -> str:
 
 
 def _from_file(path: str) -> str:
+    check_private(path)
     return read_keyset_file(path).to_json()
+
+
+def check_private(path: str | os.PathLike[str]) -> None:
+    """Refuse a keyset file that other users may read, and warn when its group may: every
+    key secret is in it, and workers would otherwise load it without a word."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read keyset file {path}: {exc.strerror}") from None
+    if mode & stat.S_IRWXO:
+        raise ConfigError(
+            f"keyset file {path} is readable by other users (mode {stat.S_IMODE(mode):04o}); it holds every "
+            f"key secret. Run: chmod 600 {path}"
+        )
+    if mode & stat.S_IRWXG:
+        log.warning(
+            "xcomstash: keyset file %s is readable by its group (mode %04o); it holds every key secret "
+            "(chmod 600 %s unless the group is meant to hold the keys)", path, stat.S_IMODE(mode), path,
+        )
 
 
 BUILTIN_RESOLVERS: dict[str, Resolver] = {"env": _from_env, "file": _from_file}
@@ -305,9 +354,78 @@ def parse_scoped_sources(spec: str) -> list[tuple[str, str]]:
     return out
 
 
+class LazyKeyRing(KeyRing):
+    """Keysets by DAG id pattern, each loaded from its source the first time a DAG it covers
+    is used: a worker that only runs team B's tasks never reads team A's keyset (and needs no
+    access to it). A worker that ends up holding the keysets of several patterns says so once,
+    since any task on it could then use all of them."""
+
+    def __init__(self, entries: list[tuple[str, str]], resolvers: Mapping[str, Resolver] | None = None) -> None:
+        # KeyRing is frozen: set this subclass's own state around its __setattr__.
+        for name, value in (
+            ("scopes", ()),
+            ("_entries", tuple(entries)),
+            ("_resolvers", resolvers),
+            ("_loaded", {}),
+            ("_lock", threading.Lock()),
+            ("_warned", [False]),
+        ):
+            object.__setattr__(self, name, value)
+
+    def _keyset(self, index: int) -> Keyset:
+        keyset = self._loaded.get(index)
+        if keyset is not None:
+            return keyset
+        with self._lock:
+            if index not in self._loaded:
+                self._loaded[index] = load_keyset(self._entries[index][1], self._resolvers)
+                self._warn_if_shared()
+            return self._loaded[index]
+
+    def _warn_if_shared(self) -> None:
+        patterns = sorted({self._entries[i][0] for i in self._loaded})
+        if len(patterns) > 1 and not self._warned[0]:
+            self._warned[0] = True
+            log.warning(
+                "xcomstash: this worker holds the keysets of DAG patterns %s: a task running here can "
+                "decrypt and sign values of all of them. To isolate teams, run each team's tasks on "
+                "workers (or queues) that can read only that team's keyset.", ", ".join(patterns),
+            )
+
+    def for_dag(self, dag_id: str) -> Keyset:
+        for index, (pattern, _) in enumerate(self._entries):
+            if fnmatch.fnmatchcase(dag_id, pattern):
+                return self._keyset(index)
+        raise KeyUnavailableError(
+            f"no keyset on this worker covers DAG {dag_id!r} (configured patterns: "
+            f"{', '.join(p for p, _ in self._entries) or 'none'})"
+        )
+
+    def keysets(self) -> Iterable[Keyset]:
+        return (self._keyset(i) for i in range(len(self._entries)))
+
+    def __repr__(self) -> str:
+        return f"LazyKeyRing(patterns={list(self.patterns)})"
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return tuple(p for p, _ in self._entries)
+
+
 def load_keyring(spec: str, resolvers: Mapping[str, Resolver] | None = None) -> KeyRing | None:
-    """The keyring a ``keysets`` option names, or ``None`` when it is empty."""
+    """The keyring a ``keysets`` option names (keysets loaded on first use), or ``None`` when
+    it is empty. The sources' syntax is checked here, so a typo fails at start-up."""
     entries = parse_scoped_sources(spec)
     if not entries:
         return None
-    return KeyRing(tuple((pattern, load_keyset(source, resolvers)) for pattern, source in entries))
+    table = {**BUILTIN_RESOLVERS, **(resolvers or {})}
+    for _, source in entries:
+        kind, sep, arg = source.partition(":")
+        if not sep or not arg or kind not in table:
+            raise ConfigError(
+                f"keyset source {source!r:.80} must be one of {', '.join(k + ':...' for k in sorted(table))}"
+            )
+    return LazyKeyRing(entries, resolvers)
