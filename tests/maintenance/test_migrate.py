@@ -53,7 +53,7 @@ def migrator(table, engine, legacy_dir: Path, journal: Journal, fault) -> Migrat
         table[c] = new
         return True
 
-    def path_of(value):
+    def path_of(value, xcom):
         return Path(value[len("file://"):]) if isinstance(value, str) and value.startswith(f"file://{legacy_dir}") else None
 
     return Migrator(

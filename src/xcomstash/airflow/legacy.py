@@ -125,6 +125,16 @@ def admit(row: LegacyRow, guard: Guard, expected: Expected | None) -> Any:
     return path
 
 
+def checked_path(value: Any, coordinate: Any, guard: Guard) -> Any | None:
+    """For maintenance (``xcomstash migrate``): the object path of a common.io row of the
+    XCom ``coordinate``, after every check a read makes; ``None`` when the value is not a
+    common.io row. A row that fails a check raises (and is not migrated or deleted)."""
+    row = parse(value)
+    if row is None:
+        return None
+    return admit(row, guard, Expected(**coordinate.as_dict()))
+
+
 def _modified(path: Any) -> float | None:
     try:
         info = path.stat()

@@ -88,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
             to_value=lambda stored: BaseXCom.deserialize_value(_Row(stored)),
             replace=source.replace_value,
             get_value=source.get_value,
-            legacy=LegacyAccess(path_of=legacy.legacy_path, read=legacy.read, delete=legacy.purge),
+            legacy=LegacyAccess(
+                path_of=lambda value, xcom: legacy.checked_path(value, xcom, engine().guard),
+                read=legacy.read,
+                delete=legacy.purge,
+            ),
             delete_legacy=args.delete_legacy,
             journal=journal,
             dry_run=args.dry_run,

@@ -71,7 +71,9 @@ class MigrateReport:
 class LegacyAccess:
     """How to recognise, read and delete common.io objects (Airflow-side callables)."""
 
-    path_of: Callable[[Any], Any | None]
+    #: ``(row value, its XCom) -> path``; ``None``: not a common.io row; raises
+    #: :class:`XComStashError` for a row that fails the checks of a read (forged, outside the base).
+    path_of: Callable[[Any, XComCoordinate], Any | None]
     read: Callable[[Any], Any]
     delete: Callable[[Any], None]
 
@@ -167,7 +169,11 @@ class Migrator:
             exists, value = self.get_value(coordinate)
             if exists and decode_value(value) == path:
                 continue  # the row was not switched: the main pass migrates it again
-            target = self.legacy.path_of(path)
+            try:
+                target = self.legacy.path_of(path, coordinate)
+            except XComStashError as exc:
+                self.report.note(coordinate, "journal entry refused", str(exc))
+                continue
             if target is None:  # [common.io] xcom_objectstorage_path no longer covers it
                 self.report.note(coordinate, "journal entry not under the common.io path", path)
                 continue
@@ -181,7 +187,12 @@ class Migrator:
         if isinstance(value, dict) and MARKER in value:
             report.already_xcomstash += 1
             return
-        path = self.legacy.path_of(value) if self.legacy is not None else None
+        try:
+            path = self.legacy.path_of(value, row.coordinate) if self.legacy is not None else None
+        except XComStashError as exc:
+            report.failed += 1
+            report.note(row.coordinate, "common.io row refused", str(exc))
+            return
         if path is not None:
             if report.dry_run:
                 report.migrated_common_io += 1
