@@ -79,7 +79,7 @@ def test_values_are_stored_encrypted_with_signed_references(secured) -> None:
         ref = refs[key]
         assert ref["mac"].startswith(keyset["primary"] + ":")
         head = env.object_path(ref).read_bytes()[:2000]
-        assert b'"alg":"aes256gcm-stream-v1"' in head
+        assert b'"alg":"aes256gcm-stream-v2"' in head
 
 
 def test_intact_values_are_read(secured) -> None:
@@ -216,5 +216,5 @@ def test_keyset_from_an_airflow_variable(make_airflow_env) -> None:
     run.assert_success()
     ref = env.xcom_value(OTHER, run.run_id, "own", "copied")
     assert ref["mac"].startswith(keyset.primary_id + ":")
-    assert b'"alg":"aes256gcm-stream-v1"' in env.object_path(ref).read_bytes()[:2000]
+    assert b'"alg":"aes256gcm-stream-v2"' in env.object_path(ref).read_bytes()[:2000]
     assert keyset.to_json() not in run.output and json.loads(keyset.to_json())["keys"][0]["secret"] not in run.output

@@ -45,12 +45,3 @@ def test_rotated_keyset_still_verifies_old_references_and_signs_with_the_new_key
     rotated = ks.rotated()
     assert signing.verify(rotated, old) == ks.primary_id
     assert signing.verify(rotated, signing.signed(rotated, REF)) == rotated.primary_id
-
-
-def test_blob_names_are_keyed_and_stable() -> None:
-    ks = Keyset.generate()
-    digest = b"\x01" * 32
-    name = signing.blob_name(ks, digest)
-    assert len(name) == 64 and name == signing.blob_name(ks, digest)
-    assert name != signing.blob_name(Keyset.generate(), digest)
-    assert name != signing.blob_name(ks, b"\x02" * 32)

@@ -163,6 +163,10 @@ def read_security(
         # Keys the operator provisioned encrypt by default; a created single-machine keyset signs.
         encrypt=configured if encrypt is None else encrypt,
         encryption_scope=(conf.get(SECTION, "encryption_scope", fallback="dag") or "dag").strip().lower(),
+        compress_encrypted=tuple(
+            p.strip() for p in (conf.get(SECTION, "compress_encrypted", fallback="") or "").split(",") if p.strip()
+        ),
+        accept_plaintext_objects=conf.getboolean(SECTION, "accept_plaintext_objects", fallback=False),
         sign_references=keyring is not None if sign is None else sign,
         unsigned_before=parse_cutoff(conf.get(SECTION, "accept_unsigned_references", fallback="") or ""),
         rules=Rules(default, parse_dag_policies(conf.get(SECTION, "dag_policies", fallback="") or "")),

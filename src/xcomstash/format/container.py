@@ -44,6 +44,9 @@ PREAMBLE_SIZE = len(MAGIC) + _LEN.size
 #: (a test pins it), repeated here so reading plaintext objects never imports cryptography.
 KEY_SLOT_BYTES = 128
 FOOTER_SIZE = _FOOTER.size
+#: Encryption algorithms whose frames carry no padding (``xcomstash.security.crypto.stream.ALGORITHM_V1``,
+#: repeated here for the same reason as the slot size); every later version pads.
+UNPADDED_ALGORITHMS = ("aes256gcm-stream-v1",)
 
 
 class ObjectFormatError(XComStashError):
@@ -78,6 +81,11 @@ class ObjectHeader:
     def key_slot_size(self) -> int:
         return KEY_SLOT_BYTES if self.encryption is not None else 0
 
+    @property
+    def padded(self) -> bool:
+        """Whether the (encrypted) object's frames carry padding inside their seal."""
+        return self.encryption is not None and self.encryption.get("alg") not in UNPADDED_ALGORITHMS
+
 
 def preamble(header: ObjectHeader) -> bytes:
     """Magic, header length and header: the first bytes of every object."""
@@ -85,6 +93,12 @@ def preamble(header: ObjectHeader) -> bytes:
     if len(blob) > MAX_HEADER_BYTES:
         raise ObjectFormatError(f"object header too large ({len(blob)} bytes)")
     return MAGIC + _LEN.pack(len(blob)) + blob
+
+
+def outside_body(head: bytes, slot: bytes, frame_count: int) -> int:
+    """Bytes of an object that are not its body: preamble and header, key slot, frame table,
+    footer (what the padding of an encrypted object's last frame must account for)."""
+    return len(head) + len(slot) + frame_count * ENTRY.size + FOOTER_SIZE
 
 
 def trailer(frames: list[Frame], body_size: int, raw_size: int) -> bytes:
@@ -147,7 +161,7 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
         )
     table = read_at(body_offset + body_size, table_size)
     try:
-        frames = unpack_table(table, sealed=key_slot is not None)
+        frames = unpack_table(table, sealed=key_slot is not None, padded=header.padded)
     except FrameError as exc:
         raise ObjectFormatError(str(exc)) from None
     if sum(f.stored_len for f in frames) != body_size or sum(f.raw_len for f in frames) != raw_size:

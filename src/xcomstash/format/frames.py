@@ -21,6 +21,18 @@ SHA-256 in the table is over the stored (sealed) bytes, so the root digest still
 byte, and reads check it before decrypting. The writer holds back one frame so it knows which
 frame is the last; an empty body is one empty sealed frame, so even truncation to nothing is
 detected.
+
+**Padding** (encryption version 2): stored sizes must not say what a value holds. A frame whose
+length varies with the content (a compressed frame: how well it compressed; the last frame: the
+exact size of the object) is padded *inside* the seal to ``content | zeros | u32 content length``,
+and the cipher authenticates each frame's table entry (method, raw length) with it. Compressed
+frames are padded to a Padmé bucket of their own length; the last frame is padded so that the
+whole object is :func:`padded_object_size` bytes: a Padmé bucket (Nikitin et al., "Reducing
+Metadata Leakage from Encrypted Files and Communication with PURBs", PETS 2019: at most 12%
+larger, and only O(log log n) bits of the size remain), at least 4 KiB and at most one frame
+more than the content. Full raw frames all have the same size and are not padded, so a large
+uncompressed value is still decrypted straight into place. (Encrypted values are not compressed
+unless their DAG opts in, see :mod:`xcomstash.pipeline.place`.)
 """
 
 from __future__ import annotations
@@ -47,6 +59,47 @@ ENTRY = struct.Struct("<BII32s")
 PROBE_BYTES = 64 * 1024
 #: A frame is compressed only if a level-1 sample shrinks to at most this fraction.
 PAYS_RATIO = 0.9
+#: Padded frames end with the length of their content.
+_PAD_LEN = struct.Struct("<I")
+PAD_TRAILER = _PAD_LEN.size
+#: The smallest padded (encrypted) object.
+MIN_PADDED_OBJECT = 4096
+#: Upper bound of a padded frame's stored length (content, padding of up to a frame, tag).
+MAX_PADDED_STORED = 2 * FRAME_SIZE + 64
+
+
+def padme(n: int) -> int:
+    """``n`` rounded up to the next Padmé bucket: the lowest ``floor(log2 n) - floor(log2 log2 n) - 1``
+    bits cleared (at most 12% larger)."""
+    if n < 2:
+        return n
+    e = n.bit_length() - 1
+    mask = (1 << (e - e.bit_length())) - 1
+    return (n + mask) & ~mask
+
+
+def padded_object_size(n: int) -> int:
+    """The size an encrypted object of ``n`` bytes (unpadded) is stored at: a Padmé bucket, at
+    least :data:`MIN_PADDED_OBJECT`, and never more than the next whole frame (so the padding
+    fits in the last frame and costs at most 1 MiB on large objects)."""
+    if n <= MIN_PADDED_OBJECT:
+        return MIN_PADDED_OBJECT
+    return min(padme(n), -(-n // FRAME_SIZE) * FRAME_SIZE)
+
+
+def _pad(content: bytes, size: int) -> bytes:
+    if size < len(content) + PAD_TRAILER:
+        raise ValueError("padding target smaller than the content")
+    return content + bytes(size - len(content) - PAD_TRAILER) + _PAD_LEN.pack(len(content))
+
+
+def _unpad(index: int, padded: bytes) -> memoryview:
+    if len(padded) < PAD_TRAILER:
+        raise FrameError(f"frame {index} is too short for its padding")
+    (n,) = _PAD_LEN.unpack_from(padded, len(padded) - PAD_TRAILER)
+    if n > len(padded) - PAD_TRAILER:
+        raise FrameError(f"frame {index} has a malformed padding")
+    return memoryview(padded)[:n]
 
 
 class FrameError(Exception):
@@ -68,15 +121,20 @@ def pack_table(frames: list[Frame]) -> bytes:
     return b"".join(f.pack() for f in frames)
 
 
-def unpack_table(blob: bytes, *, sealed: bool = False) -> list[Frame]:
+def unpack_table(blob: bytes, *, sealed: bool = False, padded: bool = False) -> list[Frame]:
+    """``padded``: an encrypted object of version 2 (its last and compressed frames are padded)."""
     if len(blob) % ENTRY.size:
         raise FrameError("frame table length is not a whole number of entries")
     frames = [Frame(*ENTRY.unpack_from(blob, i)) for i in range(0, len(blob), ENTRY.size)]
     overhead = SEAL_OVERHEAD if sealed else 0
-    for f in frames:
+    last = len(frames) - 1
+    for i, f in enumerate(frames):
         if f.method not in (METHOD_RAW, METHOD_ZSTD) or f.raw_len > FRAME_SIZE:
             raise FrameError("frame table entry is invalid")
-        if f.method == METHOD_RAW and f.stored_len != f.raw_len + overhead:
+        if padded and (i == last or f.method != METHOD_RAW):
+            if not SEAL_OVERHEAD + PAD_TRAILER <= f.stored_len <= MAX_PADDED_STORED:
+                raise FrameError("padded frame with an impossible stored length")
+        elif f.method == METHOD_RAW and f.stored_len != f.raw_len + overhead:
             raise FrameError("raw frame with differing stored length")
         if sealed and f.stored_len < SEAL_OVERHEAD:
             raise FrameError("sealed frame shorter than its tag")
@@ -86,8 +144,16 @@ def unpack_table(blob: bytes, *, sealed: bool = False) -> list[Frame]:
 
 
 def _encode_frame(
-    chunk: bytes, method: int, level: int, cipher: FrameCipher | None = None, index: int = 0, last: bool = False
+    chunk: bytes,
+    method: int,
+    level: int,
+    cipher: FrameCipher | None = None,
+    index: int = 0,
+    last: bool = False,
+    pad_to: Callable[[int], int] | None = None,
 ) -> tuple[Frame, bytes]:
+    """One frame's table entry and stored bytes. ``pad_to``: the padded length of the last
+    frame's content, given its unpadded length (other padded frames take a Padmé bucket)."""
     stored, used = chunk, METHOD_RAW
     if method == METHOD_ZSTD and chunk:
         import zstandard
@@ -99,7 +165,10 @@ def _encode_frame(
             if len(packed) < len(chunk):
                 stored, used = packed, METHOD_ZSTD
     if cipher is not None:
-        stored = cipher.seal(index, last, stored)
+        if cipher.pads(last, used):
+            size = pad_to(len(stored)) if last and pad_to is not None else padme(len(stored) + PAD_TRAILER)
+            stored = _pad(stored, size)
+        stored = cipher.seal(index, last, stored, used, len(chunk))
     return Frame(used, len(chunk), len(stored), hashlib.sha256(stored).digest()), stored
 
 
@@ -118,6 +187,7 @@ class FrameWriter:
         inflight: int = 4,
         cipher: FrameCipher | None = None,
         check_size: Callable[[int], None] | None = None,
+        object_bytes: Callable[[int], int] | None = None,
     ) -> None:
         self._sink = sink
         self._method = _METHODS[compression]
@@ -136,6 +206,9 @@ class FrameWriter:
         self._index = 0
         #: Called with the running raw size (the size rule: raises to stop the write).
         self._check_size = check_size
+        #: The object's bytes outside the body for a given frame count (preamble, key slot,
+        #: frame table, footer): what the last frame's padding needs to bucket the whole object.
+        self._object_bytes = object_bytes or (lambda count: 0)
 
     # The file-object protocol codecs and libraries (pyarrow, numpy, polars) expect.
     def writable(self) -> bool:
@@ -171,11 +244,11 @@ class FrameWriter:
             self._submit(chunk)
         return n
 
-    def _submit(self, chunk: bytes, last: bool = False) -> None:
+    def _submit(self, chunk: bytes, last: bool = False, pad_to: Callable[[int], int] | None = None) -> None:
         index = self._index
         self._index += 1
         self._pending.append(
-            self._pool.submit(_encode_frame, chunk, self._method, self._level, self._cipher, index, last)
+            self._pool.submit(_encode_frame, chunk, self._method, self._level, self._cipher, index, last, pad_to)
         )
         while len(self._pending) > self._inflight:
             self._drain_one()
@@ -189,7 +262,15 @@ class FrameWriter:
     def finish(self) -> list[Frame]:
         """Encode what is buffered and wait for every frame; returns the frame table."""
         if self._buffer or (self._cipher is not None and self._index == 0):
-            self._submit(bytes(self._buffer), last=True)
+            pad_to = None
+            if self._cipher is not None and self._cipher.version >= 2:
+                # The last frame's padding makes the whole object a bucket size: it needs the
+                # stored size of every frame before it.
+                while self._pending:
+                    self._drain_one()
+                before = self._object_bytes(self._index + 1) + self.body_size + SEAL_OVERHEAD
+                pad_to = lambda n: padded_object_size(before + n + PAD_TRAILER) - before  # noqa: E731
+            self._submit(bytes(self._buffer), last=True, pad_to=pad_to)
             self._buffer = bytearray()
         while self._pending:
             self._drain_one()
@@ -250,6 +331,18 @@ def _decompress(index: int, frame: Frame, stored: bytes) -> bytes:
     return out
 
 
+def _unseal(index: int, frame: Frame, sealed: Any, cipher: FrameCipher, last: bool) -> Any:
+    """A sealed frame's raw bytes: decrypted (bound to its table entry), unpadded, decompressed."""
+    content: Any = cipher.open(index, last, sealed, frame.method, frame.raw_len)
+    if cipher.pads(last, frame.method):
+        content = _unpad(index, content)
+        if frame.method == METHOD_RAW:
+            if len(content) != frame.raw_len:
+                raise FrameError(f"frame {index} holds {len(content)} bytes where its table entry says {frame.raw_len}")
+            return bytes(content)
+    return _decompress(index, frame, content) if frame.method == METHOD_ZSTD else content
+
+
 def open_frame(
     index: int,
     frame: Frame,
@@ -265,7 +358,7 @@ def open_frame(
     :func:`open_frame_into` is the same for a frame whose place in a payload is known."""
     stored = fetch_frame(index, frame, offset, read_at)
     if cipher is not None:
-        stored = cipher.open(index, last, stored)
+        return _unseal(index, frame, stored, cipher, last)
     return _decompress(index, frame, stored) if frame.method == METHOD_ZSTD else stored
 
 
@@ -292,10 +385,10 @@ def open_frame_into(
         return
     sealed = _scratch(frame.stored_len)
     _check(index, frame, sealed, readinto_at(offset, sealed))
-    if frame.method == METHOD_RAW:
-        cipher.open_into(index, last, sealed, target)
+    if frame.method == METHOD_RAW and not cipher.pads(last, frame.method):
+        cipher.open_into(index, last, sealed, target, frame.method)
     else:
-        target[:] = _decompress(index, frame, cipher.open(index, last, sealed))
+        target[:] = _unseal(index, frame, sealed, cipher, last)
 
 
 def read_frames(

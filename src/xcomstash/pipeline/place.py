@@ -59,11 +59,18 @@ class Placer:
     ) -> Placed:
         envelope = self.guard.sealer(coordinate)
         # Encrypted objects are never deduplicated: their bytes differ on every write (fresh
-        # data key and nonces), so content addressing finds nothing to share.
+        # data key and nonces), so content addressing finds nothing to share; and a
+        # content-derived blob name would tell who can list the bucket which values are equal.
         dedup = self.config.dedup and envelope is None
+        # Nor compressed, unless their DAG opts in: compressing a secret next to data someone
+        # else chose turns the stored size into an oracle for the secret (CRIME). Their frames
+        # are padded besides (see xcomstash.format.frames), so sizes come in buckets.
+        compression = self.config.compression
+        if envelope is not None and not self.guard.compresses_encrypted(coordinate.dag_id):
+            compression = "none"
         header = container.ObjectHeader(
             codec=codec.name,
-            compression=self.config.compression,
+            compression=compression,
             python_type=short_type_name(value),
             codec_meta=codec.meta(value),
             # A blob may serve several XComs of the run: its header names only the run, so that
@@ -78,13 +85,13 @@ class Placer:
         if dedup:
             staged = streamed_blob_key(coordinate.run_prefix(), uuid.uuid4().hex)
             with self.store.new_object(staged) as pending:
-                body, tail = self._frame(pending, head, write_body, b"", None, check_size)
+                body, tail = self._frame(pending, head, write_body, b"", None, check_size, compression)
                 digest = container.root_digest(head, tail)
                 key = self._publish_blob(pending, coordinate, digest, len(head) + body.body_size + len(tail))
         else:
             key = coordinate.object_key()
             with self.store.writer(key) as sink:
-                body, tail = self._frame(sink, head, write_body, slot, cipher, check_size)
+                body, tail = self._frame(sink, head, write_body, slot, cipher, check_size, compression)
             digest = container.root_digest(head, tail)
         ref = Reference(
             uri=self.store.uri_for(key),
@@ -105,14 +112,16 @@ class Placer:
         slot: bytes,
         cipher: Any,
         check_size: Callable[..., None] | None,
+        compression: str,
     ) -> tuple[FrameWriter, bytes]:
         """Preamble, key slot, framed body and trailer into ``sink``."""
         sink.write(head)
         if slot:
             sink.write(slot)
         body = FrameWriter(
-            sink, self.config.compression, self.config.compression_level, self.frames.get(),
+            sink, compression, self.config.compression_level, self.frames.get(),
             cipher=cipher, check_size=check_size,
+            object_bytes=lambda count: container.outside_body(head, slot, count),
         )
         try:
             write_body(body)

@@ -30,6 +30,7 @@ from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import (
     DecodeError,
+    DecryptionError,
     IntegrityError,
     KeyUnavailableError,
     ObjectMissingError,
@@ -80,6 +81,8 @@ class Opened:
     #: The DAG run an encrypted object must belong to (what its key slot is bound to).
     scope: tuple[str, str] | None
     key_id: str
+    #: What the reader asked for (checked against an encrypted object's header).
+    expected: Expected | None = None
 
 
 #: Reads a verified object from a reader: ``(reader, layout, opened) -> (value, stats)``.
@@ -245,7 +248,7 @@ class PullPath:
                 log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
             raise
         coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
-        return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "")
+        return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "", expected)
 
     def _admit_unsigned(self, ref: Reference, key: str, expected: Expected | None) -> None:
         """A reference accepted without a MAC (while switching signing on) must point into
@@ -285,6 +288,7 @@ class PullPath:
                 try:
                     with _read_errors(ref, coordinate):
                         layout = container.verified_layout(reader, ref)
+                        self._check_written_for(layout, opened)
                     value, stats = consume(reader, layout, opened)
                 finally:
                     reader.close()
@@ -296,6 +300,30 @@ class PullPath:
             return value, stats, source.name
         assert error is not None, "a store offers at least one source"
         raise error
+
+    def _check_written_for(self, layout: container.ObjectLayout, opened: Opened) -> None:
+        """An encrypted object names its XCom in its header, which the decryption authenticates:
+        it must be the XCom asked for (the key binds only the DAG, or run, so another XCom's
+        object of the same DAG would decrypt). With encryption on, a plaintext object was not
+        written by this deployment's workers and is refused (unless ``accept_plaintext_objects``)."""
+        if layout.key_slot is None:
+            if self.guard.refuses_plaintext:
+                raise DecryptionError(
+                    "the object is stored in plaintext but this deployment encrypts every value: it was "
+                    "not written by its workers (for values stored before encryption was switched on, "
+                    "set accept_plaintext_objects)"
+                )
+            return
+        wanted = opened.coordinate.as_dict() if opened.coordinate is not None else {}
+        if opened.expected is not None:
+            wanted.update((k, v) for k, v in dataclasses.asdict(opened.expected).items() if v is not None)
+        written = layout.header.xcom
+        for name, value in wanted.items():
+            if written.get(name) != value:
+                raise DecryptionError(
+                    f"the object was written for {name}={written.get(name)!r:.200}, not {name}={value!r:.200}: "
+                    "another XCom's object behind this reference"
+                )
 
     # ---------------------------------------------------------------- decode
 

@@ -9,6 +9,7 @@ and pull; nothing here touches a store. (What happened is recorded by :mod:`xcom
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -59,6 +60,12 @@ class SecurityConfig:
     encrypt: bool = False
     #: What the encryption binds an object to: ``dag`` or ``run``.
     encryption_scope: str = SCOPE_DAG
+    #: DAG id patterns whose encrypted values are still compressed (default: none; see
+    #: :mod:`xcomstash.pipeline.place` for why encrypted values are not compressed).
+    compress_encrypted: tuple[str, ...] = ()
+    #: With encryption on, still read objects stored in plaintext (written before encryption
+    #: was switched on). Off: a plaintext object behind a reference is refused.
+    accept_plaintext_objects: bool = False
     #: Sign references, and require a valid signature on every reference read.
     sign_references: bool = False
     #: While switching signing on (POSIX seconds): still read references without a MAC, in
@@ -239,6 +246,16 @@ class Guard:
             return None
         self.keyset_for(coordinate.dag_id)  # fail before anything is written
         return Envelope.new(self.config.encryption_scope)
+
+    def compresses_encrypted(self, dag_id: str) -> bool:
+        """Whether this DAG opted in to compressing its encrypted values (``compress_encrypted``)."""
+        return any(fnmatch.fnmatchcase(dag_id, pattern) for pattern in self.config.compress_encrypted)
+
+    @property
+    def refuses_plaintext(self) -> bool:
+        """With encryption on, every object must be encrypted: a plaintext one was not written
+        by a worker of this deployment (or predates encryption: ``accept_plaintext_objects``)."""
+        return self.config.encrypt and not self.config.accept_plaintext_objects
 
     def seal(self, envelope: Envelope, header_bytes: bytes, coordinate: XComCoordinate) -> tuple[bytes, FrameCipher]:
         """The key slot and frame cipher of a new encrypted object of this XCom."""

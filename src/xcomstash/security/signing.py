@@ -1,4 +1,4 @@
-"""MACs under keys derived from the keyset: signed references, and keyed blob names.
+"""MACs under keys derived from the keyset: signed references.
 
 **Signed references.** A reference in an xcom row is only trusted if it carries
 ``"mac": "<key id>:<base64url HMAC-SHA256>"`` computed by a worker over every other field of
@@ -9,22 +9,23 @@ digest, size, codec or allowed readers): the reader rejects it *before* touching
 The signed fields include the XCom the reference was written for, so a verbatim copy into
 another row is caught by the reader's scope check (see the engine).
 
-**Keyed blob names.** Deduplicated blobs are named by content; under encryption a plain
-SHA-256 of the plaintext would let anyone with bucket read access confirm a guessed value.
-:func:`blob_name` is an HMAC of the content digest under the ``blob-name`` subkey, so names
-reveal nothing without the key and stay stable per (keyset primary, content).
+A MAC is compared as the exact string a worker writes (key id, ``:``, canonical unpadded
+base64url), never after decoding: base64 decoders accept several spellings of one tag (the
+unused low bits of the last character), and a signature must have exactly one form.
+
+(Encrypted values are never deduplicated, see :mod:`xcomstash.pipeline.place`, so no blob name
+is ever derived from an encrypted value's content.)
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
 from typing import Any, Mapping
 
-from xcomstash.security.crypto.keyset import PURPOSE_DEDUP, PURPOSE_MAC, Keyset, valid_key_id
+from xcomstash.security.crypto.keyset import PURPOSE_MAC, Key, Keyset, valid_key_id
 from xcomstash.errors import ReferenceSignatureError
 
 MAC_FIELD = "mac"
@@ -46,11 +47,14 @@ def _mac(keyset_key: bytes, payload: bytes) -> bytes:
     return hmac.new(keyset_key, _DOMAIN + payload, hashlib.sha256).digest()
 
 
-def sign(keyset: Keyset, fields: Mapping[str, Any]) -> str:
-    """``"<primary key id>:<mac>"`` over ``fields`` (without any existing ``mac``)."""
-    key = keyset.primary
+def _mac_string(key: Key, fields: Mapping[str, Any]) -> str:
     tag = _mac(key.subkey(PURPOSE_MAC), canonical(fields))
     return f"{key.id}:{base64.urlsafe_b64encode(tag).decode().rstrip('=')}"
+
+
+def sign(keyset: Keyset, fields: Mapping[str, Any]) -> str:
+    """``"<primary key id>:<mac>"`` over ``fields`` (without any existing ``mac``)."""
+    return _mac_string(keyset.primary, fields)
 
 
 def signed(keyset: Keyset, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,21 +85,11 @@ def verify(keyset: Keyset, fields: Mapping[str, Any]) -> str:
         )
     mac = fields[MAC_FIELD]
     key = keyset.get(mac_key_id(mac))
-    try:
-        tag = base64.urlsafe_b64decode(mac.partition(":")[2] + "=")
-    except (binascii.Error, ValueError):
-        raise ReferenceSignatureError("reference MAC is malformed") from None
-    expected = _mac(key.subkey(PURPOSE_MAC), canonical(fields))
-    if not hmac.compare_digest(tag, expected):
+    expected = _mac_string(key, fields)
+    # The canonical string, not the decoded bytes: one tag, one spelling.
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
         raise ReferenceSignatureError(
             f"reference MAC does not match (key {key.id}): the row was forged or edited after "
             "a worker wrote it"
         )
     return key.id
-
-
-def blob_name(keyset: Keyset, content_digest: bytes) -> str:
-    """A 64-hex-character name for content, keyed so it reveals nothing about the content."""
-    return hmac.new(
-        keyset.primary.subkey(PURPOSE_DEDUP), _BLOB_DOMAIN + content_digest, hashlib.sha256
-    ).hexdigest()
