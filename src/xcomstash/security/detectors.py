@@ -37,6 +37,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import re
+import string
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -74,6 +75,11 @@ class Detector:
     #: A regex that matches wherever the pattern could, for the combined prefilter; ``None``:
     #: the pattern itself (not possible for patterns with backreferences).
     prefilter: str | None = None
+    #: Characters that continue the secret past the match (detect-secrets' JWT pattern ends
+    #: lazily, before the signature; the whole token is masked).
+    extend: frozenset[str] | None = None
+    #: A check on the whole match, given the text and the match (the name before ``=``).
+    context: Callable[[str, re.Match[str]], bool] | None = None
     #: For a case-insensitive pattern with no upper-case letters: the same pattern, case
     #: sensitive, to run on the lower-cased text (Python's ``IGNORECASE`` is several times
     #: slower; detect-secrets' keyword patterns are all of this kind).
@@ -95,12 +101,17 @@ class Detector:
             start, end = self._secret_span(m)
             if end <= start:
                 continue
+            if self.extend is not None:
+                while end < len(text) and text[end] in self.extend:
+                    end += 1
             if self.first_word:
                 blank = _BLANK.search(text, start, end)
                 if blank is not None:
                     end = blank.start()
                 if end <= start:
                     continue
+            if self.context is not None and not self.context(text, m):
+                continue
             if self.confirm is None or self.confirm(text[start:end]):
                 out.append((start, end))
         return out
@@ -119,6 +130,7 @@ class Detector:
         source = self.pattern.pattern
         return (
             self.confirm is None
+            and self.context is None
             and not self.first_word
             and (self.group == 0 or (self.group is None and self.pattern.groups == 0))
             and "(?<" not in source.replace("(?<P", "")
@@ -199,6 +211,29 @@ def is_key_name(name: str) -> bool:
     return any(p in KEY_NAME_PARTS for p in parts)
 
 
+def _key_assignment(text: str, m: re.Match[str]) -> bool:
+    return is_key_name(text[m.start(1) : m.end(1)])
+
+
+def _key_assignment_detector() -> Detector:
+    """``FERNET_KEY=...``, ``"signingKey": "..."`` in text: the same rule as for a dict key."""
+    return Detector(
+        KEY_VALUE,
+        re.compile(
+            r"\b([a-z0-9_.-]*(?:key|cred|hmac)[a-z0-9_]*)[\]'\"]{0,2}\s*[:=]\s*['\"]?([a-z0-9+/_-]{16,}={0,2})(?![a-z0-9+/=_-])",
+            re.IGNORECASE,
+        ),
+        random_looking,
+        group=2,
+        context=_key_assignment,
+        prefilter="key|cred|hmac",
+    )
+
+
+#: The finding of a random-looking word under a key-like name.
+KEY_VALUE = "high-entropy-value"
+
+
 # ---------------------------------------------------------------- keywords
 
 #: detect-secrets' secret-sounding names (``pwd``, ``passwd``, ``db_pass``, ``auth_key``, ...)
@@ -238,6 +273,8 @@ def _slug(secret_type: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", secret_type.lower()).strip("-")
 
 
+_JWT_CHARS = frozenset(string.ascii_letters + string.digits + "-_.+/=")
+
 #: Short names for a few of detect-secrets' types (the rest are their type, slugged).
 _NAMES = {"JSON Web Token": "jwt"}
 
@@ -249,8 +286,10 @@ def _plugin_detectors() -> list[Detector]:
         if not issubclass(plugin, RegexBasedDetector) or plugin.__name__ in SKIPPED_PLUGINS:
             continue
         name = _NAMES.get(secret_type, _slug(secret_type))
-        confirm = JwtTokenDetector.is_formally_valid if plugin is JwtTokenDetector else None
-        out.extend(Detector(name, pattern, confirm) for pattern in plugin.denylist)
+        jwt = plugin is JwtTokenDetector
+        confirm = JwtTokenDetector.is_formally_valid if jwt else None
+        extend = _JWT_CHARS if jwt else None
+        out.extend(Detector(name, pattern, confirm, extend=extend) for pattern in plugin.denylist)
     return out
 
 
@@ -304,7 +343,7 @@ def _own_detectors() -> list[Detector]:
 @lru_cache(maxsize=1)
 def default_detectors() -> tuple[Detector, ...]:
     """Built once per process, on the first scan."""
-    return (*_plugin_detectors(), *_keyword_detectors(), *_own_detectors())
+    return (*_plugin_detectors(), *_keyword_detectors(), _key_assignment_detector(), *_own_detectors())
 
 
 def _parser() -> Any:

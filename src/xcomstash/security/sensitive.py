@@ -46,7 +46,9 @@ log = logging.getLogger("xcomstash.security.sensitive")
 REJECT, MASK, WARN, OFF = "reject", "mask", "warn", "off"
 POLICIES = (REJECT, MASK, WARN, OFF)
 REPLACEMENT = "***"
-#: The finding of a random-looking word under a key-like name (``fernet_key``).
+#: The finding of a random-looking word under a key-like name (``fernet_key``); the same
+#: name as :data:`xcomstash.security.detectors.KEY_VALUE` (not imported from there: that
+#: module loads detect-secrets).
 KEY_VALUE = "high-entropy-value"
 
 #: Airflow's DEFAULT_SENSITIVE_FIELDS (3.3), so masking agrees with Airflow's log masking.
