@@ -6,11 +6,20 @@ matched text, so errors and logs cannot leak what they report):
 - ``registered-secret``: strings the deployment registered as secrets. In Airflow these are
   the patterns of Airflow's own secrets masker (connection passwords, sensitive Variables,
   anything passed to ``mask_secret``), handed in by the adapter as a compiled pattern;
-- ``sensitive-field``: values under a dict key whose name marks it secret (``password``,
-  ``secret``, ``token``, ``api_key``, ... the same names and rule as Airflow's masker);
-- ``aws-access-key``, ``private-key`` (PEM blocks), ``jwt``, ``token`` (GitHub, Slack, Google
-  API, Stripe live keys, ``Bearer`` headers), ``email``, ``card-number`` (13-19 digits that
-  pass the Luhn checksum).
+- ``sensitive-field``: values under a dict key (or a table column) whose name marks it secret:
+  Airflow's names and rule (``password``, ``secret``, ``token``, ``api_key``, ... anywhere in
+  the name; in Airflow also its own sensitive settings such as ``fernet_key``), and
+  detect-secrets' secret-sounding names (``pwd``, ``passwd``, ``db_pass``, ``auth_key``, ...);
+- ``high-entropy-value``: a random-looking word under a key-like name (``signing_key``,
+  ``credentials``, ``FERNET_KEY=...`` in text);
+- what :mod:`xcomstash.security.detectors` finds in text: detect-secrets' plugins (token and
+  key formats, ``secret-keyword`` for ``password: ...`` in text), the shape of an AWS secret
+  access key, e-mail addresses and card numbers.
+
+The detectors (and the detect-secrets library) are loaded on the first scan, never when the
+policy is ``off``. A string is first checked by one or two combined regex passes (the literals
+every match of a detector must contain, like ``AKIA`` or ``BEGIN``, and the shapes); only the
+detectors it may match then run, so the common string costs a few microseconds.
 
 **Bounds.** Plain values are walked as the JSON structure that will be stored, up to
 ``max_strings`` strings and ``max_chars`` characters; a value larger than that is scanned up to
