@@ -70,6 +70,7 @@ SENSITIVE_FIELD_NAMES = frozenset(
     }
 )
 _NON_WORD = re.compile(r"\W+")
+_PRINTABLE_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{6,}")
 #: Keys of Airflow's serde envelope: structure, not user data.
 _SERDE_KEYS = frozenset({"__classname__", "__version__", "__type", "__var", "__source"})
 
@@ -297,8 +298,12 @@ class Scanner:
     # ------------------------------------------------------------- bytes
 
     def scan_bytes(self, data: bytes | bytearray | memoryview) -> list[Finding]:
-        head = bytes(memoryview(data)[: self.limits.max_bytes_scanned]).decode("latin-1")
-        return self._text_findings(self._patterns(), head, "bytes")
+        """The text in the first ``max_bytes_scanned`` bytes: runs of printable ASCII (a secret
+        is text), so binary data (images, archives, pickles) costs a quick pass, not a scan of
+        every detector over a megabyte of noise."""
+        head = bytes(memoryview(data)[: self.limits.max_bytes_scanned])
+        text = "\n".join(m.group().decode("ascii") for m in _PRINTABLE_RUN.finditer(head))
+        return self._text_findings(self._patterns(), text, "bytes") if text else []
 
 
 @lru_cache(maxsize=4096)
