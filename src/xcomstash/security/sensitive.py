@@ -26,7 +26,8 @@ detectors it may match then run, so the common string costs a few microseconds.
 the budget and the rest is not looked at (a warning says so). Tables (pandas, polars, Arrow) are
 scanned by column type: only string columns (and the column names) are looked at, and of each
 string column only ``sample_rows`` rows spread evenly over the table. Numeric columns, arrays
-and raw bytes are not scanned (bytes: only the first ``max_bytes_scanned`` bytes). So a secret in
+and raw bytes are not scanned (bytes: only the runs of printable text in the first
+``max_bytes_scanned`` bytes). So a secret in
 an unsampled row of a large table, or past the budget in a huge document, is *not* detected:
 the scan is a safety net against accidents, not a guarantee.
 
