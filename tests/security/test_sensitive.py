@@ -7,7 +7,8 @@ import re
 import pytest
 
 from xcomstash.errors import SensitiveDataError
-from xcomstash.security.sensitive import MASK, REJECT, WARN, Finding, ScanLimits, Scanner, _luhn_ok, enforce
+from xcomstash.security.detectors import _luhn_ok
+from xcomstash.security.sensitive import MASK, REJECT, WARN, Finding, ScanLimits, Scanner, enforce
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----"
@@ -22,9 +23,9 @@ CARD = "4111 1111 1111 1111"
         (f"key={AWS}", "aws-access-key"),
         (PEM, "private-key"),
         (f"auth {JWT}", "jwt"),
-        (GITHUB, "token"),
+        (GITHUB, "github-token"),
         ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", "token"),
-        ("xoxb-123456789012-abcdefghij", "token"),
+        ("xoxb-123456789012-abcdefghij", "slack-token"),
         ("write to jane.doe+etl@example.co.uk please", "email"),
         (f"card {CARD}", "card-number"),
         ("5500-0000-0000-0004", "card-number"),

@@ -36,21 +36,44 @@ def variable_source(name: str) -> str:
     return value
 
 
-def masker_pattern() -> Pattern[str] | None:
-    """The pattern of everything Airflow's secrets masker currently hides in this process."""
-    from airflow.sdk._shared.secrets_masker import _secrets_masker
+def _masker() -> Any:
+    """Airflow's secrets masker of this process (its module moved within Airflow 3)."""
+    try:
+        from airflow.sdk._shared.secrets_masker import _secrets_masker
+    except ImportError:
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # type: ignore[no-redef]
+    return _secrets_masker()
 
-    return _secrets_masker().replacer
+
+def masker_pattern() -> Pattern[str] | None:
+    """The pattern of everything Airflow's secrets masker currently hides in this process
+    (connection passwords, sensitive Variables, anything ``mask_secret`` was given, and the
+    values of Airflow's own sensitive settings). Asked on every scan: it grows as a task runs."""
+    return _masker().replacer
+
+
+#: Airflow's sensitive settings whose values are arguments for something else (a dict of
+#: keyword arguments), not secrets as a whole: their names are not used as field names.
+_ARGUMENT_SETTINGS = ("_kwargs", "_args")
 
 
 def masker_fields() -> frozenset[str]:
+    """Names whose values are hidden whole, as Airflow hides them in its UI and logs: the
+    masker's field names (``[core] sensitive_var_conn_names`` included), and the option names
+    of Airflow's own sensitive settings (``fernet_key``, ``secret_key``, ``jwt_secret``,
+    ``sql_alchemy_conn``, ``broker_url``, ...), so a value that copies one of them is caught."""
+    fields = set(SENSITIVE_FIELD_NAMES)
     try:
-        from airflow.sdk._shared.secrets_masker import _secrets_masker
-
-        fields = _secrets_masker().sensitive_variables_fields
-        return frozenset(fields) | SENSITIVE_FIELD_NAMES
+        fields.update(_masker().sensitive_variables_fields)
     except Exception:
-        return SENSITIVE_FIELD_NAMES
+        pass
+    try:
+        from airflow.configuration import conf
+
+        fields.update(option for _, option in conf.sensitive_config_values if not option.endswith(_ARGUMENT_SETTINGS))
+    except Exception:
+        pass
+    return frozenset(f.strip().lower() for f in fields if f and f.strip())
 
 
 def current_actor() -> Actor | None:

@@ -6,18 +6,28 @@ matched text, so errors and logs cannot leak what they report):
 - ``registered-secret``: strings the deployment registered as secrets. In Airflow these are
   the patterns of Airflow's own secrets masker (connection passwords, sensitive Variables,
   anything passed to ``mask_secret``), handed in by the adapter as a compiled pattern;
-- ``sensitive-field``: values under a dict key whose name marks it secret (``password``,
-  ``secret``, ``token``, ``api_key``, ... the same names and rule as Airflow's masker);
-- ``aws-access-key``, ``private-key`` (PEM blocks), ``jwt``, ``token`` (GitHub, Slack, Google
-  API, Stripe live keys, ``Bearer`` headers), ``email``, ``card-number`` (13-19 digits that
-  pass the Luhn checksum).
+- ``sensitive-field``: values under a dict key (or a table column) whose name marks it secret:
+  Airflow's names and rule (``password``, ``secret``, ``token``, ``api_key``, ... anywhere in
+  the name; in Airflow also its own sensitive settings such as ``fernet_key``), and
+  detect-secrets' secret-sounding names (``pwd``, ``passwd``, ``db_pass``, ``auth_key``, ...);
+- ``high-entropy-value``: a random-looking word under a key-like name (``signing_key``,
+  ``credentials``, ``FERNET_KEY=...`` in text);
+- what :mod:`xcomstash.security.detectors` finds in text: detect-secrets' plugins (token and
+  key formats, ``secret-keyword`` for ``password: ...`` in text), the shape of an AWS secret
+  access key, e-mail addresses and card numbers.
+
+The detectors (and the detect-secrets library) are loaded on the first scan, never when the
+policy is ``off``. A string is first checked by one or two combined regex passes (the literals
+every match of a detector must contain, like ``AKIA`` or ``BEGIN``, and the shapes); only the
+detectors it may match then run, so the common string costs a few microseconds.
 
 **Bounds.** Plain values are walked as the JSON structure that will be stored, up to
 ``max_strings`` strings and ``max_chars`` characters; a value larger than that is scanned up to
 the budget and the rest is not looked at (a warning says so). Tables (pandas, polars, Arrow) are
 scanned by column type: only string columns (and the column names) are looked at, and of each
 string column only ``sample_rows`` rows spread evenly over the table. Numeric columns, arrays
-and raw bytes are not scanned (bytes: only the first ``max_bytes_scanned`` bytes). So a secret in
+and raw bytes are not scanned (bytes: only the runs of printable text in the first
+``max_bytes_scanned`` bytes). So a secret in
 an unsampled row of a large table, or past the budget in a huge document, is *not* detected:
 the scan is a safety net against accidents, not a guarantee.
 
@@ -34,15 +44,22 @@ import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Pattern
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Pattern
 
 from xcomstash.errors import ConfigError, SensitiveDataError
+
+if TYPE_CHECKING:  # imported for real on the first scan only (it loads detect-secrets)
+    from xcomstash.security.detectors import Detector
 
 log = logging.getLogger("xcomstash.security.sensitive")
 
 REJECT, MASK, WARN, OFF = "reject", "mask", "warn", "off"
 POLICIES = (REJECT, MASK, WARN, OFF)
 REPLACEMENT = "***"
+#: The finding of a random-looking word under a key-like name (``fernet_key``); the same
+#: name as :data:`xcomstash.security.detectors.KEY_VALUE` (not imported from there: that
+#: module loads detect-secrets).
+KEY_VALUE = "high-entropy-value"
 
 #: Airflow's DEFAULT_SENSITIVE_FIELDS (3.3), so masking agrees with Airflow's log masking.
 SENSITIVE_FIELD_NAMES = frozenset(
@@ -54,58 +71,9 @@ SENSITIVE_FIELD_NAMES = frozenset(
     }
 )
 _NON_WORD = re.compile(r"\W+")
+_PRINTABLE_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{6,}")
 #: Keys of Airflow's serde envelope: structure, not user data.
 _SERDE_KEYS = frozenset({"__classname__", "__version__", "__type", "__var", "__source"})
-
-
-def _luhn_ok(digits: str) -> bool:
-    total, alt = 0, False
-    for ch in reversed(digits):
-        d = ord(ch) - 48
-        if alt:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-        alt = not alt
-    return total % 10 == 0
-
-
-@dataclass(frozen=True)
-class Detector:
-    name: str
-    pattern: Pattern[str]
-    #: Extra check on a match (the Luhn checksum for card numbers).
-    confirm: Callable[[str], bool] | None = None
-
-    def matches(self, text: str) -> list[tuple[int, int]]:
-        out = []
-        for m in self.pattern.finditer(text):
-            if self.confirm is None or self.confirm(m.group(0)):
-                out.append(m.span())
-        return out
-
-
-def _card_ok(text: str) -> bool:
-    digits = re.sub(r"[ -]", "", text)
-    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn_ok(digits)
-
-
-DEFAULT_DETECTORS: tuple[Detector, ...] = (
-    Detector("aws-access-key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA)[A-Z0-9]{16}(?![A-Z0-9])")),
-    Detector("private-key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
-    Detector("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-    Detector(
-        "token",
-        re.compile(
-            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{40,255}|xox[abposr]-[A-Za-z0-9-]{10,200}"
-            r"|AIza[0-9A-Za-z_-]{35}|[sr]k_live_[0-9A-Za-z]{20,200}|glpat-[0-9A-Za-z_-]{20,})"
-            r"|(?i:\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*)"
-        ),
-    ),
-    Detector("email", re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")),
-    Detector("card-number", re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])"), _card_ok),
-)
 
 
 @dataclass(frozen=True)
@@ -144,9 +112,12 @@ class _Budget:
 
 @dataclass
 class Scanner:
-    """Stateless apart from its configuration; one per engine."""
+    """Stateless apart from its configuration; one per engine. Building one is free: the
+    detectors (and the detect-secrets library) are loaded on the first scan, so an engine
+    whose policy is ``off`` never pays for them."""
 
-    detectors: tuple[Detector, ...] = DEFAULT_DETECTORS
+    #: ``None``: :func:`xcomstash.security.detectors.default_detectors`.
+    detectors: tuple[Detector, ...] | None = None
     #: Returns the current pattern of registered secrets (Airflow's masker ``replacer``) or None.
     registered: Callable[[], Pattern[str] | None] | None = None
     sensitive_fields: frozenset[str] = SENSITIVE_FIELD_NAMES
@@ -166,29 +137,45 @@ class Scanner:
         cached = self.__dict__.get("_compiled")
         if cached is not None and cached[0] is pattern:
             return cached[1]
-        found = list(self.detectors)
+        from xcomstash.security import detectors as ds  # detect-secrets: only once a scan runs
+
+        found = list(self.detectors if self.detectors is not None else ds.default_detectors())
         if pattern is not None:
-            found.insert(0, Detector("registered-secret", pattern))
-        compiled = _Detectors(found, _prefilter(found))
+            found.insert(0, ds.Detector("registered-secret", pattern))
+        compiled = _Detectors(found, ds, self.sensitive_fields)
         self.__dict__["_compiled"] = (pattern, compiled)
         return compiled
 
-    def _field_is_sensitive(self, name: Any) -> bool:
+    @staticmethod
+    def _field_is_sensitive(name: Any, detectors: _Detectors) -> bool:
         if not isinstance(name, str) or name in _SERDE_KEYS:
             return False
-        return _name_is_sensitive(name, self.sensitive_fields)
+        return _name_is_sensitive(name, detectors.fields, detectors.keyword_names)
+
+    @staticmethod
+    def _key_value(name: Any, value: Any, detectors: _Detectors) -> bool:
+        """A random-looking word under a key-like name (``fernet_key``, ``credentials``)."""
+        return (
+            isinstance(name, str)
+            and isinstance(value, str)
+            and name not in _SERDE_KEYS
+            and detectors.ds.is_key_name(name)
+            and detectors.ds.random_looking(value)
+        )
 
     @staticmethod
     def _text_findings(detectors: _Detectors, text: str, where: str) -> list[Finding]:
-        if detectors.prefilter is not None and detectors.prefilter.search(text) is None:
-            return []  # one combined pass rules out every detector (the common case)
-        return [Finding(d.name, where) for d in detectors if d.matches(text)]
+        candidates = detectors.candidates(text)
+        if not candidates:
+            return []
+        names = dict.fromkeys(d.name for d in candidates if d.spans(text))
+        return [Finding(name, where) for name in names]
 
     @staticmethod
-    def _mask_text(detectors: list[Detector], text: str) -> str:
+    def _mask_text(detectors: _Detectors, text: str) -> str:
         spans: list[tuple[int, int]] = []
-        for d in detectors:
-            spans.extend(d.matches(text))
+        for d in detectors.candidates(text):
+            spans.extend(d.spans(text))
         if not spans:
             return text
         spans.sort()
@@ -240,9 +227,12 @@ class Scanner:
                         path = f"{where}[key #{n}]"
                         if mask:
                             k = masked_key if masked_key not in obj and masked_key not in out else f"{masked_key}#{n}"
-                if self._field_is_sensitive(k) and _has_content(v):
+                if self._field_is_sensitive(k, detectors) and _has_content(v):
                     findings.append(Finding("sensitive-field", path))
                     value = _masked_leaves(v) if mask else v
+                elif self._key_value(k, v, detectors) and budget.take(v):
+                    findings.append(Finding(KEY_VALUE, path))
+                    value = REPLACEMENT if mask else v
                 else:
                     value = self._walk(v, path, detectors, budget, findings, mask=mask)
                 if out is not None:
@@ -270,23 +260,21 @@ class Scanner:
         table, kind = _as_arrow(value)
         detectors = self._patterns()
         findings: list[Finding] = []
-        hit_columns: dict[str, bool] = {}
-        for name in table.column_names:
+        #: Per hit column: ``whole`` (sensitive name), or ``text`` and/or ``value`` findings.
+        hit_columns: dict[str, set[str]] = {}
+        for index, name in enumerate(table.column_names):
             label = str(name)
-            name_hits = self._text_findings(detectors, label, f"column #{table.column_names.index(name)} name")
+            name_hits = self._text_findings(detectors, label, f"column #{index} name")
             findings.extend(name_hits)
             column = table.column(name)
-            if name_hits:
-                label_shown = f"#{table.column_names.index(name)}"
-            else:
-                label_shown = repr(label[:60])
-            sensitive_name = self._field_is_sensitive(label)
+            label_shown = f"#{index}" if name_hits else repr(label[:60])
             if not _is_string_type(column.type, pa):
                 continue
-            if sensitive_name and column.null_count < len(column):
+            if self._field_is_sensitive(label, detectors) and column.null_count < len(column):
                 findings.append(Finding("sensitive-field", f"column {label_shown}"))
-                hit_columns[label] = True
+                hit_columns[label] = {"whole"}
                 continue
+            key_like = detectors.ds.is_key_name(label)
             n = len(column)
             step = max(1, n // max(1, self.limits.sample_rows))
             sample = column.take(pa.array(range(0, n, step), pa.int64())) if n else column
@@ -295,10 +283,15 @@ class Scanner:
                     text = text.decode("utf-8", "replace")
                 if not isinstance(text, str):
                     continue
-                hits = self._text_findings(detectors, text, f"column {label_shown} row {i * step}")
+                where = f"column {label_shown} row {i * step}"
+                if key_like and detectors.ds.random_looking(text):
+                    findings.append(Finding(KEY_VALUE, where))
+                    hit_columns.setdefault(label, set()).add("value")
+                    continue
+                hits = self._text_findings(detectors, text, where)
                 if hits:
                     findings.extend(hits)
-                    hit_columns[label] = False
+                    hit_columns.setdefault(label, set()).add("text")
         if not mask or not hit_columns:
             return findings, value
         return findings, _mask_columns(value, kind, table, hit_columns, detectors)
@@ -306,31 +299,38 @@ class Scanner:
     # ------------------------------------------------------------- bytes
 
     def scan_bytes(self, data: bytes | bytearray | memoryview) -> list[Finding]:
-        head = bytes(memoryview(data)[: self.limits.max_bytes_scanned]).decode("latin-1")
-        return self._text_findings(self._patterns(), head, "bytes")
+        """The text in the first ``max_bytes_scanned`` bytes: runs of printable ASCII (a secret
+        is text), so binary data (images, archives, pickles) costs a quick pass, not a scan of
+        every detector over a megabyte of noise."""
+        head = bytes(memoryview(data)[: self.limits.max_bytes_scanned])
+        text = "\n".join(m.group().decode("ascii") for m in _PRINTABLE_RUN.finditer(head))
+        return self._text_findings(self._patterns(), text, "bytes") if text else []
 
 
 @lru_cache(maxsize=4096)
-def _name_is_sensitive(name: str, fields: frozenset[str]) -> bool:
+def _name_is_sensitive(name: str, fields: frozenset[str], keyword_names: Pattern[str] | None) -> bool:
+    """Airflow's rule (a listed name is part of the key: ``db_password``) or one of
+    detect-secrets' secret-sounding names (``pwd``, ``db_pass``, ``auth_key``)."""
     normalized = _NON_WORD.sub("_", name.strip().lower())
-    return any(s in normalized for s in fields)
+    if any(s in normalized for s in fields):
+        return True
+    return keyword_names is not None and keyword_names.search(normalized) is not None
 
 
 class _Detectors(list):  # type: ignore[type-arg]
-    """The detectors of one scan, with their combined prefilter."""
+    """The detectors of one scan, with their combined prefilter and the name rules."""
 
-    def __init__(self, detectors: list[Detector], prefilter: Pattern[str] | None) -> None:
+    def __init__(self, detectors: list[Detector], ds: Any, fields: frozenset[str]) -> None:
         super().__init__(detectors)
-        self.prefilter = prefilter
+        self.ds = ds
+        self.fields = fields
+        self.keyword_names: Pattern[str] = ds.KEYWORD_NAMES
+        self.prefilter = ds.Prefilter(detectors)
+        #: The detectors that may match a string (in the common case none, after one regex pass).
+        self.candidates: Callable[[str], list[Detector]] = self.prefilter.candidates
 
-
-def _prefilter(detectors: list[Detector]) -> Pattern[str] | None:
-    """One alternation of every detector's pattern: a string none of them can match is ruled
-    out in a single regex pass. ``None`` if the patterns cannot be combined."""
-    try:
-        return re.compile("|".join(f"(?:{d.pattern.pattern})" for d in detectors))
-    except re.error:
-        return None
+    def subset(self, keep: list[Detector]) -> _Detectors:
+        return _Detectors(keep, self.ds, self.fields)
 
 
 def _has_content(value: Any) -> bool:
@@ -381,31 +381,44 @@ def _as_arrow(value: Any) -> tuple[Any, str]:
     raise TypeError(f"not a table: {type(value).__name__}")
 
 
-def _mask_columns(value: Any, kind: str, table: Any, hit: dict[str, bool], detectors: _Detectors) -> Any:
+def _mask_columns(value: Any, kind: str, table: Any, hit: dict[str, set[str]], detectors: _Detectors) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def masked(column: Any, whole: bool) -> Any:
-        if whole:
+    def masked(column: Any, modes: set[str]) -> Any:
+        if "whole" in modes:
             return pc.if_else(pc.is_valid(column), pa.scalar(REPLACEMENT), pa.scalar(None, pa.string()))
         column = column.cast(pa.large_string()) if not pa.types.is_large_string(column.type) else column
+        python: list[Detector] = []
         for d in detectors:
-            if d.confirm is None:
-                column = pc.replace_substring_regex(column, _re2(d.pattern.pattern), REPLACEMENT)
-            else:  # needs a Python check (Luhn): do it row by row
-                column = pa.chunked_array(
-                    [pa.array([None if s is None else Scanner._mask_text([d], s) for s in column.to_pylist()], pa.large_string())]
-                )
-        return column
+            if not d.vectorizable:
+                python.append(d)
+                continue
+            try:  # Arrow's regex engine (RE2), over the whole column
+                column = pc.replace_substring_regex(column, detectors.ds.scoped_source(d.pattern), REPLACEMENT)
+            except (pa.ArrowException, NotImplementedError):
+                python.append(d)
+        rest = detectors.subset(python)
+        by_value = "value" in modes
+        ds = detectors.ds
+
+        def one(s: str | None) -> str | None:
+            if s is None:
+                return None
+            if by_value and ds.random_looking(s):
+                return REPLACEMENT
+            return Scanner._mask_text(rest, s)
+
+        return pa.chunked_array([pa.array([one(s) for s in column.to_pylist()], pa.large_string())])
 
     if kind == "pandas":
         out = value.copy()
-        for label, whole in hit.items():
+        for label, modes in hit.items():
             original = next(c for c in value.columns if str(c) == label)
             import pandas as pd
 
             dtype = value[original].dtype
-            series = pd.Series(masked(table.column(label), whole).to_pylist(), index=value.index, dtype=object)
+            series = pd.Series(masked(table.column(label), modes).to_pylist(), index=value.index, dtype=object)
             if str(dtype) != "object":
                 try:  # keep string and categorical dtypes
                     series = series.astype(dtype if str(dtype) != "category" else "category")
@@ -414,10 +427,10 @@ def _mask_columns(value: Any, kind: str, table: Any, hit: dict[str, bool], detec
             out[original] = series
         return out
     new = table
-    for label, whole in hit.items():
+    for label, modes in hit.items():
         idx = new.column_names.index(label)
         original_type = new.column(label).type
-        column = masked(new.column(label), whole)
+        column = masked(new.column(label), modes)
         try:  # keep the column's type (string, large_string, dictionary) as it was
             column = column.cast(original_type)
         except (pa.ArrowException, NotImplementedError):
@@ -430,12 +443,6 @@ def _mask_columns(value: Any, kind: str, table: Any, hit: dict[str, bool], detec
     import polars as pl
 
     return pl.from_arrow(new)
-
-
-def _re2(pattern: str) -> str:
-    """Arrow's regex engine (RE2) has no lookbehind: drop assertions (masking may then match a
-    little more generously than detection, which is the safe direction)."""
-    return re.sub(r"\(\?<?[!=][^)]*\)", "", pattern)
 
 
 # ------------------------------------------------------------------ policy
