@@ -9,6 +9,9 @@ each of those runs by run id. One common.io object is deleted before the sink ru
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +68,12 @@ def legacy(make_airflow_env) -> Legacy:
     assert isinstance(doomed, str) and doomed.startswith(cio_path), doomed
     (env.root / doomed[len(f"file://{env.root}/") :]).unlink()
 
-    # Switch to xcomstash; the common.io path setting stays, as the README asks.
+    # Switch to xcomstash; the common.io path setting stays, as the README asks, and (signing
+    # being on by default) unsigned rows are accepted for objects older than the switch.
     env.config["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = cio_path
+    switched = datetime.now(timezone.utc) + timedelta(seconds=1)
+    env.config["AIRFLOW__XCOMSTASH__ACCEPT_UNSIGNED_REFERENCES"] = switched.isoformat()
+    time.sleep(max(0.0, (switched - datetime.now(timezone.utc)).total_seconds()))
     sink = env.dags_test(
         SINK,
         logical_date="2026-01-04T00:00:00+00:00",

@@ -79,6 +79,8 @@ def faults(make_airflow_env) -> tuple[AirflowEnv, DagRunResult, DagRunResult, di
             conf={"source_run_id": source.run_id, "keys": ["unreachable"]},
             env={
                 "AIRFLOW__XCOMSTASH__STORE_URL": f"s3://{S3_CONN_ID}@{S3_ROOT[len('s3://'):]}",
+                # A shared store needs keys (or an explicit opt-out): sign with the env's keyset.
+                "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{env.home / 'xcomstash-keyset.json'}",
                 f"AIRFLOW_CONN_{S3_CONN_ID.upper()}": json.dumps(closed),
             },
         )

@@ -83,7 +83,8 @@ def test_large_values_are_stored_as_references_with_a_summary(roundtrip) -> None
         assert row.is_reference, coordinate
         ref = row.value
         assert ref[MARKER] == 1
-        assert set(ref) == {MARKER, "summary", "type", "codec", "size", "uri", "digest", "xcom"}
+        # Signed by default (a keyset is created for the local store on first use).
+        assert set(ref) == {MARKER, "summary", "type", "codec", "size", "uri", "digest", "xcom", "mac"}
         assert ref["xcom"] == XComCoordinate(DAG_ID, run.run_id, *coordinate).as_dict()
         assert (ref["codec"], ref["summary"]) == (codec, summary), coordinate
         assert ref["digest"].startswith("sha256:")

@@ -117,6 +117,16 @@ class Deployment:
     def store_url(self) -> str:
         return f"s3://{CONN_ID}@{BUCKET}/{PREFIX}"
 
+    def keyset_file(self) -> Path:
+        """The deployment's keyset (0600), made on first use: what an operator provisions."""
+        from xcomstash.security.crypto.keyset import Keyset, write_keyset_file
+
+        path = self.root / "keyset.json"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_keyset_file(path, Keyset.generate())
+        return path
+
     def worker_cache_dir(self, index: int) -> Path:
         """The read cache of Celery worker ``index`` (LocalExecutor: index 0, the one machine)."""
         return self.root / f"cache-w{index}"
@@ -172,6 +182,10 @@ class Deployment:
                 "AIRFLOW__XCOMSTASH__STORE_URL": self.store_url,
                 # SeaweedFS (and the fault proxy) speak plain HTTP on loopback.
                 "AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS": "True",
+                # A shared store needs keys every worker holds: references are signed with
+                # this keyset (objects stay plaintext, so the checks can read them directly).
+                "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{self.keyset_file()}",
+                "AIRFLOW__XCOMSTASH__ENCRYPT": "False",
                 # Audit events to the task log and, durably, to the store (!audit/...).
                 "AIRFLOW__XCOMSTASH__AUDIT": "log,store",
                 "AIRFLOW__XCOMSTASH__CACHE_DIR": str(self.worker_cache_dir(0)),
