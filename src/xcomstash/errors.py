@@ -107,6 +107,12 @@ class ReferenceSignatureError(InvalidReferenceError, SecurityError):
     """A reference's MAC is missing, malformed or wrong: the row was forged or edited."""
 
 
+class PurgeRefusedError(SecurityError):
+    """A purge was refused and deleted nothing: it named no XCom (so what it may delete is
+    unknown), or the reference in the row points outside that XCom's own objects (a row
+    forged or copied from elsewhere)."""
+
+
 class AccessDeniedError(SecurityError, PermissionError):
     """The producer restricted who may read this value, and the reader is not among them."""
 
