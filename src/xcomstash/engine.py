@@ -110,7 +110,7 @@ class Engine:
 
     # ----------------------------------------------------------------- purge
 
-    def purge(self, stored: Any, coordinate: XComCoordinate | None) -> bool:
+    def purge(self, stored: Any, coordinate: XComCoordinate | None = None) -> bool:
         """Forget what a row references; True if the row held a reference that was purged.
 
         ``coordinate`` is the XCom whose row this is (Airflow's row names it): a per-XCom
@@ -125,7 +125,10 @@ class Engine:
                 "a purge must name the XCom whose row is going (dag_id, run_id, task_id, map_index, key): "
                 "without it a row copied from another XCom would delete that XCom's object"
             )
-        return self.purge_rows([(stored, coordinate)]).purged > 0
+        result = self.purge_rows([(stored, coordinate)])
+        for refusal in result.refused:
+            log.warning("xcomstash: not purging a reference that does not belong to its row: %s", refusal)
+        return result.purged > 0
 
     def purge_rows(self, rows: Iterable[tuple[Any, XComCoordinate]]) -> PurgeResult:
         """:meth:`purge` for many rows at once (retention drops whole runs): every reference

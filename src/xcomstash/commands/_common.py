@@ -75,10 +75,28 @@ def maintenance_engine(store: Any, command: str) -> Any:
     from xcomstash.observe.audit import AuditRecorder
     from xcomstash.security.guard import Guard
 
+    import logging
+
+    # What the engine logs (trace lines, warnings) goes to stderr: stdout is the report's.
+    logger = logging.getLogger("xcomstash")
+    if not any(getattr(h, "_xcomstash_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._xcomstash_cli = True  # type: ignore[attr-defined]
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+
     conf = _conf()
     security = read_security(conf)
     guard = Guard(security)
     audit_log = audit_sinks(conf, store, secured=security.keyring is not None, keyring=security.keyring)
+    if audit_log is not None:
+        # The durable sink only: the command's own report lists what it deleted and refused,
+        # and stdout stays clean for --json.
+        from xcomstash.observe.audit import AuditLog, StoreSink
+
+        stored = [sink for sink in audit_log.sinks if isinstance(sink, StoreSink)]
+        audit_log = AuditLog(stored) if stored else None
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers

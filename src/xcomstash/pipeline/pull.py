@@ -248,8 +248,6 @@ class PullPath:
                     claimed=claimed if claimed is not None and claimed != xcom else None,
                 )
             )
-            if op == "purge":
-                log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
             raise
         coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
         return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "")
