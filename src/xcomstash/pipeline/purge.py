@@ -123,7 +123,7 @@ def purge_objects(
     for coordinate, ref in items:
         try:
             key = owned_key(store, coordinate, ref)
-        except InvalidReferenceError as exc:  # PurgeRefusedError included
+        except (InvalidReferenceError, PurgeRefusedError) as exc:
             result.refused.append(str(exc))
             continue
         blob = parse_blob_key(key)
