@@ -208,6 +208,9 @@ class StoreSink:
                 with self.store.writer(key) as sink:
                     sink.write(data)
             except Exception as exc:  # never fail a task because the audit sink is down; say so loudly
+                if not lines:  # only the closing object (at exit): its absence shows as an open chain
+                    log.debug("xcomstash audit: could not close the chain at %s: %s", key, exc)
+                    return
                 log.error("xcomstash audit: could not write %d events to %s: %s", len(lines), key, exc)
                 for line in lines:
                     log.error("xcomstash audit (unsaved): %s", line)
