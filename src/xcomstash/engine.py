@@ -20,12 +20,14 @@ from xcomstash.codecs.json import PLAIN_JSON, StructureConverter
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.observe.audit import AuditRecorder
-from xcomstash.observe.events import Observer, Subscriber
+from xcomstash.format.keyspace import dag_of
+from xcomstash.observe.events import OK, Event, Observer, Subscriber
 from xcomstash.observe.trace import TraceRecorder, log
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
 from xcomstash.pipeline.pull import Opened, PullPath
-from xcomstash.pipeline.purge import purge_objects
+from xcomstash.errors import PurgeRefusedError
+from xcomstash.pipeline.purge import PurgeResult, purge_objects
 from xcomstash.pipeline.push import PushPath
 from xcomstash.pipeline.selection import PartialRead
 from xcomstash.security.guard import Guard, open_guard
@@ -111,19 +113,40 @@ class Engine:
     def purge(self, stored: Any, coordinate: XComCoordinate | None = None) -> bool:
         """Forget what a row references; True if the row held a reference that was purged.
 
-        A per-XCom object is deleted. A shared blob loses this XCom's link, and is deleted only
-        when no link is left (other XComs of the run may hold the same payload). Without a
-        coordinate the link cannot be named, so a blob is left to ``xcomstash reconcile``. A
-        reference that fails the pull checks (a forged or copied row) deletes nothing.
+        ``coordinate`` is the XCom whose row this is (Airflow's row names it): a per-XCom
+        object is deleted, a shared blob loses this XCom's link and goes only when no link is
+        left (other XComs of the run may hold the same payload). A reference that fails the
+        pull checks against that XCom (forged, copied from another row) or points outside
+        its objects deletes nothing (logged and audited). Without a coordinate nothing can
+        be checked: :class:`~xcomstash.errors.PurgeRefusedError`.
         """
-        return self._pull.purge(stored, coordinate, self._delete)
+        if coordinate is None:
+            raise PurgeRefusedError(
+                "a purge must name the XCom whose row is going (dag_id, run_id, task_id, map_index, key): "
+                "without it a row copied from another XCom would delete that XCom's object"
+            )
+        result = self.purge_rows([(stored, coordinate)])
+        for refusal in result.refused:
+            log.warning("xcomstash: not purging a reference that does not belong to its row: %s", refusal)
+        return result.purged > 0
 
-    def _delete(self, opened: Opened) -> None:
-        result = purge_objects(self.store, [(opened.coordinate, opened.ref)]) if opened.coordinate else None
-        if result is None:
-            log.warning("xcomstash: cannot name the link of %s; leaving it to reconcile", opened.ref.uri)
-        elif result.errors:
-            log.warning("xcomstash: purge of %s incomplete: %s", opened.ref.uri, "; ".join(result.errors))
+    def purge_rows(self, rows: Iterable[tuple[Any, XComCoordinate]]) -> PurgeResult:
+        """:meth:`purge` for many rows at once (retention drops whole runs): every reference
+        is checked against its own row, then the objects go in one pass (one listing of links
+        per DAG run). Refusals are counted in the result, never raised."""
+        result = self._pull.purge(rows, self._delete)
+        for problem in result.errors:
+            log.warning("xcomstash: purge incomplete: %s", problem)
+        return result
+
+    def observe_deletion(self, coordinate: XComCoordinate | None, key: str, size: int) -> None:
+        """Observe (audit) an object maintenance deleted without a row to purge it for (an
+        orphan reconcile collected): one ``purge`` event per object."""
+        xcom: Any = coordinate if coordinate is not None else {"dag_id": dag_of(key)}
+        self.observer.emit(Event("purge", OK, xcom, uri=self.store.uri_for(key), size=size))
+
+    def _delete(self, opened: list[Opened]) -> PurgeResult:
+        return purge_objects(self.store, [(o.coordinate, o.ref) for o in opened if o.coordinate is not None])
 
     # -------------------------------------------------------------- lifetime
 

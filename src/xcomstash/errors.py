@@ -112,6 +112,12 @@ class PlainRowError(SecurityError):
     was written around xcomstash (the REST API, SQL, a worker without it) and is refused."""
 
 
+class PurgeRefusedError(SecurityError):
+    """A purge was refused and deleted nothing: it named no XCom (so what it may delete is
+    unknown), or the reference in the row points outside that XCom's own objects (a row
+    forged or copied from elsewhere)."""
+
+
 class AccessDeniedError(SecurityError, PermissionError):
     """The producer restricted who may read this value, and the reader is not among them."""
 

@@ -36,7 +36,9 @@ def fresh(tmp_path: Path):
     table: dict[XComCoordinate, object] = {}
     for i, value in VALUES.items():
         if i % 2:  # common.io row: a path to a JSON file
-            path = legacy_dir / f"{i}.json"
+            # where common.io writes: <base>/<dag>/<run>/<task>/<uuid>.json
+            path = legacy_dir / "d" / "r" / f"t{i}" / f"{i}.json"
+            path.parent.mkdir(parents=True)
             path.write_text(json.dumps(value))
             table[coordinate(i)] = f"file://{path}"
         else:  # BaseXCom row: the value inline
@@ -108,5 +110,5 @@ def test_crash_at_any_step_then_resume(tmp_path, step: str, at: int) -> None:
     referenced = {store.key_for(v["uri"]) for v in table.values()}
     links = {c.link_key(v["digest"]) for c, v in table.items()}
     assert {i.key for i in store.list()} == referenced | links, "no duplicate left by the crashed attempt"
-    assert list(legacy_dir.iterdir()) == [], "legacy objects deleted, also the one the crash left"
+    assert [p for p in legacy_dir.rglob("*") if p.is_file()] == [], "legacy objects deleted, also the one the crash left"
     assert not journal.path.exists()

@@ -15,7 +15,7 @@ import pytest
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate, parse_blob_key, parse_link_key
 from xcomstash.engine import Engine
-from xcomstash.errors import ObjectMissingError
+from xcomstash.errors import ObjectMissingError, PurgeRefusedError
 from xcomstash.stores.s3 import PART_SIZE
 
 BUCKET = "xcom"
@@ -90,13 +90,15 @@ def test_dedup_keeps_both_references_readable_after_one_is_purged(engine: Engine
         engine.deserialize(first)
 
 
-def test_purge_without_a_coordinate_uses_the_one_in_the_reference(engine: Engine) -> None:
+def test_purge_without_a_coordinate_is_refused_and_deletes_nothing(engine: Engine) -> None:
+    """Without the XCom whose row is going, a reference copied into any row could name what
+    to delete: refused (typed), nothing deleted."""
     first = engine.serialize(b"shared" * 1000, coord(0))
-    second = engine.serialize(b"shared" * 1000, coord(1))
-    engine.purge(first)  # as Airflow's own purge hook calls it: the row value only
-    assert engine.deserialize(second) == b"shared" * 1000
-    engine.purge(second)
-    assert keys(engine) == []
+    before = keys(engine)
+    with pytest.raises(PurgeRefusedError, match="must name the XCom"):
+        engine.purge(first)
+    assert keys(engine) == before
+    assert engine.deserialize(first) == b"shared" * 1000
 
 
 def test_purge_is_idempotent_and_keeps_a_blob_other_xcoms_link(engine: Engine) -> None:

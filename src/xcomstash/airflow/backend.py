@@ -40,6 +40,17 @@ def _coordinate(dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any
     )
 
 
+def _row_coordinate(row: Any) -> XComCoordinate | None:
+    """The XCom an Airflow row object names by its own columns, or None if it lacks one."""
+    fields = [getattr(row, name, None) for name in ("dag_id", "run_id", "task_id", "key")]
+    if not all(isinstance(f, str) and f for f in fields):
+        return None
+    map_index = getattr(row, "map_index", -1)
+    if map_index is not None and not isinstance(map_index, int):
+        return None
+    return _coordinate(fields[0], fields[1], fields[2], map_index, fields[3])
+
+
 def _expected(
     dag_id: Any, run_id: Any, task_id: Any, map_index: Any, key: Any, include_prior_dates: bool
 ) -> Expected:
@@ -254,10 +265,24 @@ class XComStashBackend(BaseXCom):
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:  # type: ignore[override]
-        cls._purge(xcom, None)
+        """Airflow's purge hook, given a row. The XCom it purges comes from the row's own
+        columns (``XComModel`` rows carry dag_id, run_id, task_id, map_index and key), never
+        from the reference inside it. A row that does not name its XCom (Airflow's bare
+        ``XComResult`` carries only key and value) is not purged: a warning says so and the
+        objects are left to ``xcomstash reconcile``. Not an exception, so Airflow's own
+        delete and clear, which call this before deleting the row, keep working."""
+        coordinate = _row_coordinate(xcom)
+        if coordinate is None and not legacy.looks_legacy(getattr(xcom, "value", None)):
+            if is_reference(getattr(xcom, "value", None)):
+                log.warning(
+                    "xcomstash: not purging a row that does not say which XCom it is (%s); "
+                    "its object is left to 'xcomstash reconcile'", type(xcom).__name__,
+                )
+            return
+        cls._purge(xcom, coordinate)
 
     @classmethod
-    def _purge(cls, xcom: Any, coordinate: XComCoordinate | None) -> None:
+    def _purge(cls, xcom: Any, coordinate: XComCoordinate | None) -> None:  # None: legacy rows only
         stored = getattr(xcom, "value", None)
         if legacy.looks_legacy(stored):
             _purge_legacy(stored, coordinate)

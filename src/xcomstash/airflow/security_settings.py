@@ -198,9 +198,10 @@ def read_security(
     )
 
 
-def audit_sinks(conf: Any, store: Any, *, secured: bool) -> audit.AuditLog | None:
+def audit_sinks(conf: Any, store: Any, *, secured: bool, keyring: Any = None) -> audit.AuditLog | None:
     """``auto`` (default): the task log always, plus the durable store sink when keysets are
-    configured; or an explicit list of ``log``, ``store``; or ``off``."""
+    configured; or an explicit list of ``log``, ``store``; or ``off``. The store sink's hash
+    chain is keyed by the first keyset of ``keyring`` (see :func:`audit_chain_key`)."""
     raw = (conf.get(SECTION, "audit", fallback="auto") or "auto").strip().lower()
     if raw == "auto":
         raw = "log,store" if secured else "log"
@@ -212,8 +213,35 @@ def audit_sinks(conf: Any, store: Any, *, secured: bool) -> audit.AuditLog | Non
     if "log" in names:
         sinks.append(audit.LoggingSink())
     if "store" in names:
-        sinks.append(audit.StoreSink(store))
+        sinks.append(audit.StoreSink(store, chain_key=audit_chain_key(keyring)))
     return audit.AuditLog(sinks) if sinks else None
+
+
+def audit_chain_key(keyring: Any) -> tuple[str, bytes] | None:
+    """``(key id, HMAC key)`` of the audit log's hash chain: the ``audit-chain`` subkey of the
+    primary key of the first configured keyset (``None`` without keysets)."""
+    from xcomstash.security.crypto.keyset import PURPOSE_AUDIT
+
+    if keyring is None:
+        return None
+    first = next(iter(keyring.keysets()), None)
+    if first is None:
+        return None
+    return first.primary.id, first.primary.subkey(PURPOSE_AUDIT)
+
+
+def audit_key_lookup(keyring: Any) -> Any:
+    """``key_id -> HMAC key`` over every key of every keyset (``None`` for an unknown id), for
+    :func:`xcomstash.observe.audit.verify_log`."""
+    from xcomstash.security.crypto.keyset import PURPOSE_AUDIT
+
+    def lookup(key_id: str) -> bytes | None:
+        for keyset in keyring.keysets() if keyring is not None else ():
+            if key_id in keyset.ids:
+                return keyset.get(key_id).subkey(PURPOSE_AUDIT)
+        return None
+
+    return lookup
 
 
 def build_guard(conf: Any, store: Any) -> Guard:
@@ -221,4 +249,5 @@ def build_guard(conf: Any, store: Any) -> Guard:
     nothing else is configured)."""
     configured = bool((conf.get(SECTION, "keysets", fallback="") or "").strip())
     security = read_security(conf, store_is_local=store.capabilities.local, store_url=getattr(store, "root_uri", ""))
-    return Guard(security, audit_sinks(conf, store, secured=configured), current_actor)
+    sinks = audit_sinks(conf, store, secured=configured, keyring=security.keyring)
+    return Guard(security, sinks, current_actor)

@@ -63,6 +63,54 @@ def open_store(args: argparse.Namespace) -> Any:
     return _open(url, s3_client_factory=factory)
 
 
+def maintenance_engine(store: Any, command: str) -> Any:
+    """An engine over ``store`` with this installation's security settings (keysets, so
+    reference MACs are checked) and audit sinks, whose audit events name the command and
+    the user who ran it. What maintenance deletes goes through its purge."""
+    import getpass
+
+    from xcomstash.airflow.security_settings import audit_sinks, read_security
+    from xcomstash.airflow.settings import _conf, read_config
+    from xcomstash.engine import Engine
+    from xcomstash.observe.audit import AuditRecorder
+    from xcomstash.security.guard import Guard
+
+    import logging
+
+    # What the engine logs (trace lines, warnings) goes to stderr: stdout is the report's.
+    logger = logging.getLogger("xcomstash")
+    if not any(getattr(h, "_xcomstash_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._xcomstash_cli = True  # type: ignore[attr-defined]
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+    conf = _conf()
+    security = read_security(conf)
+    guard = Guard(security)
+    audit_log = audit_sinks(conf, store, secured=security.keyring is not None, keyring=security.keyring)
+    if audit_log is not None:
+        # The durable sink only: the command's own report lists what it deleted and refused,
+        # and stdout stays clean for --json.
+        from xcomstash.observe.audit import AuditLog, StoreSink
+
+        stored = [sink for sink in audit_log.sinks if isinstance(sink, StoreSink)]
+        audit_log = AuditLog(stored) if stored else None
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = ""
+    actor = {"command": f"xcomstash {command}", "user": user}
+    subscribers = [AuditRecorder(audit_log, lambda: actor)] if audit_log is not None else []
+    import dataclasses
+
+    # No read cache and no read-ahead: maintenance reads nothing twice, and the store given
+    # on the command line (--store-url) is the one worked on.
+    config = dataclasses.replace(read_config()[0], store_url=store.root_uri, cache_dir=None, read_ahead=False)
+    return Engine(config, store, guard=guard, subscribers=subscribers)
+
+
 def row_source(args: argparse.Namespace) -> Any:
     import os
 

@@ -30,6 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--until", help="ISO 8601 time or relative (30m, 2h, 7d)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--limit", type=int, default=0, help="print at most this many (the newest)")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chains of the whole audit log instead of querying it: exit 2 if "
+        "objects or lines were edited, truncated, renamed or deleted",
+    )
+    parser.add_argument(
+        "--keysets",
+        help="keyset sources as in [xcomstash] keysets, to check keyed chains "
+        "(default: that option, when Airflow's configuration is available)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,7 +61,57 @@ def open_configured_store(url: str | None) -> Any:
     return open_store(config.store_url, s3_client_factory=s3_client_from_connection)
 
 
+def _keyring(spec: str | None) -> Any:
+    from xcomstash.security.crypto.keyset import load_keyring
+
+    if spec is not None:
+        return load_keyring(spec, {})
+    try:
+        from xcomstash.airflow.security_settings import variable_source
+        from xcomstash.airflow.settings import SECTION, _conf
+
+        configured = _conf().get(SECTION, "keysets", fallback="") or ""
+    except ImportError:  # no Airflow here: only --keysets can name keys
+        return None
+    return load_keyring(configured, {"variable": variable_source})
+
+
+def verify(args: argparse.Namespace) -> int:
+    import json
+
+    from xcomstash.airflow.security_settings import audit_key_lookup
+    from xcomstash.errors import XComStashError
+
+    try:
+        keyring = _keyring(args.keysets)
+        store = open_configured_store(args.store_url)
+        report = audit.verify_log(store, audit_key_lookup(keyring), require_keyed=keyring is not None)
+    except XComStashError as exc:
+        print(f"xcomstash audit: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for problem in report.problems:
+            print(f"TAMPERED {problem}")
+        for what, items in (
+            ("open chain", report.open_chains),
+            ("not chained", report.unchained),
+            ("key not held, not checked", report.unverifiable),
+        ):
+            for item in items:
+                print(f"warning ({what}): {item}")
+        print(
+            f"audit log: {report.objects:,} objects, {report.events:,} events, {report.writers:,} writers; "
+            + ("chains intact" if report.ok else f"{len(report.problems):,} problems")
+            + (f", {len(report.open_chains):,} open chains" if report.open_chains else "")
+        )
+    return 0 if report.ok else 2
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verify:
+        return verify(args)
     try:
         query = audit.Query(
             dag_id=args.dag_id,
@@ -81,7 +142,15 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for e in events:
         x, a = e.xcom, e.actor
-        by = f"{a.get('dag_id')}.{a.get('task_id')} try {a.get('try_number')}" if a else ""
+        by = (
+            a["command"] + (f" ({a['user']})" if a.get("user") else "")
+            if "command" in a
+            else f"{a.get('dag_id')}.{a.get('task_id')} try {a.get('try_number')}" if a else ""
+        )
+        error = e.error
+        if e.claimed:
+            c = e.claimed
+            error = f"{error} [row claimed {c.get('dag_id')}/{c.get('run_id')}/{c.get('task_id')}[{c.get('map_index')}]/{c.get('key')}]"
         table.add_row(
             e.ts.replace("T", " ").rstrip("Z"),
             e.op,
@@ -91,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             by,
             f"{e.size:,}" if e.size is not None else "",
             e.key_id,
-            e.error,
+            error,
         )
     Console(width=200).print(table)
     return 0

@@ -16,7 +16,8 @@ with --api-url, through Airflow's REST API), and deletes objects that no row ref
 that were last written more than the grace period ago, so an object whose task has not yet
 recorded its row is never touched. It also reports the opposite fault: rows whose object is
 missing. Safe to run while Airflow runs, idempotent, and an interrupted run is simply resumed
-by the next one.
+by the next one. Only objects, links and uploads of xcomstash's layout are ever deleted (never
+the audit log under !audit/ or anything else in the bucket), each one an audit event.
 
 exit status: 0 clean, 1 the command failed, 2 rows reference missing objects.
 """
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         grace = parse_duration(args.grace or _common.config_option("reconcile_grace_period", "6h"))
         store = _common.open_store(args)
         source = _common.row_source(args)
+        engine = _common.maintenance_engine(store, "reconcile")
     except XComStashError as exc:
         return _common.fail(str(exc))
     prefix = dag_prefix(args.dag) if args.dag else ""
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             options,
             progress=lambda what, n: advance(f"reading {what}" if what == "rows" else f"listing {what}", n),
             confirm=None if getattr(source, "snapshot", True) else source.get_value,
+            on_delete=engine.observe_deletion,
         )
         try:
             report = reconciler.run(
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             )
         except XComStashError as exc:
             return _common.fail(str(exc))
+        finally:
+            engine.flush()  # the audit events of what was deleted
     verb = "would delete" if report.dry_run else "deleted"
     collected = report.orphans
     summary = (

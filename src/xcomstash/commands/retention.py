@@ -15,11 +15,17 @@ per DAG. The XComs of every run a policy drops are deleted, rows first (through 
 XCom model, in one transaction per run), then their objects (link-aware: a blob another XCom
 still uses stays). Runs that are queued or running are never touched.
 
+Objects are deleted through the same purge as a task's: each reference is checked against the
+row it sits in (its MAC when references are signed, the XCom it was written for) and may only
+delete that XCom's own object or a blob of its DAG run. A forged or copied row deletes nothing
+(it is listed under "refused"); every purge is an audit event naming this command.
+
 example policy:
   [{"dag_id": "etl_*", "max_age": "30d", "keep_last_runs": 10, "max_bytes": "50GiB"},
    {"dag_id": "*", "max_age": "90d"}]
 
-exit status: 0 done, 1 the command failed (bad policy, database or store error).
+exit status: 0 done, 1 the command failed (bad policy, database or store error), 2 done, but
+some rows held references that do not belong to them (refused, listed; nothing of theirs deleted).
 """
 
 
@@ -39,10 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xcomstash.errors import XComStashError
-    from xcomstash.pipeline.purge import purge_objects
     from xcomstash.maintenance.report import human_bytes
     from xcomstash.maintenance.retention import RunUsage, parse_policies, plan
-    from xcomstash.maintenance.rows import RowFilter, reference_or_error
+    from xcomstash.maintenance.rows import RowFilter, decode_value, reference_or_error
 
     started = time.perf_counter()
     try:
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if not policies:
             return _common.fail("no retention policies: set [xcomstash] retention_policies or pass --policies")
         store = _common.open_store(args)
+        engine = _common.maintenance_engine(store, "retention")
         from xcomstash.airflow.row_sources import DatabaseRows
 
         source = DatabaseRows()
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             prunes = plan(runs.values(), policies, time.time())
             rows_deleted = objects_deleted = bytes_deleted = 0
             errors: list[str] = []
+            refused: list[str] = []
             if not args.dry_run:
                 for prune in prunes:
                     # Read the run's references, then delete its rows, then the objects: an
@@ -86,14 +93,17 @@ def run(args: argparse.Namespace) -> int:
                         if r.coordinate.dag_id == prune.run.dag_id
                     ]
                     rows_deleted += source.delete_run_xcoms(prune.run.dag_id, prune.run.run_id)
-                    refs = [(r.coordinate, ref) for r in run_rows if (ref := reference_or_error(r.value)[0]) is not None]
-                    result = purge_objects(store, refs)
+                    result = engine.purge_rows((decode_value(r.value), r.coordinate) for r in run_rows)
                     objects_deleted += result.deleted
                     bytes_deleted += result.deleted_bytes
                     errors.extend(result.errors)
+                    refused.extend(result.refused)
                     advance("dropping runs", 1)
     except XComStashError as exc:
         return _common.fail(str(exc))
+    finally:
+        if "engine" in locals():
+            engine.close()  # writes out the audit events
     seconds = time.perf_counter() - started
     verb = "would drop" if args.dry_run else "dropped"
     planned_rows = sum(p.run.rows for p in prunes)
@@ -102,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         f"retention{' (dry run)' if args.dry_run else ''}: {len(runs):,} runs with XComs, {verb} "
         f"{len(prunes):,} runs ({planned_rows:,} rows, {human_bytes(planned_bytes)} stored)"
         + ("" if args.dry_run else f"; deleted {rows_deleted:,} rows and {objects_deleted:,} objects")
+        + (f", refused {len(refused):,} references that do not belong to their rows" if refused else "")
         + f", {len(errors)} errors in {seconds:.1f}s"
     )
     document = {
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         "rows_deleted": rows_deleted,
         "objects_deleted": objects_deleted,
         "bytes_deleted": bytes_deleted,
+        "refused": refused,
         "errors": errors,
         "seconds": round(seconds, 3),
     }
@@ -128,8 +140,12 @@ def run(args: argparse.Namespace) -> int:
             _common.console().print(table)
         if len(prunes) > 50:
             print(f"... and {len(prunes) - 50:,} more runs")
+        for r in refused[:20]:
+            print(f"refused: {r}")
         for e in errors:
             print(f"error: {e}")
 
     _common.emit(args, document, render, summary)
-    return _common.EXIT_FAILED if errors else _common.EXIT_OK
+    if errors:
+        return _common.EXIT_FAILED
+    return _common.EXIT_FOUND_PROBLEMS if refused else _common.EXIT_OK

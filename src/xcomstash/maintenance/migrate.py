@@ -52,6 +52,9 @@ class MigrateReport:
     legacy_deleted: int = 0
     journal_finished: int = 0
     changed_meanwhile: int = 0
+    #: common.io rows whose path is not in their own XCom's folder (forged or copied): not
+    #: read, not deleted.
+    refused: int = 0
     missing: int = 0
     failed: int = 0
     problems: list[dict[str, Any]] = field(default_factory=list)
@@ -76,6 +79,20 @@ class LegacyAccess:
     path_of: Callable[[Any, XComCoordinate], Any | None]
     read: Callable[[Any], Any]
     delete: Callable[[Any], None]
+
+
+def in_own_folder(path: Any, coordinate: XComCoordinate) -> bool:
+    """Whether a common.io object lies where common.io writes that XCom's objects,
+    ``<base>/<dag_id>/<run_id>/<task_id>/<uuid>.json[.gz]``: a row forged or copied through the
+    REST API must not make migrate copy another XCom's value into it, or delete its object."""
+    try:
+        task_dir = path.parent
+        run_dir = task_dir.parent
+        return (task_dir.name, run_dir.name, run_dir.parent.name) == (
+            coordinate.task_id, coordinate.run_id, coordinate.dag_id
+        )
+    except (AttributeError, ValueError):
+        return False
 
 
 class Journal:
@@ -174,6 +191,9 @@ class Migrator:
             except XComStashError as exc:
                 self.report.note(coordinate, "journal entry refused", str(exc))
                 continue
+            if target is not None and not in_own_folder(target, coordinate):
+                self.report.note(coordinate, "journal entry outside its XCom's folder", path)
+                continue
             if target is None:  # [common.io] xcom_objectstorage_path no longer covers it
                 self.report.note(coordinate, "journal entry not under the common.io path", path)
                 continue
@@ -194,6 +214,10 @@ class Migrator:
             report.note(row.coordinate, "common.io row refused", str(exc))
             return
         if path is not None:
+            if not in_own_folder(path, row.coordinate):
+                report.refused += 1
+                report.note(row.coordinate, "common.io path outside its XCom's folder (forged or copied row)", str(value)[:300])
+                return
             if report.dry_run:
                 report.migrated_common_io += 1
                 return

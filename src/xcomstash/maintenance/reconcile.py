@@ -40,7 +40,9 @@ from xcomstash.format.keyspace import KeyKind, classify, dag_of, run_group, xcom
 from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
 from xcomstash.format.reference import MARKER
-from xcomstash.pipeline.purge import unlinked_blobs
+from xcomstash.errors import PurgeRefusedError
+from xcomstash.observe.audit import PREFIX as AUDIT_PREFIX
+from xcomstash.pipeline.purge import OnDelete, delete_orphan, unlinked_blobs
 from xcomstash.stores.base import ObjectInfo, Store
 
 DEFAULT_GRACE_SECONDS = 6 * 3600
@@ -182,11 +184,16 @@ class Reconciler:
         options: ReconcileOptions = ReconcileOptions(),
         progress: Progress | None = None,
         confirm: Callable[[XComCoordinate], tuple[bool, Any]] | None = None,
+        on_delete: OnDelete | None = None,
     ) -> None:
         """``confirm``: read one row now (``(exists, value)``). Given when the rows did not come
         from one consistent snapshot (the REST API): every candidate link and per-XCom object
-        is then checked against its own row before it is deleted."""
+        is then checked against its own row before it is deleted. ``on_delete``: told of each
+        object deleted (the command audits it). Deletions go through
+        :func:`~xcomstash.pipeline.purge.delete_orphan`, which refuses anything outside the
+        object layout (the audit log included)."""
         self.store = store
+        self.on_delete = on_delete
         self.confirm = confirm
         self.options = options
         self.progress = progress
@@ -264,6 +271,8 @@ class Reconciler:
             report.listed += 1
             report.listed_bytes += info.size
             key = info.key
+            if key.startswith(AUDIT_PREFIX + "/"):
+                continue  # the audit log: neither ours to collect nor to report as foreign
             h = hash(key)
             if h in live:
                 live.discard(h)
@@ -337,8 +346,10 @@ class Reconciler:
                 return "kept"
             if self.confirm is not None and self._still_referenced(info.key):
                 return "kept"
-            self.store.delete(info.key)
-            return "deleted"
+            deleted = delete_orphan(self.store, info.key, xcom_of_key(info.key), self.on_delete)
+            return "deleted" if deleted else "gone"
+        except PurgeRefusedError:
+            return "kept"
         except StoreError as exc:
             return f"error: cannot delete {info.key}: {exc}"
 

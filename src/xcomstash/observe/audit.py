@@ -15,6 +15,20 @@ Every event goes to two sinks:
 Events never carry values or secrets: only coordinates, sizes, digests, key ids and error
 types/messages (which name detectors and rules, never matched text).
 
+**Tamper evidence.** Every process that writes the log (a *writer*) keeps a hash chain over
+what it writes. Each object starts with a header line (writer id, object number ``seq`` from 1,
+number of events, the chain value of the writer's previous object, ``final`` on the object
+written at exit, the key id) and every line carries ``mac``: HMAC-SHA256 over the previous
+line's ``mac`` and the line, the header's over the object's key and the header (so an object
+cannot be renamed either). The HMAC key is the ``audit-chain`` HKDF subkey of the primary key
+of the first keyset in ``[xcomstash] keysets``; without keysets it is a plain SHA-256 chain,
+which catches accidents but not someone who recomputes it. :func:`verify_log` (``xcomstash
+audit --verify``) finds edited, inserted, reordered or dropped lines, truncated objects,
+renamed objects, a writer's deleted objects (a gap in ``seq``, a wrong ``prev``), and a
+writer's deleted *last* objects when it had closed its chain at exit (an open chain is
+reported). What it cannot find: every object of one writer deleted together, and (without
+keys, or by a holder of the key) a consistently rewritten chain.
+
 ``xcomstash audit`` (:mod:`xcomstash.commands.audit`) queries the store sink by DAG, run,
 task, key, operation, outcome and time range.
 """
@@ -22,6 +36,8 @@ task, key, operation, outcome and time range.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -61,6 +77,9 @@ class AuditEvent:
     digest: str = ""
     key_id: str = ""
     error: str = ""  # "ErrorType: message" for outcomes other than ok
+    #: For a refused reference: the XCom the row *claimed* to hold, when it is not the XCom
+    #: asked for (``xcom``, under which the event is filed and queried).
+    claimed: dict[str, Any] = field(default_factory=dict)
     ts: str = field(default_factory=now_iso)
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
@@ -104,17 +123,58 @@ class LoggingSink:
         pass
 
 
-class StoreSink:
-    """Buffered JSON-lines objects in a store (see the module docstring for when it flushes)."""
+#: Chain algorithms: keyed (a keyset is configured) and plain.
+CHAIN_HMAC, CHAIN_SHA256 = "hmac-sha256", "sha256"
+_CHAIN_DOMAIN = b"xcomstash-audit-chain-v1\n"
 
-    def __init__(self, store: Any, *, flush_events: int = 200, flush_seconds: float = 5.0) -> None:
+
+def _chain(key: bytes | None, previous: bytes, text: str) -> str:
+    data = previous + b"\n" + text.encode()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def _with_mac(text: str, mac: str) -> str:
+    """A JSON object line with ``"mac"`` appended as its last member (undone textually by
+    :func:`_split_mac`, so verification never depends on re-serialising JSON)."""
+    return f'{text[:-1]},"mac":"{mac}"}}' if text != "{}" else f'{{"mac":"{mac}"}}'
+
+
+def _split_mac(line: str) -> tuple[str, str] | None:
+    tail = len(',"mac":"') + 64 + len('"}')
+    if len(line) < tail or not line.endswith('"}') or line[-tail:-66] != ',"mac":"':
+        return None
+    return line[:-tail] + "}", line[-66:-2]
+
+
+class StoreSink:
+    """Buffered JSON-lines objects in a store (see the module docstring for when it flushes),
+    each a link in this writer's hash chain.
+
+    ``chain_key``: ``(key id, HMAC key)`` keying the chain; ``None`` for a plain SHA-256 chain.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        flush_events: int = 200,
+        flush_seconds: float = 5.0,
+        chain_key: tuple[str, bytes] | None = None,
+    ) -> None:
         self.store = store
         self.flush_events = flush_events
         self.flush_seconds = flush_seconds
+        self.chain_key = chain_key
+        self.writer = f"{_safe(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(4)}"
         self._lines: list[str] = []
         self._first: float | None = None
         self._lock = threading.Lock()
+        #: Held while an object is chained and written, so objects go out in chain order.
+        self._write_lock = threading.Lock()
         self._seq = 0
+        self._prev = ""
         atexit.register(self._flush_quietly)
 
     def write(self, event: AuditEvent) -> None:
@@ -130,30 +190,58 @@ class StoreSink:
         if due:
             self.flush()
 
-    def flush(self) -> None:
-        with self._lock:
-            lines, self._lines, self._first = self._lines, [], None
+    def flush(self, *, final: bool = False) -> None:
+        """Write the buffered events as the next object of the chain. ``final`` (at exit)
+        closes the chain, with an object of no events if need be, so that deleting this
+        writer's last objects shows as an open chain."""
+        with self._write_lock:
+            with self._lock:
+                lines, self._lines, self._first = self._lines, [], None
+            if not lines and not (final and self._seq):
+                return
             self._seq += 1
             seq = self._seq
-        if not lines:
-            return
-        stamp = datetime.now(timezone.utc)
-        key = (
-            f"{PREFIX}/{stamp:%Y-%m-%d}/{stamp:%H%M%S.%f}-{_safe(socket.gethostname())}-{os.getpid()}"
-            f"-{seq}-{secrets.token_hex(3)}.jsonl"
+            stamp = datetime.now(timezone.utc)
+            key = f"{PREFIX}/{stamp:%Y-%m-%d}/{stamp:%H%M%S.%f}-{self.writer}-{seq}.jsonl"
+            data = self._chained(key, seq, lines, final)
+            try:
+                with self.store.writer(key) as sink:
+                    sink.write(data)
+            except Exception as exc:  # never fail a task because the audit sink is down; say so loudly
+                if not lines:  # only the closing object (at exit): its absence shows as an open chain
+                    log.debug("xcomstash audit: could not close the chain at %s: %s", key, exc)
+                    return
+                log.error("xcomstash audit: could not write %d events to %s: %s", len(lines), key, exc)
+                for line in lines:
+                    log.error("xcomstash audit (unsaved): %s", line)
+
+    def _chained(self, key: str, seq: int, lines: list[str], final: bool) -> bytes:
+        key_id, secret = self.chain_key if self.chain_key is not None else ("", None)
+        header = json.dumps(
+            {
+                "chain": {
+                    "v": 1,
+                    "alg": CHAIN_HMAC if secret is not None else CHAIN_SHA256,
+                    "key_id": key_id,
+                    "writer": self.writer,
+                    "seq": seq,
+                    "prev": self._prev,
+                    "events": len(lines),
+                    "final": final,
+                }
+            }
         )
-        data = ("\n".join(lines) + "\n").encode()
-        try:
-            with self.store.writer(key) as sink:
-                sink.write(data)
-        except Exception as exc:  # never fail a task because the audit sink is down; say so loudly
-            log.error("xcomstash audit: could not write %d events to %s: %s", len(lines), key, exc)
-            for line in lines:
-                log.error("xcomstash audit (unsaved): %s", line)
+        mac = _chain(secret, _CHAIN_DOMAIN + key.encode(), header)
+        out = [_with_mac(header, mac)]
+        for line in lines:
+            mac = _chain(secret, mac.encode(), line)
+            out.append(_with_mac(line, mac))
+        self._prev = mac
+        return ("\n".join(out) + "\n").encode()
 
     def _flush_quietly(self) -> None:
         try:
-            self.flush()
+            self.flush(final=True)
         except Exception:  # at interpreter exit
             pass
 
@@ -215,6 +303,7 @@ class AuditRecorder:
                 digest=event.digest,
                 key_id=event.key_id,
                 error=describe_error(event.error) if event.error is not None else "",
+                claimed=getattr(event, "claimed", None) or {},
             )
         )
 
@@ -307,9 +396,130 @@ def read_events(store: Any, query: Query = Query()) -> Iterator[AuditEvent]:
             if not line.strip():
                 continue
             try:
-                event = AuditEvent.from_dict(json.loads(line))
+                doc = json.loads(line)
+                if "chain" in doc and "op" not in doc:
+                    continue  # an object's chain header
+                event = AuditEvent.from_dict(doc)
             except (ValueError, TypeError):
                 log.warning("xcomstash audit: skipping a malformed line in %s", key)
                 continue
             if query.matches(event):
                 yield event
+
+
+# ------------------------------------------------------------------ verify
+
+
+@dataclass
+class ChainReport:
+    """What :func:`verify_log` found. ``problems`` are signs of tampering (or damage)."""
+
+    objects: int = 0
+    events: int = 0
+    writers: int = 0
+    problems: list[str] = field(default_factory=list)
+    #: Writers whose newest object is not marked final: still running, killed, or their
+    #: last objects were deleted (which cannot be told apart).
+    open_chains: list[str] = field(default_factory=list)
+    #: Objects without a chain (written by an xcomstash that did not chain the log).
+    unchained: list[str] = field(default_factory=list)
+    #: Objects under a key id none of the verifier's keysets holds (not checked).
+    unverifiable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok}
+
+
+def verify_log(store: Any, key_for: Callable[[str], bytes | None] | None = None, *, require_keyed: bool = False) -> ChainReport:
+    """Check every object under ``!audit/``: each object's chain, and each writer's sequence
+    of objects. ``key_for(key_id)``: the HMAC key of a key id (``None`` if not held).
+    ``require_keyed``: an object chained without a key is a problem (where keysets are
+    configured, a plain chain is what someone without the key would write)."""
+    report = ChainReport()
+    keys = sorted(info.key for info in store.list(PREFIX) if info.key.endswith(".jsonl"))
+    writers: dict[str, list[tuple[int, str, str, str, bool]]] = {}  # writer -> (seq, key, prev, last mac, final)
+    for key in keys:
+        report.objects += 1
+        try:
+            text = store.get(key).decode("utf-8")
+        except Exception as exc:
+            report.problems.append(f"{key}: cannot be read: {exc}")
+            continue
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        else:
+            report.problems.append(f"{key}: does not end with a newline (truncated)")
+        header = _split_mac(lines[0]) if lines else None
+        try:
+            chain = json.loads(header[0]).get("chain") if header is not None else None
+        except ValueError:
+            chain = None
+        if not isinstance(chain, dict):
+            if lines and all(_split_mac(line) is None for line in lines):
+                report.unchained.append(key)
+                if require_keyed:
+                    report.problems.append(f"{key}: has no chain (written without keys, or replaced)")
+            else:
+                report.problems.append(f"{key}: its chain header is missing or damaged")
+            continue
+        alg, key_id = chain.get("alg"), str(chain.get("key_id") or "")
+        secret: bytes | None = None
+        if alg == CHAIN_HMAC:
+            secret = key_for(key_id) if key_for is not None else None
+            if secret is None:
+                report.unverifiable.append(key)
+                continue
+        elif alg == CHAIN_SHA256:
+            if require_keyed:
+                report.problems.append(f"{key}: chained without a key where keys are configured")
+        else:
+            report.problems.append(f"{key}: unknown chain algorithm {alg!r}")
+            continue
+        mac = _chain(secret, _CHAIN_DOMAIN + key.encode(), header[0])  # type: ignore[index]
+        if not hmac.compare_digest(mac, header[1]):  # type: ignore[index]
+            report.problems.append(f"{key}: header edited, or the object renamed")
+            continue
+        broken = False
+        for number, line in enumerate(lines[1:], start=1):
+            parts = _split_mac(line)
+            if parts is None:
+                report.problems.append(f"{key}: line {number + 1} carries no chain value (inserted or edited)")
+                broken = True
+                break
+            mac = _chain(secret, mac.encode(), parts[0])
+            if not hmac.compare_digest(mac, parts[1]):
+                report.problems.append(f"{key}: line {number + 1} edited, inserted, reordered or removed")
+                broken = True
+                break
+        if broken:
+            continue
+        if len(lines) - 1 != chain.get("events"):
+            report.problems.append(
+                f"{key}: holds {len(lines) - 1} events, its header says {chain.get('events')} (truncated)"
+            )
+            continue
+        report.events += len(lines) - 1
+        writers.setdefault(str(chain.get("writer")), []).append(
+            (int(chain.get("seq") or 0), key, str(chain.get("prev") or ""), mac, bool(chain.get("final")))
+        )
+    report.writers = len(writers)
+    for writer, objects in sorted(writers.items()):
+        objects.sort()
+        expected_seq, prev = 1, ""
+        for seq, key, claimed_prev, last_mac, _ in objects:
+            if seq != expected_seq:
+                report.problems.append(
+                    f"writer {writer}: object {expected_seq}" + (f" to {seq - 1}" if seq - 1 > expected_seq else "")
+                    + f" missing before {key} (deleted)"
+                )
+            elif claimed_prev != prev:
+                report.problems.append(f"writer {writer}: {key} does not follow its predecessor (replaced)")
+            expected_seq, prev = seq + 1, last_mac
+        if not objects[-1][4]:
+            report.open_chains.append(f"writer {writer}: newest object {objects[-1][1]} is not the final one")
+    return report

@@ -40,6 +40,9 @@ class Event:
     source: str = ""
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The XCom the row *claimed* (its reference's ``xcom``) when it differs from ``xcom``,
+    #: the one asked for: a refused row is filed under the XCom asked for, never its claim.
+    claimed: dict[str, Any] | None = None
 
     def xcom_dict(self) -> dict[str, Any]:
         x = self.xcom

@@ -20,7 +20,7 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from xcomstash.codecs import CodecRegistry
 from xcomstash.codecs.arrow import ArrowTableCodec
@@ -48,6 +48,7 @@ from xcomstash.format.reference import Reference, is_reference
 from xcomstash.observe.events import OK, Event, Observer, log, outcome_of
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
+from xcomstash.pipeline.purge import PurgeResult, owned_key
 from xcomstash.pipeline.push import inline_event
 from xcomstash.pipeline.readahead import MAX_OBJECT_BYTES, MemoryReader, ReadAhead
 from xcomstash.pipeline.selection import (
@@ -152,24 +153,36 @@ class PullPath:
         consume = lambda reader, layout, opened: self._decode_table(reader, layout, opened, columns, rows)  # noqa: E731
         return self._read("pull", stored, None, expected, consume, readahead=True, whole=False)
 
-    def purge(self, stored: Any, coordinate: XComCoordinate | None, delete: Callable[[Opened], None]) -> bool:
-        """Open a row's reference with the same checks as a pull (readers excepted: a re-run
-        of the producer purges its own values) and hand it to ``delete``."""
-        if not is_reference(stored):
-            return False
+    def purge(
+        self, items: Iterable[tuple[Any, XComCoordinate]], delete: Callable[[list[Opened]], PurgeResult]
+    ) -> PurgeResult:
+        """Open each row's reference with the same checks as a pull (readers excepted: a re-run
+        of the producer purges its own values), against the XCom of the row it sits in, and
+        hand those that pass to ``delete`` at once. A refusal (forged, copied, or pointing
+        outside that XCom's objects) deletes nothing and is observed (audited) here."""
         started = time.perf_counter()
-        expected = Expected(**coordinate.as_dict()) if coordinate is not None else None
+        opened: list[Opened] = []
+        refused: list[str] = []
+        for stored, coordinate in items:
+            if not is_reference(stored):
+                continue
+            try:
+                opened.append(self._open("purge", stored, coordinate, Expected(**coordinate.as_dict()), check_readers=False))
+            except XComStashError as exc:
+                refused.append(f"{coordinate}: {exc}")
+        if not opened:
+            return PurgeResult(refused=refused)
         try:
-            opened = self._open("purge", stored, coordinate, expected, check_readers=False)
-        except XComStashError:
-            return False
-        try:
-            delete(opened)
+            result = delete(opened)
         except XComStashError as exc:
-            self._emit("purge", opened, started, error=exc)
+            for one in opened:
+                self._emit("purge", one, started, error=exc)
             raise
-        self._emit("purge", opened, started)
-        return True
+        result.purged = len(opened)
+        result.refused[:0] = refused
+        for one in opened:
+            self._emit("purge", one, started)
+        return result
 
     # ---------------------------------------------------------------- stages
 
@@ -231,21 +244,33 @@ class PullPath:
         """MAC, shape, expected XCom, readers and location: everything checked before any
         store access. A refusal is observed (audited) here."""
         try:
-            producer = stored.get("xcom")
-            producer_dag = producer.get("dag_id") if isinstance(producer, dict) else None
-            key_id = self.guard.open_reference(stored, producer_dag if isinstance(producer_dag, str) else None)
-            ref = Reference.from_json(stored)
             if expected is None and coordinate is not None:  # the row's own XCom: all known
                 expected = Expected(**coordinate.as_dict())
+            # The MAC key is that of the DAG asked for where the reader knows it, never one
+            # the row picks (a row claiming another DAG is then refused like a forged one).
+            producer = stored.get("xcom")
+            producer_dag = expected.dag_id if expected is not None and expected.dag_id is not None else (
+                producer.get("dag_id") if isinstance(producer, dict) else None
+            )
+            key_id = self.guard.open_reference(stored, producer_dag if isinstance(producer_dag, str) else None)
+            ref = Reference.from_json(stored)
             self.guard.admit_read(ref.readers if check_readers else None, ref.xcom, expected, f"the value at {ref.uri}")
             key = self.store.key_for(ref.uri)
             if key_id == UNSIGNED:
                 self._admit_unsigned(ref, key, expected)
+            if op == "purge" and coordinate is not None:
+                owned_key(self.store, coordinate, ref)
         except XComStashError as exc:
-            xcom = stored.get("xcom") if isinstance(stored.get("xcom"), dict) else coordinate or _expected_dict(expected)
-            self.observer.emit(Event(op, outcome_of(exc), xcom, uri=str(stored.get("uri", ""))[:300], error=exc))
-            if op == "purge":
-                log.warning("xcomstash: not purging an invalid reference (%s): %s", coordinate, exc)
+            # Filed under the XCom asked for (a forged row must not decide where its refusal
+            # is filed); what the row claimed is kept beside it.
+            claimed = stored.get("xcom") if isinstance(stored.get("xcom"), dict) else None
+            xcom = coordinate.as_dict() if coordinate is not None else _expected_dict(expected) if expected is not None else claimed or {}
+            self.observer.emit(
+                Event(
+                    op, outcome_of(exc), xcom, uri=str(stored.get("uri", ""))[:300], error=exc,
+                    claimed=claimed if claimed is not None and claimed != xcom else None,
+                )
+            )
             raise
         coordinate = coordinate or ref.xcom or XComCoordinate.from_object_key(key)
         return Opened(ref, key, coordinate, _scope(ref, coordinate, expected), key_id or "", expected)

@@ -49,6 +49,8 @@ DOCUMENT_VERSION = 1
 PURPOSE_WRAP = "wrap"
 PURPOSE_MAC = "reference-mac"
 PURPOSE_DEDUP = "blob-name"
+#: Keys the hash chain of the durable audit log (:mod:`xcomstash.observe.audit`).
+PURPOSE_AUDIT = "audit-chain"
 
 
 def _b64(data: bytes) -> str:
@@ -104,7 +106,7 @@ class Key:
                 salt=b"xcomstash-hkdf-salt-v1",
                 info=b"xcomstash/v1/" + p.encode(),
             ).derive(self.secret)
-            for p in (PURPOSE_WRAP, PURPOSE_MAC, PURPOSE_DEDUP)
+            for p in (PURPOSE_WRAP, PURPOSE_MAC, PURPOSE_DEDUP, PURPOSE_AUDIT)
         }
 
 
