@@ -56,7 +56,13 @@ def faults(make_airflow_env) -> tuple[AirflowEnv, DagRunResult, DagRunResult, di
 
     # The unreachable store: the row now points into an S3 store whose endpoint is a local
     # port nothing listens on, and the sink's store is that S3 store.
+    # Re-signed with the env's keyset (created on first use): what a worker writing to that
+    # S3 store would have written.
+    from xcomstash.security.crypto.keyset import read_keyset_file
+    from xcomstash.security.signing import signed
+
     s3_ref = dict(refs["unreachable"], uri=refs["unreachable"]["uri"].replace(f"file://{env.store}", S3_ROOT))
+    s3_ref = signed(read_keyset_file(env.home / "xcomstash-keyset.json"), s3_ref)
     env.set_xcom_value(SOURCE, source.run_id, "produce", "unreachable", s3_ref)
     refs["unreachable"] = s3_ref
     # A port bound but not listening: connections are refused, and nothing else can take it.
