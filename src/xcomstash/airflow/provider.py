@@ -191,6 +191,27 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "true",
         "default": "auto",
     },
+    "compress_encrypted": {
+        "description": (
+            "Comma-separated DAG id patterns whose encrypted values are still compressed. By "
+            "default encrypted values are stored uncompressed (and padded to size buckets): "
+            "compressing a secret next to data an attacker chose leaks it through the size.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "string",
+        "example": "reports_*",
+        "default": "",
+    },
+    "accept_plaintext_objects": {
+        "description": (
+            "While switching encryption on: still read values stored in plaintext before. "
+            "Otherwise, with encryption on, a plaintext object behind a reference is refused.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "boolean",
+        "example": "True",
+        "default": "False",
+    },
     "accept_unsigned_references": {
         "description": (
             "While switching signing on: the time it was switched on (ISO 8601). Until then-written "
