@@ -287,6 +287,7 @@ def resign_references(rows: Any, keyring: KeyRing, summary: Summary, *, dry_run:
     row it is in; candidates are collected first and then replaced one by one with
     compare-and-set, so no read transaction stays open while rows are written."""
     from xcomstash.format.reference import MARKER
+    from xcomstash.maintenance.keyuse import check_written_for
     from xcomstash.maintenance.rows import RowFilter, decode_value
     from xcomstash.security import signing
 
@@ -302,7 +303,7 @@ def resign_references(rows: Any, keyring: KeyRing, summary: Summary, *, dry_run:
                 summary.references_current += 1
                 continue
             signing.verify(keyset, doc)  # never re-sign what the old key did not sign
-            _check_written_for(doc, row.coordinate)
+            check_written_for(doc, row.coordinate)
         except XComStashError as exc:
             summary.references_failed.append((str(row.coordinate), f"{type(exc).__name__}: {exc}"))
             continue
@@ -327,20 +328,6 @@ def resign_references(rows: Any, keyring: KeyRing, summary: Summary, *, dry_run:
 def _producer_dag(doc: dict[str, Any], coordinate: XComCoordinate) -> str:
     producer = doc.get("xcom") if isinstance(doc.get("xcom"), dict) else {}
     return str(producer.get("dag_id", coordinate.dag_id))
-
-
-def _check_written_for(doc: dict[str, Any], coordinate: XComCoordinate) -> None:
-    """The reference names the XCom of the row it is in (the check every reader makes): a
-    genuine reference copied into another row is never re-signed, so it stays refused."""
-    from xcomstash.errors import InvalidReferenceError
-    from xcomstash.security.readers import Expected
-
-    if "xcom" not in doc:
-        return  # written before references named their XCom: readers accept it too
-    written_for = XComCoordinate.from_dict(doc["xcom"])
-    if written_for is None:
-        raise InvalidReferenceError("malformed xcomstash reference: bad xcom")
-    Expected(**coordinate.as_dict()).check(written_for, "the reference")
 
 
 # ----------------------------------------------------------------------- CLI

@@ -4,8 +4,9 @@ A key is still needed while
 
 - a stored object's key slot names it and really unwraps under it (a slot that names the key
   but does not unwrap is already unreadable: forged or damaged, it does not keep the key), or
-- a reference in the xcom table carries a MAC that names it and verifies under it (a MAC that
-  does not verify is refused by every reader anyway).
+- a reference in the xcom table carries a MAC that names it and verifies under it, in the row
+  it was written for (a MAC that does not verify, or a genuine reference copied into another
+  row, is refused by every reader anyway).
 
 Only the key's own keyset is needed for the check (the slot is bound to the DAG run its object
 header names, as the reader binds it), so it runs from the keyset file being edited. It reads
@@ -18,14 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from xcomstash.coordinate import OBJECT_SUFFIX
-from xcomstash.errors import StoreError, XComStashError
+from xcomstash.coordinate import OBJECT_SUFFIX, XComCoordinate
+from xcomstash.errors import InvalidReferenceError, StoreError, XComStashError
 from xcomstash.format import container
 from xcomstash.format.reference import MARKER
 from xcomstash.maintenance.rows import RowFilter, decode_value
 from xcomstash.security import signing
 from xcomstash.security.crypto.keyset import Keyset
 from xcomstash.security.crypto.stream import Envelope, scope_aad, slot_key_id, unwrap
+from xcomstash.security.readers import Expected
 
 #: Examples kept per category for the report.
 EXAMPLES = 5
@@ -114,8 +116,20 @@ def references_needing(rows: Any, keyset: Keyset, key_id: str, use: KeyUse) -> N
             if signing.mac_key_id(doc["mac"]) != key_id:
                 continue
             signing.verify(keyset, doc)
+            check_written_for(doc, row.coordinate)
         except XComStashError:
             use.invalid_references += 1
             continue
         use.references += 1
         _example(use, f"reference in the row of {row.coordinate}")
+
+
+def check_written_for(doc: dict[str, Any], coordinate: XComCoordinate) -> None:
+    """The reference names the XCom of the row it is in (the check every reader makes):
+    ``ReferenceSignatureError`` for a genuine reference copied into another row."""
+    if "xcom" not in doc:
+        return  # written before references named their XCom: readers accept it too
+    written_for = XComCoordinate.from_dict(doc["xcom"])
+    if written_for is None:
+        raise InvalidReferenceError("malformed xcomstash reference: bad xcom")
+    Expected(**coordinate.as_dict()).check(written_for, "the reference")

@@ -401,7 +401,7 @@ def audit_sink(store: Any) -> Callable[[str, XComCoordinate, dict[str, Any], str
         mac = new_doc.get("mac", "")
         log.record(
             AuditEvent(
-                "reencrypt", outcome, xcom.as_dict(), actor={"command": "xcomstash keys reencrypt"},
+                "reencrypt", outcome, xcom.as_dict(),
                 route="stored", uri=str(new_doc.get("uri", "")), size=new_doc.get("size"),
                 digest=str(new_doc.get("digest", "")), key_id=mac.partition(":")[0] if mac else "", error=error,
             )
