@@ -24,8 +24,11 @@ primary key is ignored.
 of such a run may be writing the same object right now: re-wrapping a copy read a moment
 earlier would overwrite its new object, and its signed reference would then fail); they are
 reported as busy and done by the next run. The run state is read again just before each
-object is replaced, and the object's size and modification time are checked too. Where the
-Airflow database cannot be reached the run states are unknown: the summary says so.
+object is replaced, and the object is checked once more inside the write, just before the
+publish (same root digest and key slot as the copy), so a rewrite at any earlier moment is
+noticed and the copy abandoned. Where the Airflow database cannot be reached the run states are
+unknown (the summary says so) and only that last check protects a concurrent writer; a store
+without conditional writes leaves a window of milliseconds between it and the publish.
 
 **References** are signed too, under the keyset's key of the day. The command re-signs the
 references in the xcom table whose MAC names an older key (``--references db``, the default
@@ -258,11 +261,41 @@ def _rewrap_one(
         if before is None or now is None or (now.size, now.modified) != (before.size, before.modified):
             return "changed", old_id
         offset = layout.key_slot_offset
-        with store.writer(key) as sink:
-            _copy(reader, sink, 0, offset)
-            sink.write(new_slot)
-            _copy(reader, sink, offset + KEY_SLOT_BYTES, reader.size)
+        try:
+            with store.writer(key) as sink:
+                _copy(reader, sink, 0, offset)
+                sink.write(new_slot)
+                _copy(reader, sink, offset + KEY_SLOT_BYTES, reader.size)
+                # Last check before the publish: the stored object is still the one copied
+                # (same root digest and key slot). Size and modification time alone miss a
+                # rewrite within the same second (S3 times have whole seconds), and a ranged
+                # copy of an object replaced meanwhile would mix two objects.
+                if _identity(store, key) != (layout.digest, layout.key_slot):
+                    raise _Changed
+        except _Changed:
+            return "changed", old_id
         return "rewrapped", old_id
+    finally:
+        reader.close()
+
+
+class _Changed(Exception):
+    """The object was replaced while it was being re-wrapped: abandon the copy."""
+
+
+def _identity(store: Any, key: str) -> tuple[str, bytes | None] | None:
+    """Root digest and key slot of the object stored at ``key`` now (``None`` if gone)."""
+    from xcomstash.errors import StoreError
+
+    try:
+        reader = store.open_reader(key)
+    except StoreError:
+        return None
+    try:
+        layout = container.read_layout(reader.size, reader.read_at)
+        return layout.digest, layout.key_slot
+    except (container.ObjectFormatError, StoreError):
+        return None
     finally:
         reader.close()
 
