@@ -190,8 +190,11 @@ class States:
     def __init__(self, states: dict[tuple[str, str], str]) -> None:
         self.states = states
 
-    def run_states(self, runs=None):
-        return {r: s for r, s in self.states.items() if runs is None or r in set(runs)}
+    def run_states(self, runs=None, *, only_states=None):
+        return {
+            r: s for r, s in self.states.items()
+            if (runs is None or r in set(runs)) and (only_states is None or s in set(only_states))
+        }
 
 
 def _retry_scenario(tmp_path) -> tuple[Any, ...]:

@@ -137,8 +137,11 @@ class DatabaseRows:
             session.commit()
         return True
 
-    def run_states(self, runs: Iterable[tuple[str, str]] | None = None) -> dict[tuple[str, str], str]:
-        """``{(dag_id, run_id): state}`` of the given DAG runs (all runs when ``None``), read now.
+    def run_states(
+        self, runs: Iterable[tuple[str, str]] | None = None, *, only_states: Iterable[str] | None = None
+    ) -> dict[tuple[str, str], str]:
+        """``{(dag_id, run_id): state}`` of the given DAG runs (all runs when ``None``), read
+        now; with ``only_states``, only runs in one of those states.
 
         Maintenance that rewrites objects (re-wrap, re-encrypt) leaves alone the runs that are
         queued or running: a task of such a run may be writing the same object right now."""
@@ -147,6 +150,8 @@ class DatabaseRows:
         from sqlalchemy import select, tuple_
 
         stmt = select(DagRun.dag_id, DagRun.run_id, DagRun.state)
+        if only_states is not None:
+            stmt = stmt.where(DagRun.state.in_(sorted(only_states)))
         wanted = None if runs is None else sorted(set(runs))
         out: dict[tuple[str, str], str] = {}
         with create_session(scoped=False) as session:

@@ -64,7 +64,9 @@ STATE_VERSION = 2
 class RunStates(Protocol):
     """Where the state of DAG runs comes from (the Airflow database)."""
 
-    def run_states(self, runs: Iterable[tuple[str, str]] | None = None) -> dict[tuple[str, str], str]: ...
+    def run_states(
+        self, runs: Iterable[tuple[str, str]] | None = None, *, only_states: Iterable[str] | None = None
+    ) -> dict[tuple[str, str], str]: ...
 
 
 def register(keys: argparse._SubParsersAction) -> None:
@@ -220,7 +222,7 @@ def rewrap_store(
 def _busy_runs(runs: RunStates | None) -> set[tuple[str, str]]:
     if runs is None:
         return set()
-    return {run for run, state in runs.run_states().items() if state in BUSY_STATES}
+    return {run for run, state in runs.run_states(only_states=BUSY_STATES).items() if state in BUSY_STATES}
 
 
 def _is_busy(runs: RunStates | None, busy: set[tuple[str, str]], dag_id: str, run_id: str) -> bool:

@@ -164,7 +164,11 @@ def reencrypt_values(
         if isinstance(doc, dict) and MARKER in doc:
             candidates.append((row, doc))
     candidates.sort(key=lambda rd: _order(rd[0].coordinate))
-    busy = {r for r, s in runs.run_states().items() if s in BUSY_STATES} if runs is not None else set()
+    busy = (
+        {r for r, s in runs.run_states(only_states=BUSY_STATES).items() if s in BUSY_STATES}
+        if runs is not None
+        else set()
+    )
     for n, (row, doc) in enumerate(candidates, 1):
         coordinate = row.coordinate
         try:
