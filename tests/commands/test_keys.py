@@ -5,14 +5,12 @@ import os
 import stat
 
 import numpy as np
-import pytest
 
 from xcomstash import Engine, StashConfig, XComCoordinate
 from xcomstash.cli import main
 from xcomstash.commands.keys import remove
 from xcomstash.security.crypto.keyset import KeyRing, Keyset, read_keyset_file, write_keyset_file
 from xcomstash.security.guard import Guard, SecurityConfig
-from xcomstash.errors import KeyUnavailableError
 from tests.commands.test_rewrap import TableRows
 
 

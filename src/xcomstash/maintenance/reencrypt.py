@@ -234,7 +234,7 @@ def _one(
         if options.dry_run:
             _copy_frames(reader, layout, keyset, coordinate, None)
             return "reencrypted", {}
-        new_doc = _write_new_object(store, reader, layout, keyset, keyring, coordinate, ref, doc, journal)
+        new_doc = _write_new_object(store, reader, layout, keyset, coordinate, ref, doc, journal)
     finally:
         reader.close()
     return _switch(store, rows, row, doc, new_doc, journal, runs, coordinate), new_doc
@@ -291,7 +291,6 @@ def _write_new_object(
     reader: Any,
     layout: container.ObjectLayout,
     keyset: Keyset,
-    keyring: KeyRing,
     coordinate: XComCoordinate,
     ref: Reference,
     doc: dict[str, Any],
