@@ -132,7 +132,7 @@ def test_audit_log_records_pushes_pulls_and_denials(secured) -> None:
 def test_rotation_end_to_end(secured, make_airflow_env) -> None:
     env, keyfile, source = secured["env"], secured["keyfile"], secured["source"]
     old_key = json.loads(keyfile.read_text())["primary"]
-    assert cli(env, "keys", "rotate", str(keyfile)).returncode == 0
+    assert cli(env, "keys", "rotate", str(keyfile), "--promote-now").returncode == 0
     new_key = json.loads(keyfile.read_text())["primary"]
     conf = {"source_run_id": source.run_id, "keys": ["first", "second"]}
     after_rotate = env.dags_test(SINK, logical_date="2026-02-04T00:00:00+00:00", conf=conf)

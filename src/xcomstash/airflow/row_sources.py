@@ -104,28 +104,68 @@ class DatabaseRows:
 
     def replace_value(self, coordinate: XComCoordinate, expected: Any, new_value: Any) -> bool:
         """Set one row's value if it still holds ``expected`` (compare-and-set, so a row a task
-        rewrote meanwhile is left alone). True if the row was changed."""
+        rewrote meanwhile is left alone). True if the row was changed.
+
+        The row is locked with ``SELECT value ... FOR UPDATE`` on the xcom table alone: selecting
+        the ``XComModel`` entity would eager-load its relationships through outer joins, which
+        PostgreSQL refuses to lock ("FOR UPDATE cannot be applied to the nullable side of an
+        outer join"). SQLite has no row locks; its write transaction serialises the update."""
         from airflow.models.xcom import XComModel
         from airflow.utils.session import create_session
-        from sqlalchemy import select
+        from sqlalchemy import select, update
 
+        where = (
+            XComModel.dag_id == coordinate.dag_id,
+            XComModel.run_id == coordinate.run_id,
+            XComModel.task_id == coordinate.task_id,
+            XComModel.map_index == coordinate.map_index,
+            XComModel.key == coordinate.key,
+        )
         with create_session(scoped=False) as session:
-            row = session.execute(
-                select(XComModel)
-                .where(
-                    XComModel.dag_id == coordinate.dag_id,
-                    XComModel.run_id == coordinate.run_id,
-                    XComModel.task_id == coordinate.task_id,
-                    XComModel.map_index == coordinate.map_index,
-                    XComModel.key == coordinate.key,
-                )
-                .with_for_update()
-            ).scalar_one_or_none()
-            if row is None or row.value != expected:
+            found = session.execute(
+                select(XComModel.value).where(*where).with_for_update(of=XComModel.__table__)
+            ).first()
+            if found is None or not _same_value(found[0], expected):
+                session.rollback()
                 return False
-            row.value = new_value
+            result = session.execute(
+                update(XComModel).where(*where).values(value=new_value).execution_options(synchronize_session=False)
+            )
+            if (result.rowcount or 0) != 1:
+                session.rollback()
+                return False
             session.commit()
         return True
+
+    def run_states(
+        self, runs: Iterable[tuple[str, str]] | None = None, *, only_states: Iterable[str] | None = None
+    ) -> dict[tuple[str, str], str]:
+        """``{(dag_id, run_id): state}`` of the given DAG runs (all runs when ``None``), read
+        now; with ``only_states``, only runs in one of those states.
+
+        Maintenance that rewrites objects (re-wrap, re-encrypt) leaves alone the runs that are
+        queued or running: a task of such a run may be writing the same object right now."""
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select, tuple_
+
+        stmt = select(DagRun.dag_id, DagRun.run_id, DagRun.state)
+        if only_states is not None:
+            stmt = stmt.where(DagRun.state.in_(sorted(only_states)))
+        wanted = None if runs is None else sorted(set(runs))
+        out: dict[tuple[str, str], str] = {}
+        with create_session(scoped=False) as session:
+            if wanted is None:
+                chunks: list[Any] = [stmt]
+            else:
+                chunks = [
+                    stmt.where(tuple_(DagRun.dag_id, DagRun.run_id).in_(wanted[i : i + 500]))
+                    for i in range(0, len(wanted), 500)
+                ]
+            for chunk in chunks:
+                for dag_id, run_id, state in session.execute(chunk):
+                    out[(dag_id, run_id)] = str(getattr(state, "value", state)) if state is not None else ""
+        return out
 
     def delete_rows(self, coordinates: Iterable[XComCoordinate]) -> int:
         """Delete these xcom rows through the ORM, in one transaction."""
@@ -185,6 +225,24 @@ class DatabaseRows:
                 {"dag_id": d, "run_id": r, "state": str(s) if s is not None else None, "run_after": a}
                 for d, r, s, a in session.execute(stmt)
             ]
+
+
+def _same_value(stored: Any, expected: Any) -> bool:
+    """Whether a row still holds what was read earlier: the JSON column may come back as text
+    (SQLite, rows written as JSON text) or decoded (PostgreSQL's JSON type), so both sides are
+    compared as JSON data."""
+    return _as_json(stored) == _as_json(expected)
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode()
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class RestRows:

@@ -24,6 +24,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -57,8 +58,39 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url: only the url-safe alphabet, at most the right padding, and canonical
+    (no stray bits in the last character). Lenient decoding (``urlsafe_b64decode``) would drop
+    junk such as spaces, ``+``/``/`` or a pasted-in quote and still hand back 32 bytes, so a
+    damaged secret would silently become another key."""
+    if not isinstance(text, str) or not text.isascii() or not _B64URL.fullmatch(text):
+        raise ValueError("characters outside the base64url alphabet")
+    bare = text.rstrip("=")
+    if len(text) - len(bare) != (-len(bare) % 4) and text != bare:
+        raise ValueError("wrong padding")
+    if len(bare) % 4 == 1:
+        raise ValueError("impossible length")
+    raw = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    if _b64(raw) != bare:
+        raise ValueError("not canonical base64url")
+    return raw
+
+
+#: Key ids are short (``k`` + 8 hex digits from :func:`new_key_id`); a longer one is more
+#: likely a secret pasted into the wrong field, so errors never show it.
+_SHOWN_ID_CHARS = 24
+
+
+def shown_key_id(key_id: object) -> str:
+    """A key id as errors may show it: quoted when it is a plausible id, otherwise only its
+    length (a secret pasted into ``id`` or passed as a key id must never reach a log)."""
+    if isinstance(key_id, str) and valid_key_id(key_id) and len(key_id) <= _SHOWN_ID_CHARS:
+        return repr(key_id)
+    length = len(key_id) if isinstance(key_id, str) else 0
+    return f"<an id of {length} characters, not shown>" if isinstance(key_id, str) else "<no id>"
 
 
 def new_key_id() -> str:
@@ -83,10 +115,11 @@ class Key:
     def __post_init__(self) -> None:
         if not valid_key_id(self.id):
             raise ConfigError(
-                f"key id {self.id!r:.60} is invalid: 1-{MAX_KEY_ID_CHARS} ASCII letters, digits, '-', '_' or '.'"
+                f"key id {shown_key_id(self.id)} is invalid: 1-{MAX_KEY_ID_CHARS} ASCII letters, "
+                "digits, '-', '_' or '.'"
             )
         if len(self.secret) != KEY_BYTES:
-            raise ConfigError(f"key {self.id} must be {KEY_BYTES} bytes, not {len(self.secret)}")
+            raise ConfigError(f"key {shown_key_id(self.id)} must be {KEY_BYTES} bytes, not {len(self.secret)}")
 
     @classmethod
     def generate(cls, key_id: str | None = None) -> Key:
@@ -120,9 +153,13 @@ class Keyset:
     def __post_init__(self) -> None:
         ids = [k.id for k in self.keys]
         if len(set(ids)) != len(ids):
-            raise ConfigError(f"keyset has duplicate key ids: {sorted(ids)}")
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise ConfigError(f"keyset has duplicate key ids: {', '.join(map(shown_key_id, dupes))}")
         if self.primary_id not in ids:
-            raise ConfigError(f"keyset primary {self.primary_id!r} is not one of its keys {ids}")
+            raise ConfigError(
+                f"keyset primary {shown_key_id(self.primary_id)} is not one of its keys "
+                f"({', '.join(map(shown_key_id, ids))})"
+            )
 
     @property
     def primary(self) -> Key:
@@ -137,7 +174,7 @@ class Keyset:
             if key.id == key_id:
                 return key
         raise KeyUnavailableError(
-            f"key {key_id!r:.60} is not in this keyset (holds {', '.join(self.ids)}): the value was "
+            f"key {shown_key_id(key_id)} is not in this keyset (holds {', '.join(self.ids)}): the value was "
             "encrypted under a key this worker does not have (another team's keyset, or a key "
             "removed before its objects were re-wrapped)"
         )
@@ -157,7 +194,7 @@ class Keyset:
     def without(self, key_id: str) -> Keyset:
         """Drop an old key (after ``xcomstash keys rewrap`` moved its objects to the primary)."""
         if key_id == self.primary_id:
-            raise ConfigError(f"cannot remove the primary key {key_id}; rotate first")
+            raise ConfigError(f"cannot remove the primary key {shown_key_id(key_id)}; promote another key first")
         self.get(key_id)
         return Keyset(self.primary_id, tuple(k for k in self.keys if k.id != key_id))
 
@@ -187,13 +224,27 @@ class Keyset:
         for n, entry in enumerate(entries):
             if not isinstance(entry, dict) or not isinstance(entry.get("secret"), str):
                 raise ConfigError(f"{source}: key #{n} needs an \"id\" and a \"secret\"")
+            key_id = entry.get("id")
+            where = f"{source}: key #{n} (id {shown_key_id(key_id)})"
+            if not valid_key_id(key_id):
+                raise ConfigError(
+                    f"{where}: the id is invalid (1-{MAX_KEY_ID_CHARS} ASCII letters, digits, '-', '_' "
+                    "or '.'; a secret in \"id\" by mistake?)"
+                )
             try:
                 secret = _unb64(entry["secret"])
-            except (binascii.Error, ValueError):
-                raise ConfigError(f"{source}: key #{n} secret is not base64url") from None
+            except (binascii.Error, ValueError) as exc:
+                raise ConfigError(f"{where}: the secret is not strict base64url ({exc})") from None
+            if len(secret) != KEY_BYTES:
+                raise ConfigError(f"{where}: the secret is {len(secret)} bytes, not {KEY_BYTES}")
             created = entry.get("created", "")
-            keys.append(Key(entry.get("id"), secret, created if isinstance(created, str) else ""))  # type: ignore[arg-type]
-        return cls(primary, tuple(keys))
+            keys.append(Key(key_id, secret, created if isinstance(created, str) else ""))
+        if not valid_key_id(primary):
+            raise ConfigError(f"{source}: the primary id {shown_key_id(primary)} is invalid")
+        try:
+            return cls(primary, tuple(keys))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 # ------------------------------------------------------------------- files
