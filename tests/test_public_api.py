@@ -40,4 +40,8 @@ def test_engine_module_exports_only_the_engine() -> None:
 
 def test_engine_offers_push_pull_purge_and_lifetime_and_nothing_else() -> None:
     public = {name for name in vars(xcomstash.engine.Engine) if not name.startswith("_")}
-    assert public == {"serialize", "deserialize", "deserialize_many", "read_table", "purge", "flush", "close"}
+    assert public == {
+        "serialize", "deserialize", "deserialize_many", "read_table",  # push, pull
+        "purge", "purge_rows", "observe_deletion",  # purge (maintenance: many rows; orphans audited)
+        "flush", "close",
+    }

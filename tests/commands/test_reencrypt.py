@@ -49,7 +49,8 @@ def data_key_opens(keyset: Keyset, old_slot: bytes, data: bytes, c: XComCoordina
     try:
         cipher = open_object(keyset, envelope, layout.header_bytes, old_slot, c.dag_id, c.run_id)
         first = layout.frames[0]
-        cipher.open(0, len(layout.frames) == 1, data[layout.body_offset : layout.body_offset + first.stored_len])
+        body = data[layout.body_offset : layout.body_offset + first.stored_len]
+        cipher.open(0, len(layout.frames) == 1, body, first.method, first.raw_len)
     except DecryptionError:
         return False
     return True

@@ -38,7 +38,9 @@ COORD = XComCoordinate("ops_rotation", "run_1", "rotate", -1, "return_value")
 
 #: AWS's documented example secret access key, as the attacker used it: in a sentence.
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-FERNET_KEY = Fernet.generate_key().decode()
+#: A real Fernet key, fixed: parametrized test ids must be the same in every xdist worker.
+FERNET_KEY = "xKlStxSlSb1Zv5yVJ8Tl2VAWR04K8Gajg89JkbH_Fj4="
+assert len(Fernet(FERNET_KEY.encode())._signing_key) == 16  # a valid key
 PASSWORD = "Tr0ub4dor&3-ops"
 
 LEAKS: dict[str, dict[str, Any]] = {

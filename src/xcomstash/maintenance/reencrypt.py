@@ -274,8 +274,9 @@ def _copy_frames(
             sealed = fetch_frame(index, frame, offset, reader.read_at)
         except FrameError as exc:
             raise IntegrityError(f"stored object is corrupt: {exc}", uri="", coordinate=coordinate) from None
-        plain = old.open(index, last, sealed)
-        resealed = cipher.seal(index, last, plain)
+        # The frame's table entry (method, raw length) is authenticated with it (format v2).
+        plain = old.open(index, last, sealed, frame.method, frame.raw_len)
+        resealed = cipher.seal(index, last, plain, frame.method, frame.raw_len)
         if sink is not None:
             sink.write(resealed)
         frames.append(Frame(frame.method, frame.raw_len, len(resealed), hashlib.sha256(resealed).digest()))
