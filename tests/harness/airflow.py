@@ -525,8 +525,12 @@ class AirflowEnv:
         return self._store_files("")
 
     def store_keys(self) -> set[str]:
-        """Every object and link in the local store, temporary upload files excluded."""
-        return {k for k in self.store_files() if not k.rsplit("/", 1)[-1].startswith(".tmp-")}
+        """Every object and link in the local store, temporary upload files and the audit log
+        (``!audit/``, written by maintenance commands too) excluded."""
+        return {
+            k for k in self.store_files()
+            if not k.rsplit("/", 1)[-1].startswith(".tmp-") and not k.startswith("!audit/")
+        }
 
     def referenced_keys(self) -> set[str]:
         """The keys the xcom rows keep alive: each referenced object, and for content-addressed

@@ -8,6 +8,9 @@ objects (no duplicates from the interrupted attempts) and the common.io objects 
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
+
 import random
 import shutil
 
@@ -41,6 +44,11 @@ def legacy_env(make_env):
         run.assert_success()
     env.config["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = cio_path
     env.config["AIRFLOW__XCOMSTASH__THRESHOLD"] = "0"  # offload every value on migration
+    # References are signed by default: common.io rows (unsigned) are read while migrating,
+    # for objects written before the switch, as the README asks.
+    switched = datetime.now(timezone.utc) + timedelta(seconds=1)
+    env.config["AIRFLOW__XCOMSTASH__ACCEPT_UNSIGNED_REFERENCES"] = switched.isoformat()
+    time.sleep(max(0.0, (switched - datetime.now(timezone.utc)).total_seconds()))
     return env, runs
 
 
