@@ -70,8 +70,9 @@ def rerun(make_airflow_env) -> Rerun:
     after_clear = snapshot(env, first.run_id, seen)
 
     seen = len(env.trace())
-    flaky = env.tasks_test(DAG_ID, "flaky", first.run_id, env={"XCS_PHASE": "2"})
-    check = env.tasks_test(DAG_ID, "check", first.run_id, env={"XCS_PHASE": "2"})
+    with env.one_process(env={"XCS_PHASE": "2"}):
+        flaky = env.tasks_test(DAG_ID, "flaky", first.run_id)
+        check = env.tasks_test(DAG_ID, "check", first.run_id)
     after_rerun = snapshot(env, first.run_id, seen)
     return Rerun(env, first, after_retry, after_clear, flaky, check, after_rerun)
 
