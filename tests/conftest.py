@@ -22,20 +22,21 @@ sys.dont_write_bytecode = False
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-#: The files that take longest (seconds of one file alone on the 2-core machine, roughly), so
-#: that with pytest-xdist (whole files per worker) they start first and the short ones fill
-#: the gaps. Deployment files mostly wait on Airflow and go first of all.
+#: The files that take longest (seconds each took in a run of the three real-Airflow tiers on
+#: three workers, 2026-12-02), so that with pytest-xdist (whole files per worker) they start
+#: first and the short ones fill the gaps.
 _FILE_WEIGHTS = {
-    "tests/deployment/test_local_executor.py": 300,
-    "tests/deployment/test_celery_executor.py": 200,
-    "tests/airflow/test_security.py": 160,
-    "tests/maintenance/test_reconcile_airflow.py": 120,
-    "tests/airflow/test_compat.py": 90,
-    "tests/maintenance/test_reconcile_cases_airflow.py": 80,
-    "tests/maintenance/test_migrate_airflow.py": 70,
-    "tests/maintenance/test_retention_verify_airflow.py": 60,
-    "tests/airflow/test_faults.py": 60,
-    "tests/airflow/test_rerun.py": 50,
+    "tests/deployment/test_local_executor.py": 460,
+    "tests/airflow/test_security.py": 330,
+    "tests/maintenance/test_migrate_airflow.py": 220,
+    "tests/maintenance/test_reconcile_airflow.py": 210,
+    "tests/deployment/test_celery_executor.py": 180,
+    "tests/airflow/test_compat.py": 160,
+    "tests/maintenance/test_reconcile_cases_airflow.py": 140,
+    "tests/airflow/test_faults.py": 120,
+    "tests/maintenance/test_retention_verify_airflow.py": 100,
+    "tests/airflow/test_cross_dag.py": 80,
+    "tests/airflow/test_rerun.py": 60,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
 #: installation fixture): about one or two Airflow commands, 10-20 s each.
