@@ -15,6 +15,10 @@ the object store directory, the xcomstash trace file and the command's output.
 On PostgreSQL the template is a migrated database (``migrate_postgres_template``) and every
 env gets ``CREATE DATABASE ... TEMPLATE`` of it (instant).
 
+Several commands of one test can share one Airflow process (``with env.one_process(): ...``,
+tests/harness/airflow_runner.py): Airflow is imported and its in-process execution API built
+once instead of per command, the costliest part of a small ``dags test``.
+
 ``airflow dags test`` runs every task in-process (Airflow's in-process test supervisor, same
 execution API, same XCom backend calls as a worker), so its output is the task logs; they are
 cut per task at the ``[DAG TEST] starting/end task`` lines.
