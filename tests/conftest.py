@@ -22,18 +22,48 @@ sys.dont_write_bytecode = False
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-#: Test directories whose files take minutes each: run first, so that with pytest-xdist the
-#: long files start at once and the short ones fill the gaps (longest first).
-_SLOW_FIRST = ("tests/deployment/", "tests/maintenance/", "tests/airflow/")
+#: The files that take longest (seconds each took in a run of the three real-Airflow tiers on
+#: three workers, 2026-12-02), so that with pytest-xdist (whole files per worker) they start
+#: first and the short ones fill the gaps.
+_FILE_WEIGHTS = {
+    "tests/deployment/test_local_executor.py": 460,
+    "tests/airflow/test_security.py": 330,
+    "tests/maintenance/test_migrate_airflow.py": 220,
+    "tests/maintenance/test_reconcile_airflow.py": 210,
+    "tests/deployment/test_celery_executor.py": 180,
+    "tests/airflow/test_compat.py": 160,
+    "tests/maintenance/test_reconcile_cases_airflow.py": 140,
+    "tests/airflow/test_faults.py": 120,
+    "tests/maintenance/test_retention_verify_airflow.py": 100,
+    "tests/airflow/test_cross_dag.py": 80,
+    "tests/airflow/test_rerun.py": 60,
+}
+#: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
+#: installation fixture): about one or two Airflow commands, 10-20 s each.
+_AIRFLOW_FILE_WEIGHT = 30
+_AIRFLOW_FIXTURES = ("make_airflow_env", "make_env", "airflow_sqlite_template", "airflow_postgres_template")
 
 
-def _rank(item: pytest.Item) -> int:
-    path = item.nodeid
-    for rank, prefix in enumerate(_SLOW_FIRST):
-        if path.startswith(prefix):
-            return rank
-    return len(_SLOW_FIRST)
+def _weight(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path in _FILE_WEIGHTS:
+        return _FILE_WEIGHTS[path]
+    fixtures = getattr(item, "fixturenames", ())
+    if (
+        item.get_closest_marker("airflow")
+        or item.get_closest_marker("deployment")
+        or any(name in fixtures for name in _AIRFLOW_FIXTURES)
+    ):
+        return _AIRFLOW_FILE_WEIGHT
+    return 0
 
 
+@pytest.hookimpl(trylast=True)  # after the directory conftests have added their markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_rank)  # stable: file order within each directory is kept
+    """Heaviest files first, each file's tests kept together and in order (a stable sort on
+    the file's weight: the heaviest test of a file decides)."""
+    weights: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        weights[path] = max(weights.get(path, 0), _weight(item))
+    items.sort(key=lambda item: -weights[item.nodeid.split("::", 1)[0]])

@@ -74,16 +74,17 @@ def legacy(make_airflow_env) -> Legacy:
     switched = datetime.now(timezone.utc) + timedelta(seconds=1)
     env.config["AIRFLOW__XCOMSTASH__ACCEPT_UNSIGNED_REFERENCES"] = switched.isoformat()
     time.sleep(max(0.0, (switched - datetime.now(timezone.utc)).total_seconds()))
-    sink = env.dags_test(
-        SINK,
-        logical_date="2026-01-04T00:00:00+00:00",
-        conf={"runs": {label: run.run_id for label, run in sources.items()}, "doomed": "common_io"},
-    )
-    rows = {label: env.xcom_rows(SOURCE, run.run_id) for label, run in sources.items()}
-    cio_files = {p for p in (env.root / "cio").rglob("*") if p.is_file()}
+    with env.one_process():  # the sink run and the re-run: one Airflow process
+        sink = env.dags_test(
+            SINK,
+            logical_date="2026-01-04T00:00:00+00:00",
+            conf={"runs": {label: run.run_id for label, run in sources.items()}, "doomed": "common_io"},
+        )
+        rows = {label: env.xcom_rows(SOURCE, run.run_id) for label, run in sources.items()}
+        cio_files = {p for p in (env.root / "cio").rglob("*") if p.is_file()}
 
-    # Re-run one old task under xcomstash: Airflow purges its earlier XComs first.
-    rerun = env.tasks_test(SOURCE, "produce", sources["common_io_gzip"].run_id)
+        # Re-run one old task under xcomstash: Airflow purges its earlier XComs first.
+        rerun = env.tasks_test(SOURCE, "produce", sources["common_io_gzip"].run_id)
     return Legacy(env, sources, sink, cio_path, rows, cio_files, rerun)
 
 

@@ -65,13 +65,15 @@ def rerun(make_airflow_env) -> Rerun:
     first.assert_success()
     after_retry = snapshot(env, first.run_id, 0)
 
-    seen = len(env.trace())
-    env.tasks_clear(DAG_ID, "flaky", LOGICAL_DATE, downstream=True)
-    after_clear = snapshot(env, first.run_id, seen)
+    # The clear and the two re-runs: one Airflow process (XCS_PHASE is only read by the tasks).
+    with env.one_process(env={"XCS_PHASE": "2"}):
+        seen = len(env.trace())
+        env.tasks_clear(DAG_ID, "flaky", LOGICAL_DATE, downstream=True)
+        after_clear = snapshot(env, first.run_id, seen)
 
-    seen = len(env.trace())
-    flaky = env.tasks_test(DAG_ID, "flaky", first.run_id, env={"XCS_PHASE": "2"})
-    check = env.tasks_test(DAG_ID, "check", first.run_id, env={"XCS_PHASE": "2"})
+        seen = len(env.trace())
+        flaky = env.tasks_test(DAG_ID, "flaky", first.run_id)
+        check = env.tasks_test(DAG_ID, "check", first.run_id)
     after_rerun = snapshot(env, first.run_id, seen)
     return Rerun(env, first, after_retry, after_clear, flaky, check, after_rerun)
 

@@ -29,8 +29,10 @@ from tests.harness.airflow import (
     XCOMSTASH_BACKEND,
     PostgresTemplate,
     airflow_installed,
+    children_cpu,
     clean_environ as _clean_environ,
     migrate_postgres_template,
+    record_command,
 )
 from tests.harness.api import AirflowAPI
 from tests.harness.processes import Process, spawn, stop_all
@@ -263,6 +265,7 @@ class Deployment:
 
     def _spawn_airflow(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Process:
         proc = spawn(name, [str(AIRFLOW_BIN), *args], self.environ(env), self.log_dir, cwd=self.root)
+        record_command(proc.argv, 0.0, None)
         self.processes[name] = proc
         return proc
 
@@ -326,16 +329,16 @@ class Deployment:
     def python(self, code: str, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
                ) -> subprocess.CompletedProcess:
         """Run Python in a child with this deployment's environment (Airflow importable)."""
-        return subprocess.run(
-            [sys.executable, "-c", code, *args], env=self.environ(env), cwd=self.root,
-            capture_output=True, text=True, timeout=timeout,
-        )
+        return self._run([sys.executable, "-c", code, *args], self.environ(env), timeout)
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(AIRFLOW_BIN), *args], env=self.environ(), cwd=self.root,
-            capture_output=True, text=True, timeout=timeout,
-        )
+        return self._run([str(AIRFLOW_BIN), *args], self.environ(), timeout)
+
+    def _run(self, argv: list[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess:
+        started, cpu = time.monotonic(), children_cpu()
+        proc = subprocess.run(argv, env=env, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        record_command(argv, time.monotonic() - started, children_cpu() - cpu)
+        return proc
 
 
 def _fernet_key() -> str:

@@ -15,6 +15,10 @@ the object store directory, the xcomstash trace file and the command's output.
 On PostgreSQL the template is a migrated database (``migrate_postgres_template``) and every
 env gets ``CREATE DATABASE ... TEMPLATE`` of it (instant).
 
+Several commands of one test can share one Airflow process (``with env.one_process(): ...``,
+tests/harness/airflow_runner.py): Airflow is imported and its in-process execution API built
+once instead of per command, the costliest part of a small ``dags test``.
+
 ``airflow dags test`` runs every task in-process (Airflow's in-process test supervisor, same
 execution API, same XCom backend calls as a worker), so its output is the task logs; they are
 cut per task at the ``[DAG TEST] starting/end task`` lines.
@@ -25,15 +29,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import select
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Iterator, Mapping, Protocol
 
 from xcomstash.coordinate import parse_link_key
 
@@ -46,11 +54,43 @@ COMMON_IO_BACKEND = "airflow.providers.common.io.xcom.backend.XComObjectStorageB
 MARKER = "__xcomstash__"
 #: The xcomstash CLI, run with an env's configuration.
 CLI = "import sys\nfrom xcomstash.cli import main\nsys.exit(main(sys.argv[1:]))"
+#: Runs several ``airflow`` commands in one process (``AirflowEnv.one_process``).
+RUNNER = Path(__file__).with_name("airflow_runner.py")
 
 DEFAULT_TIMEOUT_S = 300
 
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
 _TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+
+
+#: Set to a file path to have every command the harness runs appended to it as a JSON line
+#: (what ran, wall seconds, CPU seconds): how the suite's cost is counted.
+COMMAND_LOG_VAR = "XCS_TEST_COMMAND_LOG"
+
+
+def record_command(
+    argv: list[str], seconds: float, cpu: float | None, commands: int = 1, **extra: Any
+) -> None:
+    """Append one line to the command log, if ``XCS_TEST_COMMAND_LOG`` names one.
+
+    ``cpu`` is the child's user + system CPU seconds (None where unknown, e.g. a server
+    stopped later); ``commands`` is how many CLI commands the process ran."""
+    path = os.environ.get(COMMAND_LOG_VAR)
+    if not path:
+        return
+    line = json.dumps({
+        "argv": [Path(argv[0]).name, *argv[1:4]], "seconds": round(seconds, 2),
+        "cpu": None if cpu is None else round(cpu, 2), "commands": commands,
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "pid": os.getpid(), **extra,
+    })
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def airflow_installed() -> bool:
@@ -85,9 +125,11 @@ def migrate(home: Path, database_url: str, timeout: float = DEFAULT_TIMEOUT_S) -
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
     )
+    started, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.run(
         [str(AIRFLOW_BIN), "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout
     )
+    record_command([str(AIRFLOW_BIN), "db", "migrate"], time.perf_counter() - started, children_cpu() - cpu)
     (home / "db-migrate.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -231,6 +273,88 @@ class DagRunResult(CommandResult):
         )
 
 
+# --------------------------------------------------------------- one process, many commands
+
+
+class AirflowProcess:
+    """One Airflow process (tests/harness/airflow_runner.py) that runs ``airflow`` commands one
+    after another, each as the ``airflow`` script would, with one fixed environment. Airflow is
+    imported, and its in-process execution API built, once for all of them."""
+
+    def __init__(self, environ: Mapping[str, str], cwd: Path, log_path: Path) -> None:
+        self.environ = dict(environ)
+        self.commands = 0
+        #: What each command cost: its own CPU seconds in the process, and its argv.
+        self.costs: list[tuple[float, list[str]]] = []
+        self._log = open(log_path, "ab")
+        self._cpu_before = children_cpu()
+        self._started = time.perf_counter()
+        self.popen = subprocess.Popen(
+            [sys.executable, str(RUNNER)], env=self.environ, cwd=cwd, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def run(self, args: list[str], stdout: Path, stderr: Path, timeout: float) -> int:
+        """Run ``airflow *args``; its output goes to the two files. Returns its exit code (the
+        process's own, negative for a signal, if the command ended the process)."""
+        assert self.popen.stdin is not None
+        self.commands += 1
+        request = {"argv": list(args), "stdout": str(stdout), "stderr": str(stderr)}
+        self.popen.stdin.write((json.dumps(request) + "\n").encode())
+        self.popen.stdin.flush()
+        reply = self._reply(args, timeout)
+        if reply is None:  # the command took the process with it (e.g. a task that kills it)
+            return self.popen.wait()
+        self.costs.append((round(reply["cpu"], 2), list(args[:3])))
+        return int(reply["returncode"])
+
+    def _reply(self, args: list[str], timeout: float) -> dict[str, Any] | None:
+        assert self.popen.stdout is not None
+        fd, data = self.popen.stdout.fileno(), b""
+        deadline = time.monotonic() + timeout
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                self.kill()
+                raise subprocess.TimeoutExpired(["airflow", *args], timeout)
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            data += chunk
+        return json.loads(data)
+
+    def close(self, timeout: float = 60) -> None:
+        """End of input: the process exits; its cost goes to the command log."""
+        cpu = None
+        if self.alive():
+            assert self.popen.stdin is not None
+            try:
+                self.popen.stdin.close()
+                farewell = self._reply(["(end of input)"], timeout)
+                cpu = farewell["cpu"] if farewell else None
+                self.popen.wait(timeout=timeout)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.kill()
+        self.kill()
+        self._log.close()
+        record_command(
+            [str(RUNNER)], time.perf_counter() - self._started,
+            cpu if cpu is not None else children_cpu() - self._cpu_before,
+            commands=self.commands, per_command=self.costs,
+        )
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.popen.wait()
+
+
 # ------------------------------------------------------------------------------- environment
 
 
@@ -284,8 +408,38 @@ class AirflowEnv:
             "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
         }
         self._count = 0
+        #: Set inside ``one_process()``: the environment its commands run with, and the
+        #: process (started by the first command, again after a command that ended it).
+        self._one_environ: dict[str, str] | None = None
+        self._one_overrides: dict[str, str | None] = {}
+        self._one: AirflowProcess | None = None
 
     # ---------------------------------------------------------------- running commands
+
+    @contextmanager
+    def one_process(self, env: Mapping[str, str | None] | None = None) -> Iterator[AirflowEnv]:
+        """Run every ``airflow`` command of the block (``dags_test``, ``tasks_test``,
+        ``tasks_clear``, ``airflow``) in one Airflow process, one after another, with this
+        environment plus ``env``: for a test that runs several commands in a row. Each command
+        runs as the ``airflow`` script runs it and returns the same results; the test may look
+        at the database and store between them. What is not the same as separate processes:
+        in-process state survives from one command to the next (as it does from task to task
+        within one ``dags test``), so a test that tampers with stored values or keys between
+        commands to see a later one fail keeps separate processes. A command inside the block
+        that asks for a different environment (``env=`` other than the block's) is an error;
+        ``xcomstash`` and ``python`` runs still get processes of their own, with the env's own
+        environment."""
+        if self._one_environ is not None:
+            raise RuntimeError("one_process() blocks do not nest")
+        self._one_overrides = dict(env or {})
+        self._one_environ = self.environ(self._one_overrides)
+        try:
+            yield self
+        finally:
+            self._one_environ = None
+            if self._one is not None:
+                self._one.close()
+                self._one = None
 
     def environ(self, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
         env = clean_environ()
@@ -300,6 +454,8 @@ class AirflowEnv:
     def airflow(
         self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = DEFAULT_TIMEOUT_S
     ) -> CommandResult:
+        if self._one_environ is not None:
+            return self._run_in_one_process(list(args), env, timeout)
         return self._run([str(AIRFLOW_BIN), *args], env, timeout)
 
     def python(
@@ -321,13 +477,41 @@ class AirflowEnv:
 
     def _run(self, argv: list[str], env: Mapping[str, str | None] | None, timeout: float) -> CommandResult:
         self._count += 1
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), children_cpu()
         proc = subprocess.run(
             argv, env=self.environ(env), cwd=self.root, capture_output=True, text=True, timeout=timeout
         )
         result = CommandResult(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
+        record_command(argv, result.seconds, children_cpu() - cpu)
         what = "python" if argv[0] == sys.executable else "-".join(argv[1:3])
         name = f"{self._count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', what)[:40]}"
+        (self.logs / f"{name}.out").write_text(result.describe(limit=10**9))
+        return result
+
+    def _run_in_one_process(
+        self, args: list[str], env: Mapping[str, str | None] | None, timeout: float
+    ) -> CommandResult:
+        assert self._one_environ is not None
+        if self.environ({**self._one_overrides, **(env or {})}) != self._one_environ:
+            raise ValueError(
+                f"airflow {' '.join(args[:3])}: inside one_process() every command runs with the "
+                "environment the block was opened with (pass the overrides to one_process())"
+            )
+        self._count += 1
+        name = f"{self._count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', '-'.join(args[:2]))[:40]}"
+        out, err = self.logs / f"{name}.stdout", self.logs / f"{name}.stderr"
+        if self._one is not None and not self._one.alive():
+            self._one.close()
+            self._one = None
+        if self._one is None:
+            self._one = AirflowProcess(self._one_environ, self.root, self.logs / "one-process.log")
+        started = time.perf_counter()
+        returncode = self._one.run(args, out, err, timeout)
+        argv = [str(AIRFLOW_BIN), *args]
+        result = CommandResult(
+            argv, returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
+            time.perf_counter() - started,
+        )
         (self.logs / f"{name}.out").write_text(result.describe(limit=10**9))
         return result
 

@@ -4,11 +4,13 @@ Airflow deletes xcom rows without calling the backend when ``airflow dags test``
 run with the same logical date, when a DAG is deleted (``airflow dags delete``) and in
 ``airflow db clean``; each leaves objects behind. After reconcile the store must hold exactly
 the objects (and dedup links) that the remaining rows reference.
+
+The single cases (a missing object, a killed writer, reconcile through the REST API) are in
+test_reconcile_cases_airflow.py, so that pytest-xdist runs them beside these.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -28,14 +30,15 @@ def run_ok(env, dag_id: str, logical_date: str):
 def lifecycle(request, make_env):
     """Runs of two DAGs, then three ways Airflow drops rows behind the backend's back."""
     env = make_env(f"gc-{request.param}", request.param)
-    first = run_ok(env, "xcs_gc", D1)
-    run_ok(env, "xcs_gc", D2)
-    run_ok(env, "xcs_gc_other", D1)
-    assert env.store_keys() == env.referenced_keys(), "before any deletion the store is exactly what rows reference"
-    # 1. dags test on an existing logical date replaces the run: its rows go, objects stay.
-    run_ok(env, "xcs_gc", D1)
-    # 2. airflow dags delete drops every row of a DAG.
-    env.airflow("dags", "delete", "xcs_gc_other", "--yes").assert_ok()
+    with env.one_process():  # five commands in a row: one Airflow process
+        first = run_ok(env, "xcs_gc", D1)
+        run_ok(env, "xcs_gc", D2)
+        run_ok(env, "xcs_gc_other", D1)
+        assert env.store_keys() == env.referenced_keys(), "before any deletion the store is exactly what rows reference"
+        # 1. dags test on an existing logical date replaces the run: its rows go, objects stay.
+        run_ok(env, "xcs_gc", D1)
+        # 2. airflow dags delete drops every row of a DAG.
+        env.airflow("dags", "delete", "xcs_gc_other", "--yes").assert_ok()
     return env, first
 
 
@@ -86,93 +89,11 @@ def test_reconcile_leaves_exactly_the_referenced_objects_and_is_idempotent(lifec
 
 def test_db_clean_then_reconcile(lifecycle) -> None:
     env, _ = lifecycle
-    run_ok(env, "xcs_gc", D3)
-    cut = time.strftime("%Y-%m-%d %H:%M:%S+00:00", time.gmtime(time.time() + 5))
-    env.airflow("db", "clean", "--clean-before-timestamp", cut, "-t", "xcom", "--skip-archive", "--yes").assert_ok()
+    with env.one_process():
+        run_ok(env, "xcs_gc", D3)
+        cut = time.strftime("%Y-%m-%d %H:%M:%S+00:00", time.gmtime(time.time() + 5))
+        env.airflow("db", "clean", "--clean-before-timestamp", cut, "-t", "xcom", "--skip-archive", "--yes").assert_ok()
     assert env.xcom_rows() == []
     assert env.store_keys(), "db clean left the objects behind"
     env.xcomstash_json("reconcile", "--grace", "0s")
     assert env.store_keys() == set()
-
-
-def test_missing_object_is_reported_with_its_row(make_env) -> None:
-    env = make_env("gc-missing", "sqlite")
-    run = run_ok(env, "xcs_gc", D1)
-    row = next(r for r in env.xcom_rows("xcs_gc", run.run_id, "big"))
-    env.object_path(row.value).unlink()
-    report = env.xcomstash_json("reconcile", "--grace", "0s", expect=2)
-    assert report["missing"]["count"] == 1
-    (missing,) = report["missing"]["sample"]
-    assert missing["uri"] == row.value["uri"]
-    assert missing["xcom"]["task_id"] == "big" and missing["xcom"]["run_id"] == run.run_id
-
-
-def test_killed_writer_object_survives_the_grace_period_then_is_collected(make_env) -> None:
-    env = make_env("gc-killed", "sqlite")
-    run = env.dags_test("xcs_gc_killed", logical_date=D1)
-    assert run.task_state("killed_writer") != "success"
-    assert env.xcom_rows("xcs_gc_killed") == []
-    written = env.store_keys()
-    assert written, "the killed task wrote its object before dying"
-    report = env.xcomstash_json("reconcile", "--grace", "10m")
-    assert report["deleted"]["count"] == 0 and report["young_orphans"]["count"] == len(written)
-    assert env.store_keys() == written
-    # Eleven minutes later (the objects' clock moved back instead of waiting).
-    old = time.time() - 11 * 60
-    for key in written:
-        os.utime(env.store / key, (old, old))
-    report = env.xcomstash_json("reconcile", "--grace", "10m")
-    assert report["deleted"]["count"] == len(written)
-    assert env.store_keys() == set()
-
-
-def test_reconcile_through_the_rest_api(make_env) -> None:
-    """Where only Airflow's API is reachable: rows are read through /api/v2 xcomEntries."""
-    import signal
-    import subprocess
-    import urllib.request
-
-    from tests.harness.airflow import AIRFLOW_BIN
-    from tests.harness.servers import free_port
-
-    env = make_env("gc-rest", "sqlite")
-    run_ok(env, "xcs_gc_other", D1)
-    run_ok(env, "xcs_gc_other", D2)
-    run_ok(env, "xcs_gc_other", D1)  # replaces the first run: its objects are orphans
-    assert env.store_keys() != env.referenced_keys()
-    port = free_port()
-    api_env = env.environ({
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "xcomstash-test-secret",
-    })
-    log = open(env.root / "api-server.log", "wb")
-    server = subprocess.Popen([str(AIRFLOW_BIN), "api-server"], env=api_env, cwd=env.root, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/version", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None, (env.root / "api-server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "api-server did not answer"
-                time.sleep(0.5)
-        referenced = env.referenced_keys()
-        orphans = env.store_keys() - referenced
-        report = env.xcomstash_json("reconcile", "--api-url", url, "--grace", "0s")
-        assert report["references"] == len([r for r in env.xcom_rows() if r.is_reference])
-        assert report["deleted"]["count"] == len(orphans)
-        assert env.store_keys() == referenced
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
