@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -43,12 +44,17 @@ def attacked(make_airflow_env, tmp_path_factory) -> dict[str, Any]:
     stolen = env.xcom_value(VICTIM, victim.run_id, "secret_frame")
     restricted = env.xcom_value(VICTIM, victim.run_id, "restricted")
     own = env.xcom_value(READER, reader.run_id, "produce", "edited")
+    own_restricted = env.xcom_value(READER, reader.run_id, "produce", "unsigned_stripped")
+    assert own_restricted["readers"] == {"dag_id": READER, "tasks": ["consume_only"]}
     keyset = env.home / "xcomstash-keyset.json"
     rows = {
         "copied": stolen,
         "copied_table": stolen,
         "edited": {**stolen, "xcom": own["xcom"]},
         "stripped": {k: v for k, v in restricted.items() if k != "readers"},
+        # A value of this DAG restricted to another task: while unsigned references are
+        # accepted (switching signing on), its MAC and readers are stripped.
+        "unsigned_stripped": {k: v for k, v in own_restricted.items() if k not in ("readers", "mac")},
         "plain": {"attacker": "value"},
         "traversal": f"file://{legacy_base}/../victim.json",
         "traversal_keyset": f"file://{legacy_base}/../home/{keyset.name}",
@@ -56,19 +62,30 @@ def attacked(make_airflow_env, tmp_path_factory) -> dict[str, Any]:
     for key, value in rows.items():
         env.set_xcom_value(READER, reader.run_id, "produce", key, value)
     out = env.root / "reads.json"
+    # The reader runs in exclusive mode, with unsigned references accepted for objects older
+    # than an hour ago (as while switching signing on), auditing to the store too.
+    an_hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
     read = env.tasks_test(
         READER, "read_all", reader.run_id,
-        env={"XCS_ATTACK_OUT": str(out), "AIRFLOW__XCOMSTASH__EXCLUSIVE": "True"},
+        env={
+            "XCS_ATTACK_OUT": str(out),
+            "AIRFLOW__XCOMSTASH__EXCLUSIVE": "True",
+            "AIRFLOW__XCOMSTASH__ACCEPT_UNSIGNED_REFERENCES": an_hour_ago,
+            "AIRFLOW__XCOMSTASH__AUDIT": "log,store",
+        },
     )
     assert out.exists(), read.describe()
     reads = json.loads(out.read_text())
+    denied = env.xcomstash("audit", "--dag", READER, "--outcome", "denied", "--json")
+    denied.assert_ok()
+    audit = [json.loads(line) for line in denied.stdout.splitlines() if line.startswith("{")]
     legit_uri = env.xcom_value(READER, reader.run_id, "produce", "legit")["uri"]
     # Clearing the producer and running it again purges its rows (Airflow deletes a task's
     # XComs when it runs again): the forged ones among them included.
     env.tasks_clear(READER, "produce", reader.logical_date)
     rerun = env.tasks_test(READER, "produce", reader.run_id)
     rerun.assert_ok()
-    return {"env": env, "victim": victim, "reader": reader, "reads": reads, "keyset": keyset,
+    return {"env": env, "victim": victim, "reader": reader, "reads": reads, "keyset": keyset, "audit": audit,
             "legit_uri": legit_uri, "stolen": stolen}
 
 
@@ -90,6 +107,22 @@ def test_another_dags_reference_copied_or_edited_into_a_row_is_refused(attacked,
     read = attacked["reads"][key]
     assert read.get("error") in ("ReferenceSignatureError", "AccessDeniedError"), read
     assert "XComStash" not in read.get("ok", "")
+
+
+def test_a_restricted_value_stripped_of_mac_and_readers_is_refused_while_unsigned_references_are_accepted(
+    attacked,
+) -> None:
+    read = attacked["reads"]["unsigned_stripped"]
+    assert read.get("error") == "ReferenceSignatureError" and "written after signing" in read["message"], read
+
+
+def test_denied_pulls_are_filed_under_the_xcom_the_reader_asked_for(attacked) -> None:
+    audit = attacked["audit"]
+    keys = {e["xcom"]["key"] for e in audit}
+    assert {"copied", "edited", "stripped", "unsigned_stripped", "plain"} <= keys, audit
+    assert all(e["xcom"]["dag_id"] == READER for e in audit)
+    # What the forged rows claimed (the victim's XCom) is kept beside it.
+    assert any((e.get("claimed") or {}).get("dag_id") == VICTIM for e in audit), audit
 
 
 def test_a_plain_value_over_a_reference_is_refused_in_exclusive_mode(attacked) -> None:

@@ -21,7 +21,10 @@ from xcomstash import Restricted
 
 VICTIM = "xcs_attack_victim"
 READER = "xcs_attack_reader"
-KEYS = ("legit", "copied", "copied_table", "edited", "stripped", "plain", "traversal", "traversal_keyset")
+KEYS = (
+    "legit", "copied", "copied_table", "edited", "stripped", "unsigned_stripped", "plain", "traversal",
+    "traversal_keyset",
+)
 
 
 @dag(dag_id=VICTIM, schedule=None, catchup=False, tags=["xcomstash-test"])
@@ -48,7 +51,10 @@ def xcs_attack_reader():
     def produce() -> None:
         ti = get_current_context()["ti"]
         for n, key in enumerate(KEYS):  # distinct values: one object each
-            ti.xcom_push(key=key, value=V.big_frame(rows=5_000, seed=V.SEED + n))
+            value = V.big_frame(rows=5_000, seed=V.SEED + n)
+            if key == "unsigned_stripped":  # readable by another task of this DAG only
+                value = Restricted(value, tasks=["consume_only"])
+            ti.xcom_push(key=key, value=value)
 
     @task
     def read_all() -> None:
