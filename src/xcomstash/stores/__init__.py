@@ -23,6 +23,7 @@ from xcomstash.stores.base import (
 from xcomstash.stores.caching import CachingStore
 from xcomstash.stores.faulty import FaultyStore
 from xcomstash.stores.local import LocalStore
+from xcomstash.stores.replicated import ReplicatedStore
 from xcomstash.stores.wrapper import WrapperStore
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ObjectReader",
     "PendingObject",
     "ReadSource",
+    "ReplicatedStore",
     "Store",
     "StoreLocation",
     "WrapperStore",

@@ -1,0 +1,240 @@
+"""One store made of several locations: every object is written to all of them, and read
+from the first that serves it intact.
+
+    store = ReplicatedStore([LocalStore("/mnt/a"), S3Store(...)], write_quorum=1)
+
+**Writes.** A push streams its bytes to every location at once (each location's own
+:class:`PendingObject`), then publishes in each. The push succeeds when at least
+``write_quorum`` locations (default: all) published; below that, what was published is
+deleted again and :class:`StoreUnavailableError` names the locations that failed, so no
+reference ever points at an object too few locations hold. A location that failed a push it
+was not needed for lacks that object until it is copied there.
+
+**Reads.** :meth:`read_sources` lists each location's sources in order (``replica:0``,
+``replica:1``, ...). The pull path verifies what each serves against the reference and moves
+to the next on a missing object, an unreachable location or damaged bytes, so one location
+lost or corrupted is read around, never handed to a task.
+
+References name the first location's URIs; an object has the same key in every location.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import logging
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Iterator, Sequence
+
+from xcomstash.errors import ConfigError, ObjectMissingError, StoreError, StoreUnavailableError
+from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, ReadSource, Store
+
+log = logging.getLogger("xcomstash")
+
+
+class ReplicatedStore(Store):
+    def __init__(self, locations: Sequence[Store], *, write_quorum: int | None = None) -> None:
+        if len(locations) < 2:
+            raise ConfigError("a replicated store needs at least two locations")
+        quorum = len(locations) if write_quorum is None else write_quorum
+        if not 1 <= quorum <= len(locations):
+            raise ConfigError(f"write_quorum must be 1..{len(locations)}, got {write_quorum!r}")
+        self.locations = tuple(locations)
+        self.write_quorum = quorum
+        self.root_uri = locations[0].root_uri
+        caps = [loc.capabilities for loc in locations]
+        self.capabilities = Capabilities(
+            local=all(c.local for c in caps),
+            ranged_reads=all(c.ranged_reads for c in caps),
+            listing=all(c.listing for c in caps),
+            cheap_publish=all(c.cheap_publish for c in caps),
+            multipart=any(c.multipart for c in caps),
+        )
+
+    def __repr__(self) -> str:
+        return f"ReplicatedStore({list(self.locations)!r}, write_quorum={self.write_quorum})"
+
+    # ----------------------------------------------------------------- writes
+
+    @contextmanager
+    def new_object(self, staged_key: str) -> Iterator[PendingObject]:
+        with ExitStack() as stack:
+            members: list[PendingObject | None] = []
+            failures: list[str] = []
+            for loc in self.locations:
+                try:
+                    members.append(stack.enter_context(loc.new_object(staged_key)))
+                except StoreError as exc:
+                    members.append(None)
+                    failures.append(f"{loc.root_uri}: {exc}")
+            pending = _FanOut(self, members, failures)
+            pending.check_quorum()
+            yield pending
+
+    # ------------------------------------------------------------------ reads
+
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
+        sources: list[ReadSource] = []
+        for i, loc in enumerate(self.locations):
+            for source in loc.read_sources(key, size_hint=size_hint, whole=whole):
+                name = f"replica:{i}" if source.name == "store" else f"replica:{i}:{source.name}"
+                sources.append(dataclasses.replace(source, name=name, open=self._named(key, i, source.open)))
+        return sources
+
+    def _named(self, key: str, index: int, open_: Callable[[], ObjectReader | None]) -> Callable[[], ObjectReader | None]:
+        """A location's missing object is reported under the URI references use."""
+
+        def open_source() -> ObjectReader | None:
+            try:
+                return open_()
+            except ObjectMissingError as exc:
+                raise ObjectMissingError(
+                    f"{exc.detail} (location {index}: {self.locations[index].root_uri})", uri=self.uri_for(key)
+                ) from exc
+
+        return open_source
+
+    def _first(self, key: str, read: str) -> object:
+        """The first location that serves ``key``; unreachable beats missing in the error
+        (a location that is down may hold the object)."""
+        unavailable: StoreError | None = None
+        for loc in self.locations:
+            try:
+                return getattr(loc, read)(key)
+            except ObjectMissingError:
+                continue
+            except StoreError as exc:
+                unavailable = exc
+        if unavailable is not None:
+            raise unavailable
+        raise ObjectMissingError(f"no location holds {key}", uri=self.uri_for(key))
+
+    def get(self, key: str) -> bytes:
+        return self._first(key, "get")  # type: ignore[return-value]
+
+    def open_reader(self, key: str) -> ObjectReader:
+        return self._first(key, "open_reader")  # type: ignore[return-value]
+
+    def head(self, key: str) -> ObjectInfo | None:
+        for loc in self.locations:
+            try:
+                info = loc.head(key)
+            except StoreError:
+                continue
+            if info is not None:
+                return info
+        return None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object any location holds (listed once, as the first location that has it)."""
+        seen: set[str] = set()
+        for loc in self.locations:
+            for info in loc.list(prefix):
+                if info.key not in seen:
+                    seen.add(info.key)
+                    yield info
+
+    # ---------------------------------------------------------------- delete
+
+    def delete(self, key: str) -> None:
+        """Delete everywhere; a location that cannot be reached is an error (after trying
+        every other one), since it would keep a copy a later read could serve."""
+        errors = []
+        for loc in self.locations:
+            try:
+                loc.delete(key)
+            except StoreError as exc:
+                errors.append(f"{loc.root_uri}: {exc}")
+        if errors:
+            raise StoreUnavailableError(f"cannot delete {key} in every location: {'; '.join(errors)}")
+
+    def key_for(self, uri: str) -> str:
+        return self.locations[0].key_for(uri)
+
+    def uri_for(self, key: str) -> str:
+        return self.locations[0].uri_for(key)
+
+    def close(self) -> None:
+        for loc in self.locations:
+            loc.close()
+
+
+class _FanOut:
+    """One pending object per location; a location that fails drops out, the others go on,
+    and publishing needs the quorum."""
+
+    def __init__(self, store: ReplicatedStore, members: list[PendingObject | None], failures: list[str]) -> None:
+        self._store = store
+        self._members = members
+        self._failures = failures
+
+    def _live(self) -> list[tuple[int, PendingObject]]:
+        return [(i, m) for i, m in enumerate(self._members) if m is not None]
+
+    def _drop(self, index: int, exc: BaseException) -> None:
+        member = self._members[index]
+        self._members[index] = None
+        self._failures.append(f"{self._store.locations[index].root_uri}: {exc}")
+        if member is not None:
+            try:
+                member.discard()
+            except StoreError:
+                pass
+
+    def check_quorum(self) -> None:
+        if len(self._live()) < self._store.write_quorum:
+            raise StoreUnavailableError(
+                f"only {len(self._live())} of {len(self._members)} locations can take the object, "
+                f"write_quorum is {self._store.write_quorum}: {'; '.join(self._failures)}"
+            )
+
+    @property
+    def cheap_publish(self) -> bool:
+        return all(m.cheap_publish for _, m in self._live())
+
+    @property
+    def staged_key(self) -> str:
+        live = self._live()
+        return live[0][1].staged_key if live else ""
+
+    def write(self, data: bytes | memoryview) -> int:
+        for i, member in self._live():
+            try:
+                member.write(data)
+            except StoreError as exc:
+                self._drop(i, exc)
+        self.check_quorum()
+        return len(data)
+
+    def publish(self, key: str) -> None:
+        published: list[int] = []
+        for i, member in self._live():
+            try:
+                member.publish(key)
+                published.append(i)
+            except StoreError as exc:
+                self._drop(i, exc)
+        if len(published) < self._store.write_quorum:
+            for i in published:  # below quorum: no location keeps a copy nothing references
+                try:
+                    self._store.locations[i].delete(key)
+                except StoreError:
+                    log.warning("xcomstash: could not remove %s from %s after a failed push", key,
+                                self._store.locations[i].root_uri)
+            raise StoreUnavailableError(
+                f"{self._store.uri_for(key)} was written to {len(published)} of {len(self._members)} "
+                f"locations, write_quorum is {self._store.write_quorum}: {'; '.join(self._failures)}"
+            )
+        if self._failures:
+            log.warning("xcomstash: %s is missing from some locations: %s", key, "; ".join(self._failures))
+
+    def discard(self) -> None:
+        for _, member in self._live():
+            member.discard()
+
+    def flush(self) -> None:
+        for _, member in self._live():
+            getattr(member, "flush", lambda: None)()
+
+
+__all__ = ["ReplicatedStore"]

@@ -1,0 +1,115 @@
+"""ReplicatedStore: a complete Store over several locations (the contract passes); a push
+reaches every location or, below the write quorum, none; a pull through the engine reads
+around a location that lost, damaged or cannot serve its copy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from xcomstash import Engine, StashConfig, XComCoordinate
+from xcomstash.errors import ConfigError, StoreUnavailableError
+from xcomstash.stores import FaultyStore, LocalStore, ReplicatedStore
+from xcomstash.testing import StoreContract, write
+
+COORD = XComCoordinate("dag", "run_1", "task", -1, "return_value")
+VALUE = np.arange(200_000, dtype=np.float64)
+
+
+def names_under(*roots: Path) -> Callable[[], list[str]]:
+    def names() -> list[str]:
+        out: set[str] = set()
+        for root in roots:
+            if root.exists():
+                out |= {os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files}
+        return sorted(out)
+
+    return names
+
+
+class TestReplicatedStoreContract(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> ReplicatedStore:
+        return ReplicatedStore([LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")])
+
+    @pytest.fixture
+    def raw_names(self, tmp_path: Path) -> Callable[[], list[str]]:
+        return names_under(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_write_reaches_every_location(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    write(ReplicatedStore([a, b]), "x/y.xcs", b"payload")
+    assert a.get("x/y.xcs") == b.get("x/y.xcs") == b"payload"
+
+
+def test_below_the_write_quorum_nothing_is_left_anywhere(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    store = ReplicatedStore([a, FaultyStore(b, fail_writes=True)])  # quorum: all
+    with pytest.raises(StoreUnavailableError, match="1 of 2 locations"):
+        write(store, "x/y.xcs", b"payload")
+    assert a.head("x/y.xcs") is None and b.head("x/y.xcs") is None
+    assert names_under(tmp_path / "a", tmp_path / "b")() == []  # no staging files either
+
+
+def test_at_the_write_quorum_a_push_succeeds_with_one_location_down(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    store = ReplicatedStore([FaultyStore(a, fail_writes=True), b], write_quorum=1)
+    write(store, "x/y.xcs", b"payload")
+    assert a.head("x/y.xcs") is None and b.get("x/y.xcs") == b"payload"
+    assert store.get("x/y.xcs") == b"payload"  # read from the location that has it
+
+
+def engine_over(store: ReplicatedStore) -> Engine:
+    config = StashConfig(store_url=store.root_uri, threshold=0, read_ahead=False, cache_dir=None)
+    return Engine(config, store)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted", "truncated"])
+def test_a_pull_reads_around_a_location_whose_copy_is_lost_or_damaged(tmp_path, damage) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    engine = engine_over(ReplicatedStore([a, b]))
+    row = engine.serialize(VALUE, COORD)
+    path = Path(a.root) / a.key_for(row["uri"])
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "corrupted":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 1
+        path.write_bytes(bytes(data))
+    else:
+        os.truncate(path, path.stat().st_size // 2)
+    assert np.array_equal(engine.deserialize(row, COORD), VALUE)
+
+
+def test_a_pull_reads_around_an_unreachable_location(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    row = engine_over(ReplicatedStore([a, b])).serialize(VALUE, COORD)
+    down_first = engine_over(ReplicatedStore([FaultyStore(a, fail_reads=True), b]))
+    assert np.array_equal(down_first.deserialize(row, COORD), VALUE)
+
+
+def test_a_value_damaged_in_every_location_is_an_error_never_a_value(tmp_path) -> None:
+    from xcomstash.errors import IntegrityError
+
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    engine = engine_over(ReplicatedStore([a, b]))
+    row = engine.serialize(VALUE, COORD)
+    for loc in (a, b):
+        path = Path(loc.root) / a.key_for(row["uri"])  # the same key in every location
+        data = bytearray(path.read_bytes())
+        data[-10] ^= 1
+        path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        engine.deserialize(row, COORD)
+
+
+def test_bad_settings_are_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="at least two"):
+        ReplicatedStore([LocalStore(tmp_path / "a")])
+    with pytest.raises(ConfigError, match="write_quorum"):
+        ReplicatedStore([LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")], write_quorum=3)
