@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from xcomstash.format import compression
 from xcomstash.errors import ConfigError
-from xcomstash.stores import parse_store_url
+from xcomstash.stores import store_urls
 
 DEFAULT_STORE_URL = "file:///tmp/xcomstash"
 DEFAULT_THRESHOLD = 64 * 1024
@@ -18,8 +18,11 @@ DEFAULT_THRESHOLD = 64 * 1024
 
 @dataclass(frozen=True)
 class StashConfig:
-    #: Where offloaded values go: ``file:///path`` or ``s3://[conn_id@]bucket/prefix``.
+    #: Where offloaded values go: ``file:///path`` or ``s3://[conn_id@]bucket/prefix``; several
+    #: URLs separated by whitespace replicate every value to each of them.
     store_url: str = DEFAULT_STORE_URL
+    #: With several locations: how many must hold a value for its push to succeed (``None``: all).
+    write_quorum: int | None = None
     #: Values whose encoded size is at least this many bytes are offloaded.
     threshold: int = DEFAULT_THRESHOLD
     #: Compression of stored object bodies: ``zstd`` or ``none``.
@@ -41,7 +44,9 @@ class StashConfig:
     dedup: bool = True
 
     def __post_init__(self) -> None:
-        parse_store_url(self.store_url)
+        locations = len(store_urls(self.store_url))
+        if self.write_quorum is not None and not 1 <= self.write_quorum <= locations:
+            raise ConfigError(f"write_quorum must be 1..{locations} (the locations in store_url), got {self.write_quorum!r}")
         compression.validate(self.compression)
         if not isinstance(self.threshold, int) or self.threshold < 0:
             raise ConfigError(f"threshold must be a non-negative integer, got {self.threshold!r}")

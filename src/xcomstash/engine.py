@@ -53,7 +53,9 @@ class Engine:
         subscribers: Iterable[Subscriber] = (),
     ) -> None:
         self.config = config
-        store = store or open_store(config.store_url, s3_client_factory=s3_client_factory)
+        store = store or open_store(
+            config.store_url, s3_client_factory=s3_client_factory, write_quorum=config.write_quorum
+        )
         self.store = with_cache(store, config.cache_dir, config.cache_max_bytes)
         #: Security checks and keys; with nothing configured it still checks readers.
         self.guard = guard or open_guard()

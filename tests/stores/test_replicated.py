@@ -113,3 +113,23 @@ def test_bad_settings_are_config_errors(tmp_path) -> None:
         ReplicatedStore([LocalStore(tmp_path / "a")])
     with pytest.raises(ConfigError, match="write_quorum"):
         ReplicatedStore([LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")], write_quorum=3)
+
+
+def test_a_store_url_naming_several_locations_replicates_every_value(tmp_path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    engine = Engine(StashConfig(store_url=f"file://{a} file://{b}", threshold=0, read_ahead=False))
+    assert isinstance(engine.store, ReplicatedStore) and engine.store.write_quorum == 2
+    row = engine.serialize(VALUE, COORD)
+    key = LocalStore(a).key_for(row["uri"])  # references name the first location
+    assert (a / key).exists() and (b / key).exists()
+    (a / key).unlink()
+    assert np.array_equal(engine.deserialize(row, COORD), VALUE)
+
+
+def test_write_quorum_must_fit_the_locations_in_the_store_url(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="write_quorum must be 1..2"):
+        StashConfig(store_url=f"file://{tmp_path / 'a'} file://{tmp_path / 'b'}", write_quorum=3)
+    with pytest.raises(ConfigError, match="write_quorum must be 1..1"):
+        StashConfig(store_url=f"file://{tmp_path / 'a'}", write_quorum=2)
+    with pytest.raises(ConfigError, match="unsupported store URL"):
+        StashConfig(store_url=f"file://{tmp_path / 'a'} ftp://x/y")

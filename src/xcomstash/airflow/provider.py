@@ -12,12 +12,23 @@ _OPTIONS: dict[str, dict[str, Any]] = {
             "Where offloaded XCom values are stored: file:///absolute/path or "
             "s3://[conn_id@]bucket/prefix (credentials and endpoint from that Airflow AWS "
             "connection, aws_default if none is named). Empty means "
-            "file://$AIRFLOW_HOME/xcomstash.\n"
+            "file://$AIRFLOW_HOME/xcomstash. Several URLs separated by spaces: every value is "
+            "written to each location and read from the first that serves it intact.\n"
         ),
         "version_added": "0.1.0",
         "type": "string",
         "example": "s3://aws_default@my-bucket/xcom",
         "default": "",
+    },
+    "write_quorum": {
+        "description": (
+            "With several locations in store_url: how many must hold a value for its push to "
+            "succeed (0: all of them). Below it the push fails and no location keeps a copy.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "integer",
+        "example": "1",
+        "default": "0",
     },
     "threshold": {
         "description": (

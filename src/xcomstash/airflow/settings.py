@@ -36,6 +36,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         compression=conf.get(SECTION, "compression", fallback="zstd") or "zstd",
         compression_level=conf.getint(SECTION, "compression_level", fallback=1),
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
+        write_quorum=conf.getint(SECTION, "write_quorum", fallback=0) or None,
         accept_plain_rows=conf.getboolean(SECTION, "accept_plain_rows", fallback=False),
     )
     cache_dir = conf.get(SECTION, "cache_dir", fallback="") or ""
@@ -84,7 +85,7 @@ def engine() -> Engine:
     from xcomstash.stores import open_store
 
     config, trace_file = read_config()
-    store = open_store(config.store_url, s3_client_factory=s3_client_from_connection)
+    store = open_store(config.store_url, s3_client_factory=s3_client_from_connection, write_quorum=config.write_quorum)
     return Engine(
         config,
         store,

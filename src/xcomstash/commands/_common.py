@@ -54,7 +54,7 @@ def open_store(args: argparse.Namespace) -> Any:
 
     url = getattr(args, "store_url", None)
     factory = None
-    if not url or url.startswith("s3:"):
+    if not url or "s3:" in url:
         from xcomstash.airflow.settings import read_config, s3_client_from_connection
 
         factory = s3_client_from_connection

@@ -43,6 +43,7 @@ __all__ = [
     "open_store",
     "with_cache",
     "parse_store_url",
+    "store_urls",
 ]
 
 #: The read cache bound when none is given (the same default as ``StashConfig.cache_max_bytes``).
@@ -80,20 +81,39 @@ def parse_store_url(url: str) -> StoreLocation:
     )
 
 
+def store_urls(url: str) -> list[str]:
+    """The locations a ``store_url`` names: one URL, or several separated by whitespace (a
+    replicated store; the first is the one references name)."""
+    urls = url.split()
+    if not urls:
+        raise ConfigError("store_url is empty")
+    for one in urls:
+        parse_store_url(one)
+    return urls
+
+
 def open_store(
     url: str,
     *,
     s3_client_factory: Callable[[str | None], Any] | None = None,
     cache_dir: str | None = None,
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
+    write_quorum: int | None = None,
 ) -> Store:
     """Open the store a URL names. S3 needs a client factory taking the connection id
-    (the Airflow adapter passes one that reads Airflow connections).
+    (the Airflow adapter passes one that reads Airflow connections). Several URLs: a
+    :class:`ReplicatedStore` over them, a push succeeding once ``write_quorum`` (default all)
+    of them hold the object.
 
     With ``cache_dir``, a remote store comes wrapped in a :class:`CachingStore` bounded to
     ``cache_max_bytes``; a local store never does (a cached copy would cost what a read costs).
     """
-    return with_cache(_open_bare(url, s3_client_factory), cache_dir, cache_max_bytes)
+    urls = store_urls(url)
+    if len(urls) == 1:
+        store = _open_bare(urls[0], s3_client_factory)
+    else:
+        store = ReplicatedStore([_open_bare(u, s3_client_factory) for u in urls], write_quorum=write_quorum)
+    return with_cache(store, cache_dir, cache_max_bytes)
 
 
 def with_cache(store: Store, cache_dir: str | None, cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES) -> Store:
