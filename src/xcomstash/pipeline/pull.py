@@ -330,7 +330,8 @@ class PullPath:
         """An encrypted object names its XCom in its header, which the decryption authenticates:
         it must be the XCom asked for (the key binds only the DAG, or run, so another XCom's
         object of the same DAG would decrypt). With encryption on, a plaintext object was not
-        written by this deployment's workers and is refused (unless ``accept_plaintext_objects``)."""
+        written by this deployment's workers and is refused (unless ``accept_plaintext_objects``).
+        And an encrypted object is never opened through a reference accepted unsigned."""
         if layout.key_slot is None:
             if self.guard.refuses_plaintext:
                 raise DecryptionError(
@@ -339,6 +340,10 @@ class PullPath:
                     "set accept_plaintext_objects)"
                 )
             return
+        if opened.key_id == UNSIGNED:
+            raise ReferenceSignatureError(
+                f"the object at {opened.ref.uri} is encrypted: it is never read through an unsigned reference"
+            )
         wanted = opened.coordinate.as_dict() if opened.coordinate is not None else {}
         if opened.expected is not None:
             wanted.update((k, v) for k, v in dataclasses.asdict(opened.expected).items() if v is not None)
@@ -353,13 +358,7 @@ class PullPath:
     # ---------------------------------------------------------------- decode
 
     def _cipher(self, layout: container.ObjectLayout, opened: Opened) -> FrameCipher | None:
-        if layout.key_slot is None:
-            return None
-        if opened.key_id == UNSIGNED:
-            raise ReferenceSignatureError(
-                f"the object at {opened.ref.uri} is encrypted: it is never read through an unsigned reference"
-            )
-        return self.guard.opener(layout, opened.scope)
+        return self.guard.opener(layout, opened.scope) if layout.key_slot is not None else None
 
     def _decode_whole(
         self, reader: ObjectReader, layout: container.ObjectLayout, opened: Opened

@@ -211,7 +211,7 @@ class Guard:
     def open_reference(self, doc: dict[str, Any], producer_dag: str | None) -> str | None:
         """Verify a row's MAC before anything else; returns the key id that signed it, or
         :data:`UNSIGNED` for a reference accepted unsigned while switching signing on (the
-        caller must then check that its object predates :meth:`unsigned_cutoff`)."""
+        caller must then check its object with :meth:`admit_unsigned_object`)."""
         if not self.config.sign_references:
             return None
         if signing.MAC_FIELD not in doc and self.config.unsigned_before is not None:
