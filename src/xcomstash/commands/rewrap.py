@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -52,7 +50,7 @@ from typing import Any, Iterable, Protocol
 from xcomstash.coordinate import OBJECT_SUFFIX, XComCoordinate
 from xcomstash.errors import XComStashError
 from xcomstash.format import container
-from xcomstash.security.crypto.keyset import KeyRing
+from xcomstash.security.crypto.keyset import KeyRing, write_private_file
 from xcomstash.security.crypto.stream import KEY_SLOT_BYTES, Envelope, rewrap as rewrap_slot, scope_aad, slot_key_id
 
 CHUNK = 8 * 1024 * 1024
@@ -154,16 +152,7 @@ def read_state(state: Path | None, keyring: KeyRing) -> tuple[str, list[str]]:
 def write_state(state: Path, keyring: KeyRing, last_key: str, retry: Iterable[str]) -> None:
     """Replace the checkpoint atomically (a crash leaves the previous one intact)."""
     doc = {"version": STATE_VERSION, "primaries": _primaries(keyring), "last_key": last_key, "retry": sorted(set(retry))}
-    fd, tmp = tempfile.mkstemp(dir=state.parent, prefix=f".{state.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, state)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private_file(state, json.dumps(doc).encode())
 
 
 # ------------------------------------------------------------------- objects

@@ -45,7 +45,7 @@ from xcomstash.codecs.pandas import PandasDataFrameCodec
 from xcomstash.format import container, keyspace
 from xcomstash.format.frames import FrameError, read_frames
 from xcomstash.format.reference import Reference, is_reference
-from xcomstash.observe.events import OK, Event, Observer, log, outcome_of
+from xcomstash.observe.events import OK, Event, Observer, outcome_of
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
 from xcomstash.pipeline.purge import PurgeResult, owned_key

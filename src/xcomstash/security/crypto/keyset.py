@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fnmatch
 import json
 import logging
@@ -250,31 +251,37 @@ class Keyset:
 # ------------------------------------------------------------------- files
 
 
-def write_keyset_file(path: str | os.PathLike[str], keyset: Keyset, *, overwrite: bool = False) -> Path:
-    """Write a keyset readable by its owner only (0600), atomically.
-
-    A new file is created with ``O_EXCL``; an existing one is only replaced when ``overwrite``
-    (rotation), through a 0600 temporary file renamed over it, so the key is never briefly
-    world-readable and a crash leaves the old keyset intact."""
+def write_private_file(path: str | os.PathLike[str], data: bytes, *, create_only: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically, readable by its owner only (0600): through a
+    private temporary file beside it, so no reader ever sees a partial or briefly
+    world-readable file and a crash leaves the previous one intact. ``create_only``: hard-link
+    it into place, which fails (returns False, writing nothing) if ``path`` exists, so
+    concurrent creators agree on one file. Returns whether ``path`` was written."""
     target = Path(path)
-    data = keyset.to_json().encode()
-    if not overwrite:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return target
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".keyset-", suffix=".tmp")  # mode 0600
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+        if not create_only:
+            os.replace(tmp, target)
+            return True
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        return True
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def write_keyset_file(path: str | os.PathLike[str], keyset: Keyset, *, overwrite: bool = False) -> Path:
+    """Write a keyset readable by its owner only (0600), atomically. A new file is never
+    written over an existing one unless ``overwrite`` (rotation)."""
+    target = Path(path)
+    if not write_private_file(target, keyset.to_json().encode(), create_only=not overwrite):
+        raise FileExistsError(errno.EEXIST, "keyset file exists", str(target))
     return target
 
 
@@ -287,18 +294,7 @@ def provision_keyset_file(path: str | os.PathLike[str]) -> Keyset:
     target = Path(path)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".keyset-", suffix=".tmp")  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(Keyset.generate().to_json().encode())
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_private_file(target, Keyset.generate().to_json().encode(), create_only=True)
     check_private(target)
     return read_keyset_file(target)
 
