@@ -88,7 +88,7 @@ def main() -> None:
             try:
                 engine = Engine(
                     StashConfig(store_url=f"s3://{bucket}/partial-{time.time_ns()}", threshold=0, cache_dir=None),
-                    s3_client_factory=lambda _conn: client,
+                    clients=lambda location: client,
                 )
                 emit(measure(engine, df, "s3"))
             finally:

@@ -35,8 +35,11 @@ def test_supported_store_urls_are_accepted(url: str) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "gs://bucket/prefix",
         "http://example.com/xcom",
+        "gs://",
+        "abfs://conn@/prefix",
+        "abfs://@account.dfs.core.windows.net/prefix",
+        "redis://somehost:6379/prefix",
         "/tmp/xcom",
         "tmp/xcom",
         "",

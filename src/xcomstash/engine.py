@@ -32,7 +32,7 @@ from xcomstash.pipeline.push import PushPath
 from xcomstash.pipeline.selection import PartialRead
 from xcomstash.security.guard import Guard, open_guard
 from xcomstash.security.readers import Expected
-from xcomstash.stores import Store, open_store, with_cache
+from xcomstash.stores import ClientFactory, Store, open_store, with_cache
 
 __all__ = ["Engine"]
 
@@ -47,14 +47,14 @@ class Engine:
         *,
         registry: CodecRegistry = default_registry,
         converter: StructureConverter = PLAIN_JSON,
-        s3_client_factory: Callable[[str | None], Any] | None = None,
+        clients: ClientFactory | None = None,
         trace_file: str | None = None,
         guard: Guard | None = None,
         subscribers: Iterable[Subscriber] = (),
     ) -> None:
         self.config = config
         store = store or open_store(
-            config.store_url, s3_client_factory=s3_client_factory, write_quorum=config.write_quorum
+            config.store_url, clients=clients, write_quorum=config.write_quorum
         )
         self.store = with_cache(store, config.cache_dir, config.cache_max_bytes)
         #: Security checks and keys; with nothing configured it still checks readers.

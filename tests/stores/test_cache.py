@@ -45,7 +45,7 @@ def make_engine(s3_client, s3_prefix: str, cache_dir: Path | None, **config: Any
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             **config,
         ),
-        s3_client_factory=lambda conn_id: s3_client,
+        clients=lambda location: s3_client,
     )
 
 
@@ -432,7 +432,7 @@ client = boto3.client(
 )
 engine = Engine(
     StashConfig(store_url=os.environ["STORE_URL"], cache_dir=os.environ["CACHE_DIR"]),
-    s3_client_factory=lambda conn_id: client,
+    clients=lambda location: client,
 )
 Path(os.environ["READY_FILE"]).touch()
 while not go.exists():  # start together with the other readers

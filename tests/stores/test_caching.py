@@ -540,7 +540,7 @@ def test_open_store_wraps_a_remote_store_in_the_cache(s3_client, s3_prefix: str,
 
     store = open_store(
         f"s3://xcom/{s3_prefix}",
-        s3_client_factory=lambda conn_id: s3_client,
+        clients=lambda location: s3_client,
         cache_dir=str(cache_dir),
         cache_max_bytes=12345,
     )
@@ -548,7 +548,7 @@ def test_open_store_wraps_a_remote_store_in_the_cache(s3_client, s3_prefix: str,
     assert store.max_bytes == 12345
     assert store.root_uri == f"s3://xcom/{s3_prefix}"
     assert not store.capabilities.local
-    plain = open_store(f"s3://xcom/{s3_prefix}", s3_client_factory=lambda conn_id: s3_client)
+    plain = open_store(f"s3://xcom/{s3_prefix}", clients=lambda location: s3_client)
     assert isinstance(plain, S3Store)
 
 

@@ -34,7 +34,7 @@ def engine(request, tmp_path: Path) -> Engine:
     prefix = f"dedup-{uuid.uuid4().hex[:8]}"
     return Engine(
         StashConfig(store_url=f"s3://{BUCKET}/{prefix}", threshold=0, cache_dir=None),
-        s3_client_factory=lambda conn_id: client,
+        clients=lambda location: client,
     )
 
 
@@ -153,7 +153,7 @@ def test_large_multipart_duplicate_is_not_uploaded_twice_and_stays_readable(s3_c
     prefix = f"dedup-big-{uuid.uuid4().hex[:8]}"
     engine = Engine(
         StashConfig(store_url=f"s3://{BUCKET}/{prefix}", threshold=0, compression="none"),
-        s3_client_factory=lambda conn_id: s3_client,
+        clients=lambda location: s3_client,
     )
     value = os.urandom(PART_SIZE + 3 * 1024 * 1024)  # two parts
     first = engine.serialize(value, coord(0))
@@ -188,7 +188,7 @@ def test_a_stale_link_to_other_bytes_of_the_same_size_is_never_reused(s3_client)
     prefix = f"dedup-stale-{uuid.uuid4().hex[:8]}"
     engine = Engine(
         StashConfig(store_url=f"s3://{BUCKET}/{prefix}", threshold=0, compression="none"),
-        s3_client_factory=lambda conn_id: s3_client,
+        clients=lambda location: s3_client,
     )
     size = PART_SIZE + 1024 * 1024
     a, b = os.urandom(size), os.urandom(size)

@@ -91,17 +91,17 @@ def test_sibling_prefix_is_not_listed(s3_client, s3_prefix: str) -> None:
 def test_open_store_s3_url_passes_conn_id(s3_client, s3_prefix: str) -> None:
     seen = []
 
-    def factory(conn_id):
-        seen.append(conn_id)
+    def factory(location):
+        seen.append(location.conn_id)
         return s3_client
 
-    store = open_store(f"s3://my_conn@xcom/{s3_prefix}/deep/", s3_client_factory=factory)
+    store = open_store(f"s3://my_conn@xcom/{s3_prefix}/deep/", clients=factory)
     assert seen == ["my_conn"]
     assert isinstance(store, S3Store)
     assert store.root_uri == f"s3://xcom/{s3_prefix}/deep"
     write(store, "k.xcs", b"via open_store")
     assert store.get("k.xcs") == b"via open_store"
-    open_store(f"s3://xcom/{s3_prefix}", s3_client_factory=factory)
+    open_store(f"s3://xcom/{s3_prefix}", clients=factory)
     assert seen == ["my_conn", None]
 
 

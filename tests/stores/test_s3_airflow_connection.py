@@ -21,7 +21,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from xcomstash.airflow.settings import s3_client_from_connection
+    from xcomstash.airflow.connections import client_for
     from xcomstash.config import StashConfig
     from xcomstash.coordinate import XComCoordinate
     from xcomstash.engine import Engine
@@ -32,7 +32,7 @@ CHILD = textwrap.dedent(
     result = {}
 
     # 1. The store, opened from a URL naming the connection.
-    store = open_store(f"s3://my_s3@xcom/{prefix}", s3_client_factory=s3_client_from_connection)
+    store = open_store(f"s3://my_s3@xcom/{prefix}", clients=client_for)
     result["root_uri"] = store.root_uri
     result["endpoint"] = store.client.meta.endpoint_url
     with store.writer("conn/value.xcs") as f:
@@ -43,7 +43,7 @@ CHILD = textwrap.dedent(
     # 2. The engine, with the same factory the Airflow adapter uses.
     engine = Engine(
         StashConfig(store_url=f"s3://my_s3@xcom/{prefix}/engine", threshold=0),
-        s3_client_factory=s3_client_from_connection,
+        clients=client_for,
     )
     coordinate = XComCoordinate("conn_dag", "run", "task", -1, "return_value")
     stored = engine.serialize(np.arange(12).reshape(3, 4), coordinate)
@@ -51,7 +51,7 @@ CHILD = textwrap.dedent(
     result["array"] = engine.deserialize(stored, coordinate).tolist()
 
     # 3. A connection with a wrong secret is refused by the server.
-    bad = open_store(f"s3://bad_s3@xcom/{prefix}", s3_client_factory=s3_client_from_connection)
+    bad = open_store(f"s3://bad_s3@xcom/{prefix}", clients=client_for)
     try:
         bad.get("conn/value.xcs")
     except StoreError as exc:

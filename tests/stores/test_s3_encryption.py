@@ -22,7 +22,7 @@ pytestmark = pytest.mark.s3
 def make(s3_client, keyset: Keyset, cache_dir=None) -> Engine:
     guard = Guard(SecurityConfig(keyring=KeyRing.single(keyset), encrypt=True, sign_references=True))
     config = StashConfig(store_url="s3://xcom/encrypted", threshold=0, read_ahead=False, cache_dir=cache_dir)
-    return Engine(config, s3_client_factory=lambda conn_id: s3_client, guard=guard)
+    return Engine(config, clients=lambda location: s3_client, guard=guard)
 
 
 @pytest.fixture

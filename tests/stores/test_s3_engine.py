@@ -24,11 +24,11 @@ STORE_URL = "s3://xcom/some/prefix"
 def engine(s3_client) -> Engine:
     seen = []
 
-    def factory(conn_id):
-        seen.append(conn_id)
+    def factory(location):
+        seen.append(location.conn_id)
         return s3_client
 
-    engine = Engine(StashConfig(store_url=STORE_URL, threshold=0), s3_client_factory=factory)
+    engine = Engine(StashConfig(store_url=STORE_URL, threshold=0), clients=factory)
     assert all(conn_id is None for conn_id in seen)  # no conn_id in the URL
     return engine
 
@@ -91,7 +91,7 @@ def test_retry_with_another_value_gets_its_own_blob_and_both_read(
 
 def test_per_xcom_layout_overwrite_by_retry_reads_latest(s3_client, coordinate: XComCoordinate) -> None:
     engine = Engine(
-        StashConfig(store_url=STORE_URL, threshold=0, dedup=False), s3_client_factory=lambda _: s3_client
+        StashConfig(store_url=STORE_URL, threshold=0, dedup=False), clients=lambda location: s3_client
     )
     first = engine.serialize(np.zeros(1000), coordinate)
     second = engine.serialize(np.ones(1000), coordinate)

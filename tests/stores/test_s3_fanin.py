@@ -25,7 +25,7 @@ def coord(index: int) -> XComCoordinate:
 def make_engine(s3_client, s3_prefix: str, **config: Any) -> Engine:
     return Engine(
         StashConfig(store_url=f"s3://{BUCKET}/{s3_prefix}", threshold=0, **config),
-        s3_client_factory=lambda conn_id: s3_client,
+        clients=lambda location: s3_client,
     )
 
 

@@ -56,20 +56,11 @@ def read_config() -> tuple[StashConfig, str | None]:
 
 
 def s3_client_from_connection(conn_id: str | None) -> Any:
-    """A boto3 S3 client configured by an Airflow AWS connection (endpoint, keys, region).
+    """A boto3 S3 client configured by an Airflow AWS connection (``aws_default`` if ``None``)."""
+    from xcomstash.airflow.connections import s3_client
+    from xcomstash.stores.locations import StoreLocation
 
-    The endpoint must use TLS; plain HTTP only with ``allow_http_endpoints`` and on loopback."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from xcomstash.security.transport import check_endpoint
-
-    client = S3Hook(aws_conn_id=conn_id or "aws_default").get_conn()
-    check_endpoint(
-        getattr(client.meta, "endpoint_url", None),
-        allow_http=_conf().getboolean(SECTION, "allow_http_endpoints", fallback=False),
-        what=f"S3 endpoint of connection {conn_id or 'aws_default'!r}",
-    )
-    return client
+    return s3_client(StoreLocation(kind="s3", conn_id=conn_id))
 
 
 def serde_converter() -> StructureConverter:
@@ -85,12 +76,13 @@ def engine() -> Engine:
     from xcomstash.stores import open_store
 
     config, trace_file = read_config()
-    store = open_store(config.store_url, s3_client_factory=s3_client_from_connection, write_quorum=config.write_quorum)
+    from xcomstash.airflow.connections import client_for
+
+    store = open_store(config.store_url, clients=client_for, write_quorum=config.write_quorum)
     return Engine(
         config,
         store,
         converter=serde_converter(),
-        s3_client_factory=s3_client_from_connection,
         trace_file=trace_file,
         guard=build_guard(_conf(), store),
     )

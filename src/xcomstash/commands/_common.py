@@ -49,18 +49,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, api: bool = False) 
 
 def open_store(args: argparse.Namespace) -> Any:
     """The store named by ``--store-url``, else the one Airflow's configuration names
-    (S3 credentials from the Airflow connection in the URL)."""
+    (credentials from the Airflow connections the URL names, or the defaults)."""
+    from xcomstash.airflow.connections import client_for
+    from xcomstash.airflow.settings import read_config
     from xcomstash.stores import open_store as _open
 
-    url = getattr(args, "store_url", None)
-    factory = None
-    if not url or "s3:" in url:
-        from xcomstash.airflow.settings import read_config, s3_client_from_connection
-
-        factory = s3_client_from_connection
-        if not url:
-            url = read_config()[0].store_url
-    return _open(url, s3_client_factory=factory)
+    url = getattr(args, "store_url", None) or read_config()[0].store_url
+    return _open(url, clients=client_for)
 
 
 def maintenance_engine(store: Any, command: str) -> Any:

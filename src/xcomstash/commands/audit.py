@@ -46,19 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def open_configured_store(url: str | None) -> Any:
     """The store named on the command line, or the one Airflow's configuration names."""
+    from xcomstash.airflow.connections import client_for
+    from xcomstash.airflow.settings import read_config
     from xcomstash.stores import open_store
 
-    if url:
-        factory = None
-        if url.startswith("s3://") and "@" in url.split("/", 3)[2]:
-            from xcomstash.airflow.settings import s3_client_from_connection
-
-            factory = s3_client_from_connection
-        return open_store(url, s3_client_factory=factory)
-    from xcomstash.airflow.settings import read_config, s3_client_from_connection
-
-    config, _ = read_config()
-    return open_store(config.store_url, s3_client_factory=s3_client_from_connection)
+    return open_store(url or read_config()[0].store_url, clients=client_for)
 
 
 def _keyring(spec: str | None) -> Any:

@@ -7,9 +7,7 @@ local read cache), :class:`FaultyStore` (fault injection), all built on :class:`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from xcomstash.errors import ConfigError
 from xcomstash.stores.base import (
@@ -22,12 +20,15 @@ from xcomstash.stores.base import (
 )
 from xcomstash.stores.caching import CachingStore
 from xcomstash.stores.faulty import FaultyStore
+from xcomstash.stores.locations import URL_FORMS, StoreLocation, parse_store_url, store_urls
 from xcomstash.stores.local import LocalStore
 from xcomstash.stores.replicated import ReplicatedStore
 from xcomstash.stores.wrapper import WrapperStore
 
 __all__ = [
     "CachingStore",
+    "ClientFactory",
+    "URL_FORMS",
     "Capabilities",
     "DEFAULT_CACHE_MAX_BYTES",
     "FaultyStore",
@@ -50,57 +51,35 @@ __all__ = [
 DEFAULT_CACHE_MAX_BYTES = 2 * 1024**3
 
 
-@dataclass(frozen=True)
-class StoreLocation:
-    """A parsed store URL: ``file:///path`` or ``s3://[conn_id@]bucket/prefix``."""
+#: Builds the service client for a location (a boto3 S3 client, a google-cloud-storage
+#: ``Client``, an azure ``BlobServiceClient``, a ``redis.Redis``). The Airflow adapter passes
+#: one that reads Airflow connections; ``None`` returns the kind's default client (the SDK's
+#: own credential chain).
+ClientFactory = Callable[[StoreLocation], Any]
 
-    scheme: str
-    bucket: str = ""
-    prefix: str = ""
-    path: str = ""
-    conn_id: str | None = None
+#: Which module opens each kind of location (imported on first use: an installation that only
+#: uses S3 never needs the Google or Azure SDKs). Each module has
+#: ``open_location(location, client) -> Store``.
+_OPENERS = {
+    "s3": "xcomstash.stores.s3",
+    "gcs": "xcomstash.stores.gcs",
+    "azure": "xcomstash.stores.azure",
+    "redis": "xcomstash.stores.redis",
+}
 
-
-def parse_store_url(url: str) -> StoreLocation:
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"file store URL must be file:///absolute/path, got {url!r}")
-        if not parts.path.startswith("/"):
-            raise ConfigError(f"file store URL needs an absolute path, got {url!r}")
-        return StoreLocation(scheme="file", path=parts.path)
-    if parts.scheme == "s3":
-        conn_id, _, bucket = parts.netloc.rpartition("@")
-        if not bucket:
-            raise ConfigError(f"s3 store URL needs a bucket: s3://[conn_id@]bucket/prefix, got {url!r}")
-        return StoreLocation(
-            scheme="s3", bucket=bucket, prefix=parts.path.strip("/"), conn_id=conn_id or None
-        )
-    raise ConfigError(
-        f"unsupported store URL {url!r}: use file:///path or s3://[conn_id@]bucket/prefix"
-    )
-
-
-def store_urls(url: str) -> list[str]:
-    """The locations a ``store_url`` names: one URL, or several separated by whitespace (a
-    replicated store; the first is the one references name)."""
-    urls = url.split()
-    if not urls:
-        raise ConfigError("store_url is empty")
-    for one in urls:
-        parse_store_url(one)
-    return urls
+#: The package that provides each kind's client library (for the error when it is missing).
+_EXTRAS = {"s3": "s3", "gcs": "gcs", "azure": "azure", "redis": "redis"}
 
 
 def open_store(
     url: str,
     *,
-    s3_client_factory: Callable[[str | None], Any] | None = None,
+    clients: ClientFactory | None = None,
     cache_dir: str | None = None,
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
     write_quorum: int | None = None,
 ) -> Store:
-    """Open the store a URL names. S3 needs a client factory taking the connection id
+    """Open the store a URL names; ``clients`` builds each remote location's service client
     (the Airflow adapter passes one that reads Airflow connections). Several URLs: a
     :class:`ReplicatedStore` over them, a push succeeding once ``write_quorum`` (default all)
     of them hold the object.
@@ -110,9 +89,9 @@ def open_store(
     """
     urls = store_urls(url)
     if len(urls) == 1:
-        store = _open_bare(urls[0], s3_client_factory)
+        store = _open_bare(urls[0], clients)
     else:
-        store = ReplicatedStore([_open_bare(u, s3_client_factory) for u in urls], write_quorum=write_quorum)
+        store = ReplicatedStore([_open_bare(u, clients) for u in urls], write_quorum=write_quorum)
     return with_cache(store, cache_dir, cache_max_bytes)
 
 
@@ -124,16 +103,18 @@ def with_cache(store: Store, cache_dir: str | None, cache_max_bytes: int = DEFAU
     return CachingStore(store, cache_dir, cache_max_bytes)
 
 
-def _open_bare(url: str, s3_client_factory: Callable[[str | None], Any] | None) -> Store:
+def _open_bare(url: str, clients: ClientFactory | None) -> Store:
     location = parse_store_url(url)
-    if location.scheme == "file":
+    if location.kind == "file":
         return LocalStore(location.path)
-    from xcomstash.stores.s3 import S3Store
+    import importlib
 
-    if s3_client_factory is None:
-        import boto3
-
-        client = boto3.client("s3")
-    else:
-        client = s3_client_factory(location.conn_id)
-    return S3Store(client, location.bucket, location.prefix)
+    try:
+        module = importlib.import_module(_OPENERS[location.kind])
+    except ImportError as exc:
+        raise ConfigError(
+            f"store URL {url!r} needs the {exc.name or 'client'} package: "
+            f"pip install 'xcomstash[{_EXTRAS[location.kind]}]'"
+        ) from None
+    client = clients(location) if clients is not None else None
+    return module.open_location(location, client)

@@ -286,3 +286,12 @@ def _translate(exc: Exception, uri: str, action: str) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     return StoreUnavailableError(f"{action} {uri}: S3 store unreachable: {type(exc).__name__}: {exc}")
+
+
+def open_location(location: Any, client: Any | None) -> S3Store:
+    """The store an ``s3://`` URL names; without a client, boto3's default credential chain."""
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3")
+    return S3Store(client, location.bucket, location.prefix)
