@@ -46,6 +46,10 @@ class StoreError(XComStashError):
     """The object store failed or could not be reached."""
 
 
+class ObjectExistsError(StoreError):
+    """``publish(key, if_absent=True)`` found an object already stored at ``key``."""
+
+
 class StoreUnavailableError(StoreError):
     """The store could not be reached (connection refused, timeout, credentials)."""
 

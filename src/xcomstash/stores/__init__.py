@@ -17,6 +17,7 @@ from xcomstash.stores.base import (
     PendingObject,
     ReadSource,
     Store,
+    UnfinishedUpload,
 )
 from xcomstash.stores.caching import CachingStore
 from xcomstash.stores.faulty import FaultyStore
@@ -40,6 +41,7 @@ __all__ = [
     "ReplicatedStore",
     "Store",
     "StoreLocation",
+    "UnfinishedUpload",
     "WrapperStore",
     "open_store",
     "with_cache",

@@ -53,8 +53,13 @@ class PendingObject(Protocol):
 
     def write(self, data: bytes | memoryview) -> int: ...
 
-    def publish(self, key: str) -> None:
-        """Make the written bytes the object ``key`` (atomically replacing any object there)."""
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
+        """Make the written bytes the object ``key`` (atomically replacing any object there).
+
+        ``if_absent``: publish only if no object ``key`` exists, else discard the bytes and
+        raise :class:`~xcomstash.errors.ObjectExistsError`. Atomic in the service where
+        :attr:`Capabilities.conditional_create` says so (S3 ``If-None-Match``, GCS
+        ``ifGenerationMatch=0``, a hard link on disk); elsewhere a check just before publishing."""
 
     def discard(self) -> None:
         """Drop the written bytes; nothing becomes visible."""
@@ -78,6 +83,26 @@ class Capabilities:
     #: Large objects are uploaded in parts while they are still being encoded (S3 multipart):
     #: a push streams instead of staging the whole object first.
     multipart: bool = False
+    #: ``publish(key, if_absent=True)`` is one atomic request to the service, so two writers
+    #: racing for the same key cannot both win.
+    conditional_create: bool = False
+
+
+@dataclass(frozen=True)
+class UnfinishedUpload:
+    """Bytes a writer started to store and neither published nor discarded (a killed process):
+    an S3 multipart upload, staged Azure blocks, a temporary file, Redis chunks. Invisible to
+    readers and to :meth:`Store.list`, but they cost space; ``reconcile`` removes those older
+    than its grace period."""
+
+    #: The key the bytes were headed for (as far as the store knows; informational).
+    key: str
+    #: When the upload started (POSIX seconds).
+    started: float
+    #: What the store needs to remove it (an S3 upload id, a file name, a staging key).
+    token: str
+    #: Bytes held, when the store knows.
+    size: int | None = None
 
 
 def _nothing() -> None:
@@ -167,6 +192,14 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under ``prefix``, streamed (stores may hold millions)."""
+
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Uploads started under this store's root and never finished (see
+        :class:`UnfinishedUpload`). The default: a store that leaves none behind."""
+        return iter(())
+
+    def remove_unfinished(self, upload: UnfinishedUpload) -> None:
+        """Remove the bytes of an unfinished upload; already gone is not an error."""
 
     def uri_for(self, key: str) -> str:
         return f"{self.root_uri}/{key}"

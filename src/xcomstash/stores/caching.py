@@ -396,6 +396,6 @@ class _EvictOnPublish(WrappedPending):
         super().__init__(pending)
         self._store = store
 
-    def publish(self, key: str) -> None:
-        self._pending.publish(key)
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
+        self._pending.publish(key, if_absent=if_absent)
         self._store.evict(key)

@@ -237,10 +237,10 @@ class _FaultyPending(WrappedPending):
         super().__init__(pending)
         self._store = store
 
-    def publish(self, key: str) -> None:
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
         store = self._store
         if store.applies(key) and store._fail_writes.fire():
             store._count_fault()
             self._pending.discard()
             raise StoreUnavailableError(f"injected fault: cannot publish {store.uri_for(key)}")
-        self._pending.publish(key)
+        self._pending.publish(key, if_absent=if_absent)

@@ -13,8 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError
-from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, Store
+from xcomstash.errors import ObjectExistsError, ObjectMissingError, StoreError, StoreReadError
+from xcomstash.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    ObjectReader,
+    PendingObject,
+    Store,
+    UnfinishedUpload,
+)
 
 
 class FileReader:
@@ -71,13 +78,23 @@ class _PendingFile:
     def flush(self) -> None:
         self._file.flush()
 
-    def publish(self, key: str) -> None:
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
         path = self._store._path(key)
         try:
             self._file.close()
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._tmp, path)
+            if if_absent:
+                # link() fails if the name exists: two writers cannot both create it.
+                try:
+                    os.link(self._tmp, path)
+                except FileExistsError:
+                    self.discard()
+                    raise ObjectExistsError(f"{self._store.uri_for(key)} already exists") from None
+                os.unlink(self._tmp)
+            else:
+                os.replace(self._tmp, path)
         except OSError as exc:
+            self.discard()
             raise StoreError(f"cannot write {self._store.uri_for(key)}: {exc}") from exc
         self._done = True
 
@@ -94,7 +111,7 @@ class _PendingFile:
 
 class LocalStore(Store):
     #: On this machine's disk (or a mount that behaves like it): a cache would only copy it.
-    capabilities = Capabilities(local=True)
+    capabilities = Capabilities(local=True, conditional_create=True)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -162,3 +179,27 @@ class LocalStore(Store):
                         continue
                     raise
                 yield ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
+
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Temporary files of writers that were killed before publishing or discarding."""
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not (name.startswith(".tmp-") and name.endswith(".part")):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                rel = os.path.relpath(full, self.root).replace(os.sep, "/")
+                yield UnfinishedUpload(key=rel, started=st.st_mtime, token=rel, size=st.st_size)
+
+    def remove_unfinished(self, upload: UnfinishedUpload) -> None:
+        name = upload.token.rsplit("/", 1)[-1]
+        if not (name.startswith(".tmp-") and name.endswith(".part")) or ".." in upload.token.split("/"):
+            raise StoreError(f"not an unfinished upload of {self.root_uri}: {upload.token!r}")
+        try:
+            os.unlink(self._path(upload.token))
+        except FileNotFoundError:
+            pass

@@ -26,8 +26,16 @@ import logging
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator, Sequence
 
-from xcomstash.errors import ConfigError, ObjectMissingError, StoreError, StoreUnavailableError
-from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, ReadSource, Store
+from xcomstash.errors import ConfigError, ObjectExistsError, ObjectMissingError, StoreError, StoreUnavailableError
+from xcomstash.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    ObjectReader,
+    PendingObject,
+    ReadSource,
+    Store,
+    UnfinishedUpload,
+)
 
 log = logging.getLogger("xcomstash")
 
@@ -49,6 +57,7 @@ class ReplicatedStore(Store):
             listing=all(c.listing for c in caps),
             cheap_publish=all(c.cheap_publish for c in caps),
             multipart=any(c.multipart for c in caps),
+            conditional_create=all(c.conditional_create for c in caps),
         )
 
     def __repr__(self) -> str:
@@ -134,6 +143,18 @@ class ReplicatedStore(Store):
                     seen.add(info.key)
                     yield info
 
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Every location's unfinished uploads, the token prefixed with the location's index."""
+        for index, loc in enumerate(self.locations):
+            for upload in loc.unfinished_uploads():
+                yield dataclasses.replace(upload, token=f"{index}:{upload.token}")
+
+    def remove_unfinished(self, upload: UnfinishedUpload) -> None:
+        index, _, token = upload.token.partition(":")
+        if not index.isdigit() or int(index) >= len(self.locations):
+            raise StoreError(f"not an unfinished upload of a location of {self.root_uri}: {upload.token!r}")
+        self.locations[int(index)].remove_unfinished(dataclasses.replace(upload, token=token))
+
     # ---------------------------------------------------------------- delete
 
     def delete(self, key: str) -> None:
@@ -206,15 +227,24 @@ class _FanOut:
         self.check_quorum()
         return len(data)
 
-    def publish(self, key: str) -> None:
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
+        """Publish in every live location. With ``if_absent`` (content-addressed objects, whose
+        key names their bytes) a location that already holds the key counts as holding the
+        object; :class:`ObjectExistsError` only when every location already held it."""
         published: list[int] = []
+        held = 0
         for i, member in self._live():
             try:
-                member.publish(key)
+                member.publish(key, if_absent=if_absent)
                 published.append(i)
+            except ObjectExistsError:
+                self._members[i] = None
+                held += 1
             except StoreError as exc:
                 self._drop(i, exc)
-        if len(published) < self._store.write_quorum:
+        if held and not published and not self._failures:
+            raise ObjectExistsError(f"{self._store.uri_for(key)} already exists")
+        if len(published) + held < self._store.write_quorum:
             for i in published:  # below quorum: no location keeps a copy nothing references
                 try:
                     self._store.locations[i].delete(key)

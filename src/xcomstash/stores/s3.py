@@ -18,10 +18,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from xcomstash.errors import ObjectMissingError, StoreError, StoreReadError, StoreUnavailableError
-from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, Store
+from xcomstash.errors import (
+    ObjectExistsError,
+    ObjectMissingError,
+    StoreError,
+    StoreReadError,
+    StoreUnavailableError,
+)
+from xcomstash.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    ObjectReader,
+    PendingObject,
+    Store,
+    UnfinishedUpload,
+)
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+#: A conditional create found the object (If-None-Match: *); 409 when another conditional
+#: write of the same key is in flight.
+_EXISTS_CODES = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
 PART_SIZE = 16 * 1024 * 1024
 PARTS_IN_FLIGHT = 4
 #: The first GET fetches this much: small objects arrive whole in one request.
@@ -71,10 +87,14 @@ class _MultipartWriter:
         """Nothing uploaded yet: everything written so far fits one PUT."""
         return self._upload_id is None
 
-    def commit(self, key: str | None = None) -> None:
-        """Finish the upload; a single-part object may still be sent to another ``key``."""
+    def commit(self, key: str | None = None, *, if_absent: bool = False) -> None:
+        """Finish the upload; a single-part object may still be sent to another ``key``.
+        ``if_absent``: the service refuses (412) if the object exists."""
+        condition = {"IfNoneMatch": "*"} if if_absent else {}
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=key or self._key, Body=bytes(self._buffer))
+            self._client.put_object(
+                Bucket=self._bucket, Key=key or self._key, Body=bytes(self._buffer), **condition
+            )
             return
         if self._buffer:
             self._send(bytes(self._buffer))
@@ -86,6 +106,7 @@ class _MultipartWriter:
             Key=self._key,
             UploadId=self._upload_id,
             MultipartUpload={"Parts": self._parts},
+            **condition,
         )
 
     def abort(self) -> None:
@@ -118,7 +139,7 @@ class _PendingUpload:
     def write(self, data: bytes | memoryview) -> int:
         return self._stream.write(data)
 
-    def publish(self, key: str) -> None:
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
         store = self._store
         if not self._stream.single_part and key != self.staged_key:
             self.discard()
@@ -127,11 +148,13 @@ class _PendingUpload:
                 f"at its staged key {self.staged_key!r}"
             )
         try:
-            self._stream.commit(key=store._s3_key(key))
+            self._stream.commit(key=store._s3_key(key), if_absent=if_absent)
         except Exception as exc:
             self.discard()
             if isinstance(exc, StoreError) or not _is_s3_error(exc):
                 raise
+            if _error_code(exc) in _EXISTS_CODES:
+                raise ObjectExistsError(f"{store.uri_for(key)} already exists") from exc
             raise _translate(exc, store.uri_for(key), "cannot upload") from exc
         self._done = True
 
@@ -187,7 +210,9 @@ class S3Store(Store):
     #: Remote (worth caching), ranged GETs, listing. Publish under another key is cheap only
     #: for an object that fits one part: a multipart upload cannot be renamed, so
     #: ``cheap_publish`` is False here and :attr:`PendingObject.cheap_publish` tells per object.
-    capabilities = Capabilities(local=False, ranged_reads=True, listing=True, cheap_publish=False, multipart=True)
+    capabilities = Capabilities(
+        local=False, ranged_reads=True, listing=True, cheap_publish=False, multipart=True, conditional_create=True
+    )
 
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self.client = client
@@ -266,6 +291,40 @@ class S3Store(Store):
                     )
         except Exception as exc:
             raise _translate(exc, self.root_uri, "cannot list") from exc
+
+
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        """Multipart uploads started under the prefix and never completed or aborted (S3 keeps
+        their parts, and bills them, until a lifecycle rule or this removes them)."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + "/" if self.prefix else ""):
+                for upload in page.get("Uploads", []):
+                    yield UnfinishedUpload(
+                        key=upload["Key"][strip:],
+                        started=upload["Initiated"].timestamp(),
+                        token=f"{upload['UploadId']} {upload['Key']}",
+                    )
+        except Exception as exc:
+            raise _translate(exc, self.root_uri, "cannot list uploads") from exc
+
+    def remove_unfinished(self, upload: UnfinishedUpload) -> None:
+        upload_id, _, s3_key = upload.token.partition(" ")
+        if not s3_key.startswith(self.prefix + "/" if self.prefix else ""):
+            raise StoreError(f"not an upload under {self.root_uri}: {s3_key!r}")
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+        except Exception as exc:
+            error = _translate(exc, self.root_uri, "cannot abort upload")
+            if isinstance(error, ObjectMissingError) or _error_code(exc) == "NoSuchUpload":
+                return
+            raise error from exc
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def _is_s3_error(exc: Exception) -> bool:

@@ -19,6 +19,7 @@ from xcomstash.stores.base import (
     PendingObject,
     ReadSource,
     Store,
+    UnfinishedUpload,
 )
 
 
@@ -62,6 +63,12 @@ class WrapperStore(Store):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.inner.list(prefix)
 
+    def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
+        return self.inner.unfinished_uploads()
+
+    def remove_unfinished(self, upload: UnfinishedUpload) -> None:
+        self.inner.remove_unfinished(upload)
+
     def uri_for(self, key: str) -> str:
         return self.inner.uri_for(key)
 
@@ -93,8 +100,8 @@ class WrappedPending:
     def write(self, data: bytes | memoryview) -> int:
         return self._pending.write(data)
 
-    def publish(self, key: str) -> None:
-        self._pending.publish(key)
+    def publish(self, key: str, *, if_absent: bool = False) -> None:
+        self._pending.publish(key, if_absent=if_absent)
 
     def discard(self) -> None:
         self._pending.discard()

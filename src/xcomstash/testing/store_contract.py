@@ -28,12 +28,16 @@ from typing import Callable
 import pytest
 
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.errors import InvalidReferenceError, ObjectMissingError, StoreError
+from xcomstash.errors import InvalidReferenceError, ObjectExistsError, ObjectMissingError, StoreError
 from xcomstash.stores import Capabilities, ReadSource, Store
 
 __all__ = ["AWKWARD_COORDINATES", "Boom", "StoreContract", "read_via_sources", "write"]
 
 RawNames = Callable[[], "list[str]"]
+
+#: What the killed-writer test writes: more than an S3 part (16 MiB), so that stores which
+#: upload in parts while writing have started one.
+KILLED_WRITE_BYTES = 17 * 1024 * 1024
 
 #: Keys the engine really produces, including percent-encoded components.
 AWKWARD_COORDINATES = [
@@ -140,6 +144,49 @@ class StoreContract:
             with store.writer("k.xcs") as f:
                 f.write(b"x")
                 raise KeyError("inner")
+
+    # ------------------------------------------------- conditional create
+
+    def test_publish_if_absent_creates_a_new_object(self, store: Store) -> None:
+        with store.new_object("cas/new.xcs") as pending:
+            pending.write(b"first")
+            pending.publish("cas/new.xcs", if_absent=True)
+        assert store.get("cas/new.xcs") == b"first"
+
+    def test_publish_if_absent_refuses_an_existing_object_and_keeps_it(
+        self, store: Store, raw_names: RawNames
+    ) -> None:
+        write(store, "cas/k.xcs", b"the stored bytes")
+        with pytest.raises(ObjectExistsError):
+            with store.new_object("cas/k.xcs") as pending:
+                pending.write(b"other bytes that must not replace them")
+                pending.publish("cas/k.xcs", if_absent=True)
+        assert store.get("cas/k.xcs") == b"the stored bytes"
+        assert [i.key for i in store.list()] == ["cas/k.xcs"]
+        assert len(raw_names()) == 1, "a refused publish left something behind"
+
+    # ---------------------------------------------------- unfinished uploads
+
+    def test_killed_writer_leaves_nothing_that_reconcile_cannot_find(
+        self, store: Store, raw_names: RawNames
+    ) -> None:
+        """A writer killed mid-upload (its block never exits) leaves either nothing or
+        unfinished uploads that the store lists and removes; never a visible object."""
+        block = store.new_object("killed/v.xcs")
+        pending = block.__enter__()
+        pending.write(b"k" * (KILLED_WRITE_BYTES))
+        for _ in range(2):  # a store may finish a background write a moment later
+            if list(store.unfinished_uploads()) or not raw_names():
+                break
+            time.sleep(0.5)
+        assert store.head("killed/v.xcs") is None
+        assert list(store.list()) == []
+        for upload in list(store.unfinished_uploads()):
+            assert upload.started <= time.time() + 5
+            store.remove_unfinished(upload)
+            store.remove_unfinished(upload)  # already gone: not an error
+        assert list(store.unfinished_uploads()) == []
+        assert raw_names() == [], "a killed writer left bytes the store does not list as unfinished"
 
     # -------------------------------------------------------------- missing
 
