@@ -23,6 +23,9 @@ class StashConfig:
     store_url: str = DEFAULT_STORE_URL
     #: With several locations: how many must hold a value for its push to succeed (``None``: all).
     write_quorum: int | None = None
+    #: With several locations: the order reads try them in, as indexes into ``store_url``
+    #: (``None``: as listed). E.g. ``(1, 0)`` reads the second location first (the nearer one).
+    read_order: tuple[int, ...] | None = None
     #: Values whose encoded size is at least this many bytes are offloaded.
     threshold: int = DEFAULT_THRESHOLD
     #: Compression of stored object bodies: ``zstd`` or ``none``.
@@ -47,6 +50,10 @@ class StashConfig:
         locations = len(store_urls(self.store_url))
         if self.write_quorum is not None and not 1 <= self.write_quorum <= locations:
             raise ConfigError(f"write_quorum must be 1..{locations} (the locations in store_url), got {self.write_quorum!r}")
+        if self.read_order is not None and sorted(self.read_order) != list(range(locations)):
+            raise ConfigError(
+                f"read_order must list each location of store_url once (0..{locations - 1}), got {list(self.read_order)}"
+            )
         compression.validate(self.compression)
         if not isinstance(self.threshold, int) or self.threshold < 0:
             raise ConfigError(f"threshold must be a non-negative integer, got {self.threshold!r}")

@@ -54,7 +54,7 @@ class Engine:
     ) -> None:
         self.config = config
         store = store or open_store(
-            config.store_url, clients=clients, write_quorum=config.write_quorum
+            config.store_url, clients=clients, write_quorum=config.write_quorum, read_order=config.read_order
         )
         self.store = with_cache(store, config.cache_dir, config.cache_max_bytes)
         #: Security checks and keys; with nothing configured it still checks readers.

@@ -330,7 +330,7 @@ def test_object_of_another_size_than_the_hint_is_served_uncached(store: CachingS
 class LyingSize(WrapperStore):
     """Readers claim more bytes than they serve: a store that lost the end of an object."""
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True):  # type: ignore[override]
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer=()):  # type: ignore[override]
         from xcomstash.stores import ReadSource
 
         def open_() -> ObjectReader:

@@ -133,3 +133,98 @@ def test_write_quorum_must_fit_the_locations_in_the_store_url(tmp_path) -> None:
         StashConfig(store_url=f"file://{tmp_path / 'a'}", write_quorum=2)
     with pytest.raises(ConfigError, match="unsupported store URL"):
         StashConfig(store_url=f"file://{tmp_path / 'a'} ftp://x/y")
+
+
+# --------------------------------------------------- locations in the reference, failover events
+
+
+class Events:
+    """A subscriber keeping every event (pushes and pulls of stored values)."""
+
+    wants_inline = False
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def __call__(self, event) -> None:
+        self.seen.append(event)
+
+    def flush(self) -> None:
+        pass
+
+    def last(self, op: str):
+        return [e for e in self.seen if e.op == op][-1]
+
+
+def test_the_reference_names_every_location_that_took_the_value(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    row = engine_over(ReplicatedStore([a, b])).serialize(VALUE, COORD)
+    assert row["locations"] == [a.root_uri, b.root_uri]
+
+
+def test_a_push_at_quorum_names_only_the_locations_that_hold_the_value(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    store = ReplicatedStore([FaultyStore(a, fail_writes=True), b], write_quorum=1)
+    row = engine_over(store).serialize(VALUE, COORD)
+    assert row["locations"] == [b.root_uri]
+    assert a.head(a.key_for(row["uri"])) is None
+
+
+def test_a_pull_tries_the_locations_the_reference_names_first(tmp_path) -> None:
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    row = engine_over(ReplicatedStore([FaultyStore(a, fail_writes=True), b], write_quorum=1)).serialize(VALUE, COORD)
+    watched_a = FaultyStore(a)
+    events = Events()
+    reader = Engine(StashConfig(store_url=a.root_uri, threshold=0, read_ahead=False), ReplicatedStore([watched_a, b]), subscribers=[events])
+    assert np.array_equal(reader.deserialize(row, COORD), VALUE)
+    assert watched_a.bytes_read == 0, "the location the reference does not name was read first"
+    assert events.last("pull").source == "replica:1" and events.last("pull").failover == ()
+
+
+def test_a_failover_is_recorded_in_the_pull_event_audit_and_trace(tmp_path) -> None:
+    import json
+
+    from xcomstash.observe.audit import AuditLog, AuditRecorder
+
+    class Kept:
+        def __init__(self) -> None:
+            self.events: list = []
+
+        def write(self, event) -> None:
+            self.events.append(event)
+
+        def flush(self) -> None:
+            pass
+
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    events, audited = Events(), Kept()
+    trace = tmp_path / "trace.jsonl"
+    engine = Engine(
+        StashConfig(store_url=a.root_uri, threshold=0, read_ahead=False),
+        ReplicatedStore([a, b]), subscribers=[events, AuditRecorder(AuditLog([audited]))], trace_file=str(trace),
+    )
+    row = engine.serialize(VALUE, COORD)
+    (Path(a.root) / a.key_for(row["uri"])).unlink()
+    assert np.array_equal(engine.deserialize(row, COORD), VALUE)
+    pull = events.last("pull")
+    assert pull.source == "replica:1"
+    assert pull.failover == ("replica:0: ObjectMissingError",)
+    traced = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert traced[-1]["extra"]["failover"] == ["replica:0: ObjectMissingError"]
+    audit = json.loads([e for e in audited.events if e.op == "pull"][-1].to_json())
+    assert audit["source"] == "replica:1" and audit["failover"] == ["replica:0: ObjectMissingError"]
+
+
+def test_read_order_reads_the_named_location_first(tmp_path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    events = Events()
+    engine = Engine(
+        StashConfig(store_url=f"file://{a} file://{b}", threshold=0, read_ahead=False, read_order=(1, 0)),
+        subscribers=[events],
+    )
+    assert engine.store.read_order == (1, 0)
+    row = engine.serialize(VALUE, COORD)
+    assert np.array_equal(engine.deserialize(row, COORD), VALUE)
+    assert events.last("pull").source == "replica:1"
+    with pytest.raises(ConfigError, match="read_order"):
+        StashConfig(store_url=f"file://{a} file://{b}", read_order=(0, 0))

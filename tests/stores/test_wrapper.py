@@ -90,7 +90,7 @@ class Recorder(Store):
     def key_for(self, uri: str) -> str:
         return self._note("key_for", uri)
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
+    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer=()) -> builtins.list[ReadSource]:
         return self._note("read_sources", key, size_hint)  # type: ignore[return-value]
 
     def close(self) -> None:

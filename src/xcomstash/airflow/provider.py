@@ -30,6 +30,17 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "1",
         "default": "0",
     },
+    "read_order": {
+        "description": (
+            "With several locations in store_url: the order reads try them in, as indexes into "
+            "store_url counted from 0 (empty: as listed). A read moves to the next location when "
+            "one is unreachable, lacks the object or serves damaged bytes.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "string",
+        "example": "1 0",
+        "default": "",
+    },
     "threshold": {
         "description": (
             "Values whose encoded size is at least this many bytes are offloaded to the store; "

@@ -37,6 +37,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         compression_level=conf.getint(SECTION, "compression_level", fallback=1),
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
         write_quorum=conf.getint(SECTION, "write_quorum", fallback=0) or None,
+        read_order=_read_order(conf.get(SECTION, "read_order", fallback="") or ""),
         accept_plain_rows=conf.getboolean(SECTION, "accept_plain_rows", fallback=False),
     )
     cache_dir = conf.get(SECTION, "cache_dir", fallback="") or ""
@@ -53,6 +54,18 @@ def read_config() -> tuple[StashConfig, str | None]:
     )
     trace_file = conf.get(SECTION, "trace_file", fallback="") or None
     return config, trace_file
+
+
+def _read_order(text: str) -> tuple[int, ...] | None:
+    """``read_order``: location indexes separated by spaces or commas (empty: as listed)."""
+    from xcomstash.errors import ConfigError
+
+    parts = text.replace(",", " ").split()
+    if not parts:
+        return None
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"[xcomstash] read_order must be location indexes such as '1 0', got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def s3_client_from_connection(conn_id: str | None) -> Any:
@@ -78,7 +91,9 @@ def engine() -> Engine:
     config, trace_file = read_config()
     from xcomstash.airflow.connections import client_for
 
-    store = open_store(config.store_url, clients=client_for, write_quorum=config.write_quorum)
+    store = open_store(
+        config.store_url, clients=client_for, write_quorum=config.write_quorum, read_order=config.read_order
+    )
     return Engine(
         config,
         store,

@@ -29,7 +29,9 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _FIELDS = {MARKER, "uri", "size", "digest", "codec", "type", "summary"}
 #: ``readers``: who may read the value (see :mod:`xcomstash.security.readers`); ``mac``: the signature
 #: over every other field (see :mod:`xcomstash.security.signing`).
-_OPTIONAL_FIELDS = {"xcom", "readers", "mac"}
+#: ``locations``: with several store locations, the roots of those that took the object.
+_OPTIONAL_FIELDS = {"xcom", "readers", "locations", "mac"}
+MAX_LOCATIONS = 16
 MAX_MAC_CHARS = 100
 MAX_XCOM_FIELD_CHARS = 1000
 
@@ -46,6 +48,10 @@ class Reference:
     xcom: XComCoordinate | None = None
     #: Who may read the value (``None``: anyone who can read the row).
     readers: Readers | None = None
+    #: With a replicated store: the root URIs of the locations that held the object when it
+    #: was pushed (``None``: one location, or not known). Reads try these first; ``repair``
+    #: copies to the others.
+    locations: tuple[str, ...] | None = None
     #: ``"<key id>:<HMAC>"`` when the reference is signed.
     mac: str | None = None
 
@@ -64,6 +70,8 @@ class Reference:
             doc["xcom"] = self.xcom.as_dict()
         if self.readers is not None:
             doc["readers"] = self.readers.to_json()
+        if self.locations is not None:
+            doc["locations"] = list(self.locations)
         if self.mac is not None:
             doc["mac"] = self.mac
         return doc
@@ -102,6 +110,15 @@ class Reference:
             if xcom is None or len(str(xcom)) > MAX_XCOM_FIELD_CHARS:
                 raise InvalidReferenceError("malformed xcomstash reference: bad xcom")
         readers = Readers.from_json(obj["readers"]) if "readers" in obj else None
+        locations = obj.get("locations")
+        if locations is not None:
+            if (
+                not isinstance(locations, list)
+                or not 1 <= len(locations) <= MAX_LOCATIONS
+                or not all(isinstance(u, str) and 0 < len(u) <= MAX_URI_CHARS for u in locations)
+            ):
+                raise InvalidReferenceError("malformed xcomstash reference: bad locations")
+            locations = tuple(locations)
         mac = obj.get("mac")
         if mac is not None and (not isinstance(mac, str) or len(mac) > MAX_MAC_CHARS):
             raise InvalidReferenceError("malformed xcomstash reference: bad mac")
@@ -114,6 +131,7 @@ class Reference:
             summary=obj["summary"],
             xcom=xcom,
             readers=readers,
+            locations=locations,
             mac=mac,
         )
 

@@ -77,6 +77,10 @@ class AuditEvent:
     digest: str = ""
     key_id: str = ""
     error: str = ""  # "ErrorType: message" for outcomes other than ok
+    #: For a pull: where the bytes came from (``replica:1``, ``cache``), and the sources that
+    #: failed before it (``"replica:0: ObjectMissingError"``).
+    source: str = ""
+    failover: list[str] = field(default_factory=list)
     #: For a refused reference: the XCom the row *claimed* to hold, when it is not the XCom
     #: asked for (``xcom``, under which the event is filed and queried).
     claimed: dict[str, Any] = field(default_factory=dict)
@@ -303,6 +307,8 @@ class AuditRecorder:
                 digest=event.digest,
                 key_id=event.key_id,
                 error=describe_error(event.error) if event.error is not None else "",
+                source=event.source,
+                failover=list(event.failover),
                 claimed=getattr(event, "claimed", None) or {},
             )
         )

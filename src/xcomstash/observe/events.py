@@ -38,6 +38,9 @@ class Event:
     seconds: float = 0.0
     #: Where a pull's bytes came from (``store``, ``cache``, ``read-ahead``).
     source: str = ""
+    #: Sources tried before the one that served (or all, when none did), each as
+    #: ``"<source>: <error type>"``: a replica read around, a damaged cache entry.
+    failover: tuple[str, ...] = ()
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: The XCom the row *claimed* (its reference's ``xcom``) when it differs from ``xcom``,

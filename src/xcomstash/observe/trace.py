@@ -69,10 +69,20 @@ class TraceRecorder:
                 stored_bytes=event.size or 0,
                 seconds=round(event.seconds, 6),
                 uri=event.uri,
-                extra=dict(event.extra, source=event.source) if event.source else event.extra,
+                extra=_with_source(event),
             ),
             self.trace_file,
         )
 
     def flush(self) -> None:
         pass
+
+
+def _with_source(event: Event) -> dict:
+    """The event's extra fields, plus where a pull's bytes came from and what failed first."""
+    extra = dict(event.extra)
+    if event.source:
+        extra["source"] = event.source
+    if event.failover:
+        extra["failover"] = list(event.failover)
+    return extra

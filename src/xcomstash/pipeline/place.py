@@ -88,11 +88,13 @@ class Placer:
                 body, tail = self._frame(pending, head, write_body, b"", None, check_size, compression)
                 digest = container.root_digest(head, tail)
                 key = self._publish_blob(pending, coordinate, digest, len(head) + body.body_size + len(tail))
+            holders = getattr(pending, "holders", None)
         else:
             key = coordinate.object_key()
             with self.store.writer(key) as sink:
                 body, tail = self._frame(sink, head, write_body, slot, cipher, check_size, compression)
             digest = container.root_digest(head, tail)
+            holders = getattr(sink, "holders", None)
         ref = Reference(
             uri=self.store.uri_for(key),
             size=len(head) + len(slot) + body.body_size + len(tail),
@@ -101,6 +103,8 @@ class Placer:
             python_type=header.python_type,
             summary=clip_summary(summary),
             xcom=coordinate,
+            # A replicated store names the locations that took the object.
+            locations=tuple(holders) if holders else None,
         )
         return Placed(ref, body.raw_size)
 

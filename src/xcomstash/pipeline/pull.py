@@ -84,6 +84,8 @@ class Opened:
     key_id: str
     #: What the reader asked for (checked against an encrypted object's header).
     expected: Expected | None = None
+    #: Sources that failed before one served (see :attr:`Event.failover`).
+    failover: list[str] = dataclasses.field(default_factory=list)
 
 
 #: Reads a verified object from a reader: ``(reader, layout, opened) -> (value, stats)``.
@@ -295,7 +297,11 @@ class PullPath:
             prefetched = ahead.take(opened.coordinate, opened.key)
             if prefetched is not None:
                 sources.append(ReadSource("read-ahead", lambda: MemoryReader(prefetched)))
-        sources.extend(self.store.read_sources(opened.key, size_hint=opened.ref.size, whole=whole))
+        sources.extend(
+            self.store.read_sources(
+                opened.key, size_hint=opened.ref.size, whole=whole, prefer=opened.ref.locations or ()
+            )
+        )
         return sources
 
     def _from_sources(
@@ -304,6 +310,7 @@ class PullPath:
         """The first source whose bytes pass verification; the last error if none does."""
         ref, coordinate = opened.ref, opened.coordinate
         error: XComStashError | None = None
+        opened.failover.clear()
         for source in self._sources(opened, ahead, whole):
             try:
                 with _read_errors(ref, coordinate):
@@ -321,6 +328,7 @@ class PullPath:
                 if isinstance(exc, (IntegrityError, KeyUnavailableError)):
                     source.discard()
                 error = exc
+                opened.failover.append(f"{source.name}: {type(exc).__name__}")
                 continue
             return value, stats, source.name
         assert error is not None, "a store offers at least one source"
@@ -417,6 +425,7 @@ class PullPath:
                 op, outcome_of(error) if error is not None else OK, ref.xcom or opened.coordinate,
                 uri=ref.uri, size=ref.size, digest=ref.digest, key_id=opened.key_id, codec=ref.codec,
                 summary=ref.summary, seconds=time.perf_counter() - started, source=source, error=error,
+                failover=tuple(opened.failover),
             )
         )
 

@@ -7,7 +7,7 @@ local read cache), :class:`FaultyStore` (fault injection), all built on :class:`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from xcomstash.errors import ConfigError
 from xcomstash.stores.base import (
@@ -80,6 +80,7 @@ def open_store(
     cache_dir: str | None = None,
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
     write_quorum: int | None = None,
+    read_order: Sequence[int] | None = None,
 ) -> Store:
     """Open the store a URL names; ``clients`` builds each remote location's service client
     (the Airflow adapter passes one that reads Airflow connections). Several URLs: a
@@ -93,7 +94,9 @@ def open_store(
     if len(urls) == 1:
         store = _open_bare(urls[0], clients)
     else:
-        store = ReplicatedStore([_open_bare(u, clients) for u in urls], write_quorum=write_quorum)
+        store = ReplicatedStore(
+            [_open_bare(u, clients) for u in urls], write_quorum=write_quorum, read_order=read_order
+        )
     return with_cache(store, cache_dir, cache_max_bytes)
 
 

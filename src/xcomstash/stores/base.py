@@ -11,7 +11,7 @@ import builtins
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 from xcomstash.errors import InvalidReferenceError
 
@@ -141,7 +141,9 @@ class Store(ABC):
         """Kept for callers written before :class:`Capabilities`: ``capabilities.local``."""
         return self.capabilities.local
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
+    def read_sources(
+        self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer: Sequence[str] = ()
+    ) -> builtins.list[ReadSource]:
         """Where the bytes of ``key`` may be read from, in the order to try them.
 
         A plain store is its own only source; wrappers (a read cache, replicas) put theirs
@@ -149,6 +151,8 @@ class Store(ABC):
         skip what cannot help, e.g. a cache that could not hold an object that large.
         ``whole=False`` says the reader will fetch only part of the object (a partial table
         read): a cache then serves a copy it has, but does not fetch the whole object to fill one.
+        ``prefer``: root URIs of the locations the reference says hold the object (a replicated
+        store tries those first).
         """
         return [ReadSource("store", lambda: self.open_reader(key))]
 

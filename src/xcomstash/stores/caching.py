@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from xcomstash.errors import ConfigError
 from xcomstash.stores.base import ObjectReader, PendingObject, ReadSource, Store
@@ -126,12 +126,14 @@ class CachingStore(WrapperStore):
 
     # ------------------------------------------------------------------ reads
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> list[ReadSource]:
+    def read_sources(
+        self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer: Sequence[str] = ()
+    ) -> list[ReadSource]:
         """The cache entry first, then each inner source, wrapped so that opening it fills the
         cache and serves the filled entry; discarding it evicts the entry too. For a partial
         read (``whole=False``) the inner sources are offered as they are: filling would fetch
         the whole object, which is what a partial read is there to avoid."""
-        inner_sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole)
+        inner_sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole, prefer=prefer)
         sources: list[ReadSource] = []
         if self._may_hold(size_hint):
             sources.append(ReadSource("cache", partial(self.open_cached, key), partial(self.evict, key)))

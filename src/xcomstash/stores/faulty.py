@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from xcomstash.errors import StoreReadError, StoreUnavailableError
 from xcomstash.stores.base import ObjectReader, PendingObject, ReadSource, Store
@@ -123,8 +123,10 @@ class FaultyStore(WrapperStore):
         assert reader is not None
         return reader
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> list[ReadSource]:
-        sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole)
+    def read_sources(
+        self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer: Sequence[str] = ()
+    ) -> list[ReadSource]:
+        sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole, prefer=prefer)
         if not self.applies(key):
             return sources
         return [ReadSource(s.name, partial(self._open, key, s.open), s.discard) for s in sources]

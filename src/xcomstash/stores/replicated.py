@@ -23,6 +23,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -41,15 +42,29 @@ log = logging.getLogger("xcomstash")
 
 
 class ReplicatedStore(Store):
-    def __init__(self, locations: Sequence[Store], *, write_quorum: int | None = None) -> None:
+    def __init__(
+        self,
+        locations: Sequence[Store],
+        *,
+        write_quorum: int | None = None,
+        read_order: Sequence[int] | None = None,
+    ) -> None:
         if len(locations) < 2:
             raise ConfigError("a replicated store needs at least two locations")
         quorum = len(locations) if write_quorum is None else write_quorum
         if not 1 <= quorum <= len(locations):
             raise ConfigError(f"write_quorum must be 1..{len(locations)}, got {write_quorum!r}")
+        order = tuple(range(len(locations))) if read_order is None else tuple(read_order)
+        if sorted(order) != list(range(len(locations))):
+            raise ConfigError(
+                f"read_order must list each location of store_url once (0..{len(locations) - 1}), got {list(order)}"
+            )
         self.locations = tuple(locations)
         self.write_quorum = quorum
+        self.read_order = order
         self.root_uri = locations[0].root_uri
+        # One writer thread per location: a push streams to every location at once.
+        self._writers = ThreadPoolExecutor(max_workers=len(locations), thread_name_prefix="xcomstash-replica")
         caps = [loc.capabilities for loc in locations]
         self.capabilities = Capabilities(
             local=all(c.local for c in caps),
@@ -62,6 +77,10 @@ class ReplicatedStore(Store):
 
     def __repr__(self) -> str:
         return f"ReplicatedStore({list(self.locations)!r}, write_quorum={self.write_quorum})"
+
+    @property
+    def location_uris(self) -> tuple[str, ...]:
+        return tuple(loc.root_uri for loc in self.locations)
 
     # ----------------------------------------------------------------- writes
 
@@ -82,10 +101,18 @@ class ReplicatedStore(Store):
 
     # ------------------------------------------------------------------ reads
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
+    def read_sources(
+        self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer: Sequence[str] = ()
+    ) -> builtins.list[ReadSource]:
+        """Each location's sources, in :attr:`read_order`; locations the reference names
+        (``prefer``) before those it does not (they may lack the object, or hold a copy
+        ``repair`` made since)."""
+        holders = set(prefer)
+        order = sorted(self.read_order, key=lambda i: bool(holders) and self.locations[i].root_uri not in holders)
         sources: list[ReadSource] = []
-        for i, loc in enumerate(self.locations):
-            for source in loc.read_sources(key, size_hint=size_hint, whole=whole):
+        for i in order:
+            loc = self.locations[i]
+            for source in loc.read_sources(key, size_hint=size_hint, whole=whole, prefer=prefer):
                 name = f"replica:{i}" if source.name == "store" else f"replica:{i}:{source.name}"
                 sources.append(dataclasses.replace(source, name=name, open=self._named(key, i, source.open)))
         return sources
@@ -176,6 +203,7 @@ class ReplicatedStore(Store):
         return self.locations[0].uri_for(key)
 
     def close(self) -> None:
+        self._writers.shutdown(wait=True)
         for loc in self.locations:
             loc.close()
 
@@ -188,6 +216,8 @@ class _FanOut:
         self._store = store
         self._members = members
         self._failures = failures
+        #: After publish: the root URIs of the locations holding the object.
+        self.holders: tuple[str, ...] | None = None
 
     def _live(self) -> list[tuple[int, PendingObject]]:
         return [(i, m) for i, m in enumerate(self._members) if m is not None]
@@ -218,33 +248,53 @@ class _FanOut:
         live = self._live()
         return live[0][1].staged_key if live else ""
 
-    def write(self, data: bytes | memoryview) -> int:
-        for i, member in self._live():
+    def _each(self, action: Callable[[int, PendingObject], None]) -> dict[int, BaseException]:
+        """Run ``action`` on every live member at once (one thread per location); the
+        exceptions, by location. Waits for all: the caller's buffer may be reused after."""
+        live = self._live()
+        if len(live) == 1:  # no thread hop when one location is left
             try:
-                member.write(data)
-            except StoreError as exc:
-                self._drop(i, exc)
+                action(*live[0])
+                return {}
+            except Exception as exc:
+                return {live[0][0]: exc}
+        futures = {i: self._store._writers.submit(action, i, m) for i, m in live}
+        errors: dict[int, BaseException] = {}
+        for i, future in futures.items():
+            exc = future.exception()
+            if exc is not None:
+                errors[i] = exc
+        return errors
+
+    def write(self, data: bytes | memoryview) -> int:
+        errors = self._each(lambda i, member: member.write(data))
+        for i, exc in errors.items():
+            if not isinstance(exc, StoreError):
+                raise exc
+            self._drop(i, exc)
         self.check_quorum()
         return len(data)
 
     def publish(self, key: str, *, if_absent: bool = False) -> None:
-        """Publish in every live location. With ``if_absent`` (content-addressed objects, whose
-        key names their bytes) a location that already holds the key counts as holding the
-        object; :class:`ObjectExistsError` only when every location already held it."""
-        published: list[int] = []
-        held = 0
-        for i, member in self._live():
-            try:
-                member.publish(key, if_absent=if_absent)
-                published.append(i)
-            except ObjectExistsError:
+        """Publish in every live location at once. With ``if_absent`` (content-addressed
+        objects, whose key names their bytes) a location that already holds the key counts as
+        holding the object; :class:`ObjectExistsError` only when every location already held it.
+        Afterwards :attr:`holders` names the locations that hold the object."""
+        live = [i for i, _ in self._live()]
+        errors = self._each(lambda i, member: member.publish(key, if_absent=if_absent))
+        published = [i for i in live if i not in errors]
+        held = [i for i, exc in errors.items() if isinstance(exc, ObjectExistsError)]
+        for i, exc in errors.items():
+            if i in held:
                 self._members[i] = None
-                held += 1
-            except StoreError as exc:
+            elif isinstance(exc, StoreError):
                 self._drop(i, exc)
+            else:
+                self.discard()
+                raise exc
         if held and not published and not self._failures:
             raise ObjectExistsError(f"{self._store.uri_for(key)} already exists")
-        if len(published) + held < self._store.write_quorum:
+        if len(published) + len(held) < self._store.write_quorum:
             for i in published:  # below quorum: no location keeps a copy nothing references
                 try:
                     self._store.locations[i].delete(key)
@@ -255,6 +305,7 @@ class _FanOut:
                 f"{self._store.uri_for(key)} was written to {len(published)} of {len(self._members)} "
                 f"locations, write_quorum is {self._store.write_quorum}: {'; '.join(self._failures)}"
             )
+        self.holders = tuple(self._store.locations[i].root_uri for i in sorted(published + held))
         if self._failures:
             log.warning("xcomstash: %s is missing from some locations: %s", key, "; ".join(self._failures))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from contextlib import AbstractContextManager
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from xcomstash.stores.base import (
     Capabilities,
@@ -75,8 +75,10 @@ class WrapperStore(Store):
     def key_for(self, uri: str) -> str:
         return self.inner.key_for(uri)
 
-    def read_sources(self, key: str, *, size_hint: int | None = None, whole: bool = True) -> builtins.list[ReadSource]:
-        return self.inner.read_sources(key, size_hint=size_hint, whole=whole)
+    def read_sources(
+        self, key: str, *, size_hint: int | None = None, whole: bool = True, prefer: Sequence[str] = ()
+    ) -> builtins.list[ReadSource]:
+        return self.inner.read_sources(key, size_hint=size_hint, whole=whole, prefer=prefer)
 
     def close(self) -> None:
         self.inner.close()
