@@ -26,6 +26,9 @@ class StashConfig:
     #: With several locations: the order reads try them in, as indexes into ``store_url``
     #: (``None``: as listed). E.g. ``(1, 0)`` reads the second location first (the nearer one).
     read_order: tuple[int, ...] | None = None
+    #: Per-DAG stores: ``(DAG id pattern, store URL or None)`` in order, the first match
+    #: deciding (``None``: ``store_url``). See :mod:`xcomstash.stores.routed`.
+    dag_stores: tuple[tuple[str, str | None], ...] = ()
     #: Values whose encoded size is at least this many bytes are offloaded.
     threshold: int = DEFAULT_THRESHOLD
     #: Compression of stored object bodies: ``zstd`` or ``none``.
@@ -50,6 +53,9 @@ class StashConfig:
         locations = len(store_urls(self.store_url))
         if self.write_quorum is not None and not 1 <= self.write_quorum <= locations:
             raise ConfigError(f"write_quorum must be 1..{locations} (the locations in store_url), got {self.write_quorum!r}")
+        for _, url in self.dag_stores:
+            if url is not None:
+                store_urls(url)
         if self.read_order is not None and sorted(self.read_order) != list(range(locations)):
             raise ConfigError(
                 f"read_order must list each location of store_url once (0..{locations - 1}), got {list(self.read_order)}"

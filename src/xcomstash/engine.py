@@ -28,6 +28,7 @@ from xcomstash.pipeline.pools import Pools
 from xcomstash.pipeline.pull import Opened, PullPath
 from xcomstash.errors import PurgeRefusedError
 from xcomstash.pipeline.purge import PurgeResult, purge_objects
+from xcomstash.pipeline.repair import RepairResult
 from xcomstash.pipeline.push import PushPath
 from xcomstash.pipeline.selection import PartialRead
 from xcomstash.security.guard import Guard, open_guard
@@ -54,7 +55,8 @@ class Engine:
     ) -> None:
         self.config = config
         store = store or open_store(
-            config.store_url, clients=clients, write_quorum=config.write_quorum, read_order=config.read_order
+            config.store_url, clients=clients, write_quorum=config.write_quorum, read_order=config.read_order,
+            dag_stores=config.dag_stores,
         )
         self.store = with_cache(store, config.cache_dir, config.cache_max_bytes)
         #: Security checks and keys; with nothing configured it still checks readers.
@@ -140,6 +142,12 @@ class Engine:
         for problem in result.errors:
             log.warning("xcomstash: purge incomplete: %s", problem)
         return result
+
+    def repair_rows(self, rows: Iterable[tuple[Any, XComCoordinate]], *, dry_run: bool = False) -> RepairResult:
+        """Copy each row's value to the locations of a replicated store that lack it or hold
+        a damaged copy, from a copy that verifies (see :mod:`xcomstash.pipeline.repair`).
+        References are checked against their rows first; refusals are counted, never raised."""
+        return self._pull.repair(rows, dry_run=dry_run)
 
     def observe_deletion(self, coordinate: XComCoordinate | None, key: str, size: int) -> None:
         """Observe (audit) an object maintenance deleted without a row to purge it for (an

@@ -11,6 +11,7 @@ from typing import Any
 
 from xcomstash.codecs import StructureConverter
 from xcomstash.config import StashConfig
+from xcomstash.security.rules import dag_store_urls, parse_dag_policies
 from xcomstash.engine import Engine
 
 SECTION = "xcomstash"
@@ -38,6 +39,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
         write_quorum=conf.getint(SECTION, "write_quorum", fallback=0) or None,
         read_order=_read_order(conf.get(SECTION, "read_order", fallback="") or ""),
+        dag_stores=dag_store_urls(parse_dag_policies(conf.get(SECTION, "dag_policies", fallback="") or "")),
         accept_plain_rows=conf.getboolean(SECTION, "accept_plain_rows", fallback=False),
     )
     cache_dir = conf.get(SECTION, "cache_dir", fallback="") or ""
@@ -92,7 +94,8 @@ def engine() -> Engine:
     from xcomstash.airflow.connections import client_for
 
     store = open_store(
-        config.store_url, clients=client_for, write_quorum=config.write_quorum, read_order=config.read_order
+        config.store_url, clients=client_for, write_quorum=config.write_quorum, read_order=config.read_order,
+        dag_stores=config.dag_stores,
     )
     return Engine(
         config,

@@ -9,4 +9,6 @@ command that needs Airflow imports it only when it runs.
 from __future__ import annotations
 
 #: Module names under ``xcomstash.commands``, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("inspect", "reconcile", "verify", "retention", "stats", "migrate", "audit", "keys")
+COMMAND_MODULES: tuple[str, ...] = (
+    "inspect", "reconcile", "verify", "repair", "retention", "stats", "migrate", "audit", "keys"
+)

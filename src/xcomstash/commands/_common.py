@@ -48,14 +48,21 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, api: bool = False) 
 
 
 def open_store(args: argparse.Namespace) -> Any:
-    """The store named by ``--store-url``, else the one Airflow's configuration names
-    (credentials from the Airflow connections the URL names, or the defaults)."""
+    """The store named by ``--store-url``, else the one Airflow's configuration names, with
+    every location and every per-DAG store (credentials from the Airflow connections the URLs
+    name, or the defaults)."""
     from xcomstash.airflow.connections import client_for
     from xcomstash.airflow.settings import read_config
     from xcomstash.stores import open_store as _open
 
-    url = getattr(args, "store_url", None) or read_config()[0].store_url
-    return _open(url, clients=client_for)
+    url = getattr(args, "store_url", None)
+    if url:
+        return _open(url, clients=client_for)
+    config = read_config()[0]
+    return _open(
+        config.store_url, clients=client_for, write_quorum=config.write_quorum, read_order=config.read_order,
+        dag_stores=config.dag_stores,
+    )
 
 
 def maintenance_engine(store: Any, command: str) -> Any:

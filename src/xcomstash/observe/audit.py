@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 log = logging.getLogger("xcomstash.observe.audit")
 
 PREFIX = "!audit"
-OPS = ("push", "pull", "purge", "rewrap", "reencrypt")
+OPS = ("push", "pull", "purge", "rewrap", "reencrypt", "repair")
 OK, DENIED, REJECTED, FAILED = "ok", "denied", "rejected", "failed"
 OUTCOMES = (OK, DENIED, REJECTED, FAILED)
 _MAX_ERROR_CHARS = 500

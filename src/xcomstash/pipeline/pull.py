@@ -48,6 +48,7 @@ from xcomstash.format.reference import Reference, is_reference
 from xcomstash.observe.events import OK, Event, Observer, outcome_of
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
+from xcomstash.pipeline.repair import Repaired, RepairResult, repair_object
 from xcomstash.pipeline.purge import PurgeResult, owned_key
 from xcomstash.pipeline.push import inline_event
 from xcomstash.pipeline.readahead import MAX_OBJECT_BYTES, MemoryReader, ReadAhead
@@ -186,6 +187,46 @@ class PullPath:
             self._emit("purge", one, started)
         return result
 
+    def repair(self, items: Iterable[tuple[Any, XComCoordinate]], *, dry_run: bool = False) -> RepairResult:
+        """Bring every location of a replicated store back to an intact copy of each row's
+        value. Each reference is opened with the same checks as a purge (against the XCom of
+        its row; readers excepted: maintenance reads on nobody's behalf); one that fails is
+        refused and observed, and nothing is copied for it. Every row repaired is observed
+        (audited) as a ``repair`` event naming the locations it copied to."""
+        result = RepairResult(dry_run=dry_run)
+        done: dict[str, Repaired] = {}
+        for stored, coordinate in items:
+            if not is_reference(stored):
+                continue
+            started = time.perf_counter()
+            try:
+                opened = self._open("repair", stored, coordinate, Expected(**coordinate.as_dict()), check_readers=False)
+            except XComStashError as exc:
+                result.refused.append(f"{coordinate}: {exc}")
+                continue
+            result.references += 1
+            first = opened.key not in done
+            if first:
+                done[opened.key] = repair_object(self.store, opened.key, opened.ref, dry_run=dry_run)
+            repaired = done[opened.key]
+            if first:
+                result.note(opened.ref.uri, repaired)
+            error = None
+            if repaired.lost:
+                error = ObjectMissingError("no location holds an intact copy", uri=opened.ref.uri, coordinate=coordinate)
+            elif repaired.errors:
+                error = StoreError("; ".join(repaired.errors))
+            if first and (repaired.copied or error is not None) and not dry_run:
+                self.observer.emit(
+                    Event(
+                        "repair", outcome_of(error) if error is not None else OK, opened.ref.xcom or coordinate,
+                        uri=opened.ref.uri, size=opened.ref.size, digest=opened.ref.digest, key_id=opened.key_id,
+                        seconds=time.perf_counter() - started, error=error,
+                        extra={"copied_to": repaired.copied},
+                    )
+                )
+        return result
+
     # ---------------------------------------------------------------- stages
 
     def _inline(self, stored: Any, coordinate: XComCoordinate | None, expected: Expected | None) -> Any:
@@ -260,7 +301,7 @@ class PullPath:
             key = self.store.key_for(ref.uri)
             if key_id == UNSIGNED:
                 self._admit_unsigned(ref, key, expected)
-            if op == "purge" and coordinate is not None:
+            if op in ("purge", "repair") and coordinate is not None:  # it deletes or writes there
                 owned_key(self.store, coordinate, ref)
         except XComStashError as exc:
             # Filed under the XCom asked for (a forged row must not decide where its refusal

@@ -31,7 +31,7 @@ READ_ANY = "any"
 READ_DAG = "dag"
 READ_SCOPES = (READ_ANY, READ_DAG)
 JSON_TYPES = "json"
-_FIELDS = {"dags", "allowed_types", "max_value_bytes", "sensitive_data", "read_scope"}
+_FIELDS = {"dags", "allowed_types", "max_value_bytes", "sensitive_data", "read_scope", "store_url"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class ValueRule:
     max_value_bytes: int | None = None
     sensitive_data: str | None = None
     read_scope: str | None = None
+    #: Where these DAGs' values are stored (a store URL, or several: replicated); ``None``:
+    #: the deployment's ``store_url``. See :mod:`xcomstash.stores.routed`.
+    store_url: str | None = None
     #: Where the rule came from, for error messages.
     origin: str = "the deployment ([xcomstash])"
 
@@ -57,6 +60,15 @@ class ValueRule:
             raise ConfigError(f"{self.origin}: read_scope must be one of {READ_SCOPES}, got {self.read_scope!r}")
         if self.allowed_types is not None and not all(isinstance(t, str) and t for t in self.allowed_types):
             raise ConfigError(f"{self.origin}: allowed_types must be a list of type names")
+        if self.store_url is not None:
+            from xcomstash.stores.locations import store_urls
+
+            if not isinstance(self.store_url, str):
+                raise ConfigError(f"{self.origin}: store_url must be a string")
+            try:
+                store_urls(self.store_url)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.origin}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -176,7 +188,16 @@ def parse_dag_policies(text: str) -> tuple[ValueRule, ...]:
                 max_value_bytes=entry.get("max_value_bytes"),
                 sensitive_data=entry.get("sensitive_data"),
                 read_scope=entry.get("read_scope"),
+                store_url=entry.get("store_url"),
                 origin=f"{origin} (dags={entry['dags']!r})",
             )
         )
     return tuple(rules)
+
+
+def dag_store_urls(rules: tuple[ValueRule, ...]) -> tuple[tuple[str, str | None], ...]:
+    """``(pattern, store_url or None)`` per rule, in order, when any rule names a store
+    (empty otherwise: every DAG uses ``store_url``)."""
+    if not any(rule.store_url for rule in rules):
+        return ()
+    return tuple((rule.dags, rule.store_url) for rule in rules)

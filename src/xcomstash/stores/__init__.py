@@ -24,6 +24,7 @@ from xcomstash.stores.faulty import FaultyStore
 from xcomstash.stores.locations import URL_FORMS, StoreLocation, parse_store_url, store_urls
 from xcomstash.stores.local import LocalStore
 from xcomstash.stores.replicated import ReplicatedStore
+from xcomstash.stores.routed import RoutedStore
 from xcomstash.stores.wrapper import WrapperStore
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "PendingObject",
     "ReadSource",
     "ReplicatedStore",
+    "RoutedStore",
     "Store",
     "StoreLocation",
     "UnfinishedUpload",
@@ -81,6 +83,7 @@ def open_store(
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
     write_quorum: int | None = None,
     read_order: Sequence[int] | None = None,
+    dag_stores: Sequence[tuple[str, str | None]] = (),
 ) -> Store:
     """Open the store a URL names; ``clients`` builds each remote location's service client
     (the Airflow adapter passes one that reads Airflow connections). Several URLs: a
@@ -90,14 +93,22 @@ def open_store(
     With ``cache_dir``, a remote store comes wrapped in a :class:`CachingStore` bounded to
     ``cache_max_bytes``; a local store never does (a cached copy would cost what a read costs).
     """
-    urls = store_urls(url)
-    if len(urls) == 1:
-        store = _open_bare(urls[0], clients)
-    else:
-        store = ReplicatedStore(
-            [_open_bare(u, clients) for u in urls], write_quorum=write_quorum, read_order=read_order
+    store = _open_locations(url, clients, write_quorum, read_order)
+    if dag_stores:
+        # write_quorum and read_order are positions in store_url: other stores take the defaults.
+        store = RoutedStore(
+            store, [(pattern, _open_locations(u, clients, None, None) if u else None) for pattern, u in dag_stores]
         )
     return with_cache(store, cache_dir, cache_max_bytes)
+
+
+def _open_locations(
+    url: str, clients: ClientFactory | None, write_quorum: int | None, read_order: Sequence[int] | None
+) -> Store:
+    urls = store_urls(url)
+    if len(urls) == 1:
+        return _open_bare(urls[0], clients)
+    return ReplicatedStore([_open_bare(u, clients) for u in urls], write_quorum=write_quorum, read_order=read_order)
 
 
 def with_cache(store: Store, cache_dir: str | None, cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES) -> Store:
