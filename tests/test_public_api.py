@@ -38,10 +38,11 @@ def test_engine_module_exports_only_the_engine() -> None:
     assert xcomstash.engine.__all__ == ["Engine"]
 
 
-def test_engine_offers_push_pull_purge_and_lifetime_and_nothing_else() -> None:
+def test_engine_offers_push_pull_purge_repair_and_lifetime_and_nothing_else() -> None:
     public = {name for name in vars(xcomstash.engine.Engine) if not name.startswith("_")}
     assert public == {
         "serialize", "deserialize", "deserialize_many", "read_table",  # push, pull
         "purge", "purge_rows", "observe_deletion",  # purge (maintenance: many rows; orphans audited)
+        "repair_rows",  # maintenance: copies to the locations of a replicated store that lack a value
         "flush", "close",
     }
