@@ -494,9 +494,9 @@ class RedisServer:
                 proc.wait()
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, *options: str) -> RedisServer:
     """``redis-server`` (Debian's, installed by scripts/test-deps.sh) on a free loopback port,
-    no persistence."""
+    no persistence; ``options`` are more command-line settings (``"--maxmemory", "2mb"``)."""
     import shutil
 
     binary = shutil.which("redis-server")
@@ -507,7 +507,7 @@ def start_redis(workdir: Path) -> RedisServer:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+         "--dir", str(workdir), *options],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     server = RedisServer(port=port, _proc=proc)
