@@ -516,7 +516,7 @@ def start_redis(workdir: Path, *options: str) -> RedisServer:
         try:
             with socket.create_connection((LOOPBACK, port), timeout=1) as s:
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (with requirepass)
                     return server
         except OSError:
             time.sleep(0.05)

@@ -57,7 +57,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import redis
 from redis import exceptions as redis_errors
@@ -239,7 +239,7 @@ class _PendingChunks:
                     self._send_buffer()
         except BaseException as exc:
             self.discard()
-            raise self._store._translate(exc, self.staged_key, "cannot upload", reading=False) from exc
+            _reraise(self._store._translate(exc, self.staged_key, "cannot upload", reading=False), exc)
         self._size += view.nbytes
         return view.nbytes
 
@@ -249,7 +249,7 @@ class _PendingChunks:
         if not self._marker_written:
             store.client.hset(
                 store._marker_key(self._upload),
-                mapping={"key": self.staged_key, "started": repr(time.time()), "hi": 0},
+                mapping={"key": self.staged_key, "started": repr(time.time()), "csize": store.chunk_size, "hi": 0},
             )
             self._marker_written = True
         chunk, self._buffer = self._buffer, bytearray()
@@ -306,7 +306,7 @@ class _PendingChunks:
             )
         except BaseException as exc:
             self.discard()
-            raise store._translate(exc, key, "cannot upload", reading=False) from exc
+            _reraise(store._translate(exc, key, "cannot upload", reading=False), exc)
         if result != 1:
             self.discard()
             if result == 0:
@@ -416,7 +416,9 @@ class RedisReader:
         )
 
     def close(self) -> None:
+        """Drop an inline value's bytes; nothing else is held (no connection is pinned)."""
         self._manifest = _Manifest(0, 1, 0, "", 0.0, b"")
+        self.size = 0
 
 
 class RedisStore(Store):
@@ -493,9 +495,7 @@ class RedisStore(Store):
             yield pending
         except BaseException as exc:
             pending.discard()
-            if isinstance(exc, Exception) and _is_redis_error(exc):
-                raise self._translate(exc, staged_key, "cannot upload", reading=False) from exc
-            raise
+            _reraise(self._translate(exc, staged_key, "cannot upload", reading=False), exc)
         pending.discard()  # a no-op once published
 
     def _remove_upload(self, upload: str) -> bool:
@@ -602,15 +602,15 @@ class RedisStore(Store):
                 uploads = [u for u in uploads if _UPLOAD_ID.fullmatch(u)]
                 pipe = self.client.pipeline(transaction=False)
                 for upload in uploads:
-                    pipe.hmget(self._marker_key(upload), "key", "started", "hi")
-                for upload, (key, started, hi) in zip(uploads, pipe.execute() if uploads else []):
+                    pipe.hmget(self._marker_key(upload), "key", "started", "hi", "csize")
+                for upload, (key, started, hi, csize) in zip(uploads, pipe.execute() if uploads else []):
                     if started is None:  # published or removed since the SCAN
                         continue
                     yield UnfinishedUpload(
                         key=(key or b"").decode(errors="replace"),
                         started=float(started),
                         token=upload,
-                        size=int(hi or 0) * self.chunk_size or None,
+                        size=int(hi or 0) * int(csize or 0) or None,  # at most: the last may be short
                     )
         except Exception as exc:
             raise self._translate(exc, CHUNKS, "cannot list uploads", reading=False) from exc
@@ -635,6 +635,8 @@ class RedisStore(Store):
                 f"{action} {uri}: Redis refused the write, out of memory ({self._memory_note()}); "
                 "nothing was kept. Raise maxmemory, lower [xcomstash] redis_ttl, or purge old values"
             )
+        if isinstance(exc, (redis_errors.AuthenticationError, redis_errors.AuthorizationError)):
+            return StoreUnavailableError(f"{action} {uri}: Redis refused the credentials: {exc}")
         if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
             return StoreUnavailableError(f"{action} {uri}: Redis unreachable: {type(exc).__name__}: {exc}")
         if reading:
@@ -664,6 +666,13 @@ class RedisStore(Store):
                 self.client.close()
             except Exception:
                 pass
+
+
+def _reraise(error: BaseException, original: BaseException) -> NoReturn:
+    """Raise ``error``, chained to ``original`` unless it is ``original`` itself."""
+    if error is original:
+        raise original
+    raise error from original
 
 
 def _is_redis_error(exc: BaseException) -> bool:
