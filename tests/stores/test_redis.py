@@ -360,14 +360,14 @@ def test_hung_server_times_out(redis_server, redis_prefix: str) -> None:
     client.connection_pool.connection_kwargs["socket_timeout"] = 0.2
     store = RedisStore(client, redis_prefix)
     write(store, "k.xcs", b"x")
-    os.kill(redis_server._proc.pid, signal.SIGSTOP)
+    os.kill(redis_server.pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError):
             store.get("k.xcs")
         assert time.monotonic() - started < 5
     finally:
-        os.kill(redis_server._proc.pid, signal.SIGCONT)
+        os.kill(redis_server.pid, signal.SIGCONT)
         store.close()
         client.close()
 
@@ -508,7 +508,7 @@ def test_airflow_connection_configures_the_client_and_store_options(
         )
         result = json.loads(lines[-1][len(RESULT_MARKER) :])
 
-        assert result["client"] == {"host": "127.0.0.1", "port": server.port, "db": 3, "socket_timeout": 30.0}
+        assert result["client"] == {"host": "127.0.0.1", "port": server.port, "db": 3, "socket_timeout": 10.0}
         assert result["store"] == [f"redis:///{redis_prefix}", 65536, 600.0]
         assert result["got"] is True and result["listed"] == ["conn/value.xcs"]
         assert result["default_db"] == 5

@@ -94,7 +94,7 @@ READ_BATCH = 8
 #: How long the chunks of a replaced version stay readable for readers that opened it.
 REPLACED_GRACE_S = 30.0
 #: A hung server gives an error after this long, not a hang.
-SOCKET_TIMEOUT_S = 30.0
+SOCKET_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 FORMAT_VERSION = b"1"
 #: The first key component reserved for chunks and staging markers (engine keys never start
