@@ -54,6 +54,11 @@ class StoreUnavailableError(StoreError):
     """The store could not be reached (connection refused, timeout, credentials)."""
 
 
+class StoreFullError(StoreUnavailableError):
+    """The store refused a write for lack of space (Redis at its ``maxmemory``). Nothing of the
+    refused value stays behind; the message names the limit to raise."""
+
+
 class ReadError(XComStashError):
     """A stored value could not be read back. Carries where it was supposed to be."""
 

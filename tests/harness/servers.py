@@ -483,6 +483,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else 0
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
@@ -494,9 +498,9 @@ class RedisServer:
                 proc.wait()
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, *options: str) -> RedisServer:
     """``redis-server`` (Debian's, installed by scripts/test-deps.sh) on a free loopback port,
-    no persistence."""
+    no persistence; ``options`` are more command-line settings (``"--maxmemory", "2mb"``)."""
     import shutil
 
     binary = shutil.which("redis-server")
@@ -507,7 +511,7 @@ def start_redis(workdir: Path) -> RedisServer:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+         "--dir", str(workdir), *options],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     server = RedisServer(port=port, _proc=proc)
@@ -516,7 +520,7 @@ def start_redis(workdir: Path) -> RedisServer:
         try:
             with socket.create_connection((LOOPBACK, port), timeout=1) as s:
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (with requirepass)
                     return server
         except OSError:
             time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""Fixtures for store tests: one real SeaweedFS S3 server per session, started on first use."""
+"""Fixtures for store tests: one real SeaweedFS S3 server and one Redis per session, each
+started on first use."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness.servers import S3Server, start_seaweedfs
+from tests.harness.servers import RedisServer, S3Server, start_redis, start_seaweedfs
 
 
 @pytest.fixture(scope="session")
@@ -28,4 +29,31 @@ def s3_client(s3_server: S3Server):
 @pytest.fixture
 def s3_prefix() -> str:
     """A prefix no other test uses, so tests can share the session's bucket."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server: RedisServer):
+    """A redis-py client of the session's server (bytes in and out, timeouts set)."""
+    from xcomstash.stores.redis import default_client
+
+    client = default_client(redis_server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses, so tests can share the session's Redis."""
     return f"t-{uuid.uuid4().hex[:12]}"

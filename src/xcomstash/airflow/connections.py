@@ -39,7 +39,7 @@ def conn_id_of(location: StoreLocation) -> str:
 
 def client_for(location: StoreLocation) -> Any:
     """The service client for ``location``, configured by its Airflow connection."""
-    builders = {"s3": s3_client}
+    builders = {"s3": s3_client, "redis": redis_client}
     try:
         build = builders[location.kind]
     except KeyError:
@@ -61,3 +61,59 @@ def s3_client(location: StoreLocation) -> Any:
         what=f"S3 endpoint of connection {conn_id!r}",
     )
     return client
+
+
+#: The TLS settings a Redis connection's extra may carry (the Redis provider's RedisHook passes
+#: the same names to ``redis.Redis``).
+REDIS_SSL_EXTRAS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+
+
+def redis_client(location: StoreLocation) -> Any:
+    """A redis client configured by an Airflow Redis connection (fields as RedisHook reads
+    them: host, port, login, password; extra ``db``, ``ssl`` and the ``ssl_*`` settings), with
+    the store options ``[xcomstash] redis_chunk_size`` and ``redis_ttl``."""
+    import redis
+    from airflow.sdk import BaseHook
+
+    from xcomstash.errors import ConfigError
+    from xcomstash.security.transport import is_loopback
+    from xcomstash.stores.redis import DEFAULT_CHUNK_SIZE, ConfiguredRedis, client_options
+
+    conn_id = conn_id_of(location)
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    host = conn.host or "localhost"
+    tls = _flag(extra.get("ssl", False))
+    if not tls and not (allow_http() and is_loopback(host)):
+        raise ConfigError(
+            f"Redis connection {conn_id!r} ({host}) does not use TLS: set \"ssl\": true in its extra. "
+            "Plain connections are allowed only to this machine with [xcomstash] allow_http_endpoints = True"
+        )
+    password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
+    ssl_options = {name: extra[name] for name in REDIS_SSL_EXTRAS if name in extra} if tls else {}
+    if "ssl_check_hostname" in ssl_options:
+        ssl_options["ssl_check_hostname"] = _flag(ssl_options["ssl_check_hostname"])
+    client = redis.Redis(
+        host=host,
+        port=int(conn.port or 6379),
+        username=conn.login or None,
+        password=password,
+        db=int(extra.get("db") or 0),
+        ssl=tls,
+        **ssl_options,
+        **client_options(),
+    )
+    conf = _conf()
+    ttl = conf.getfloat(SECTION, "redis_ttl", fallback=0.0)
+    return ConfiguredRedis(
+        client,
+        chunk_size=conf.getint(SECTION, "redis_chunk_size", fallback=DEFAULT_CHUNK_SIZE),
+        ttl=ttl if ttl > 0 else None,
+    )
+
+
+def _flag(value: Any) -> bool:
+    """A connection extra's boolean, which JSON or the UI may give as a string."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)

@@ -108,6 +108,27 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "10737418240",
         "default": "2147483648",
     },
+    "redis_chunk_size": {
+        "description": (
+            "Redis stores (redis://[conn_id@]/prefix): values larger than this many bytes are "
+            "split over several keys of this size, written while the value is still being "
+            "encoded; a push holds about four chunks in memory.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "integer",
+        "example": "1048576",
+        "default": "4194304",
+    },
+    "redis_ttl": {
+        "description": (
+            "Redis stores: seconds after which a stored value expires (its manifest and chunks "
+            "together); a reference to an expired value then reads as missing. 0: never.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "integer",
+        "example": "604800",
+        "default": "0",
+    },
     "read_ahead": {
         "description": (
             "When a task reads a mapped task's outputs one by one (Airflow's lazy sequence), "
