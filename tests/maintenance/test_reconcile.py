@@ -152,12 +152,46 @@ def test_rows_as_json_text_are_understood(store) -> None:
     assert keys(store) == {xcom("t").object_key()}
 
 
+# ------------------------------------------------------- unfinished uploads, per-DAG stores
+
+
+def leave_unfinished(store: LocalStore, key: str, age_seconds: float) -> str:
+    """What a writer killed mid-upload leaves: its temporary file next to the destination
+    (written here as the killed process left it), aged."""
+    directory = store.root / key.rsplit("/", 1)[0]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".tmp-{os.urandom(4).hex()}.part"
+    path.write_bytes(b"half a value")
+    when = time.time() - age_seconds
+    os.utime(path, (when, when))
+    (token,) = [u.token for u in store.unfinished_uploads() if (store.root / u.token) == path]
+    return token
+
+
 def test_upload_leftovers_of_killed_writers_go_after_the_grace_period(store) -> None:
-    run_dir = store.root / "d" / "r1" / ".blobs"
-    run_dir.mkdir(parents=True)
-    (run_dir / ".tmp-old.part").write_bytes(b"partial")
-    (run_dir / ".tmp-new.part").write_bytes(b"in progress")
-    age(store, 3600, only={"d/r1/.blobs/.tmp-old.part"})
-    report = reconcile(store, [])
-    assert sorted(p.name for p in run_dir.iterdir()) == [".tmp-new.part"]
-    assert report.deleted == 1 and report.young_orphans.count == 1
+    old = leave_unfinished(store, "d/r1/old/-1/v.xcs", 3600)
+    young = leave_unfinished(store, "d/r1/young/-1/v.xcs", 0)
+    dry = reconcile(store, [], grace=60, dry_run=True)
+    assert dry.unfinished.count == 1 and dry.young_unfinished == 1
+    assert (store.root / old).exists(), "a dry run removes nothing"
+    report = reconcile(store, [], grace=60)
+    assert report.unfinished.count == 1 and report.unfinished.sample == [old]
+    assert not (store.root / old).exists() and (store.root / young).exists()
+    assert report.to_json()["unfinished_uploads"]["younger_than_grace"] == 1
+
+
+def test_values_in_per_dag_stores_are_live_not_orphans(tmp_path) -> None:
+    from xcomstash.stores import RoutedStore
+
+    main, pii = LocalStore(tmp_path / "main"), LocalStore(tmp_path / "pii")
+    routed = RoutedStore(main, [("pii_*", pii)])
+    engine = Engine(StashConfig(store_url=main.root_uri, threshold=0, read_ahead=False), store=routed)
+    rows = [XComRow(c, engine.serialize(b"v" * 5000, c)) for c in (xcom("a", dag="pii_users"), xcom("a", dag="sales"))]
+    for s in (main, pii):
+        age(s, 3600)
+    before = keys(main) | keys(pii)
+    report = reconcile(routed, rows)
+    assert report.outside_store == 0 and report.deleted == 0
+    assert keys(main) | keys(pii) == before
+    report = reconcile(routed, rows[1:])  # the pii row is gone: its objects are orphans
+    assert report.deleted == 2 and keys(pii) == set()

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from xcomstash.errors import XComStashError
     from xcomstash.maintenance.report import human_bytes, parse_duration
     from xcomstash.maintenance.rows import RowFilter, decode_value
-    from xcomstash.pipeline.repair import locations_of
+    from xcomstash.pipeline.repair import replicated_groups
 
     now = datetime.now(timezone.utc)
     engine = None
@@ -51,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
             references_only=True,
         )
         store = _common.open_store(args)
-        locations = locations_of(store)
-        if len(locations) < 2:
+        groups = replicated_groups(store)
+        if not groups:
             return _common.fail(
                 f"the store {store.root_uri} has one location: nothing to repair (repair works on a "
                 "store_url naming several locations)"
             )
+        locations = [loc for group in groups for loc in group]
         engine = _common.maintenance_engine(store, "repair")
         source = _common.row_source(args)
         with _common.progress_bars(args) as advance:
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             engine.close()  # writes out the audit events
     verb = "would copy" if args.dry_run else "copied"
     summary = (
-        f"repair{' (dry run)' if args.dry_run else ''}: {result.references:,} references over "
+        f"repair{' (dry run)' if args.dry_run else ''}: {result.references:,} references, "
         f"{len(locations)} locations; {result.healthy:,} objects intact everywhere, {verb} "
         f"{result.copies:,} copies of {result.repaired:,} objects ({human_bytes(result.copied_bytes)}), "
         f"{len(result.lost):,} lost, {len(result.errors):,} errors, {len(result.refused):,} refused"

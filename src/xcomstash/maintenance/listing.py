@@ -87,7 +87,9 @@ class BackgroundListing:
             if self._top_exists:
                 with open(self.path, "wb") as out:
                     self._process = subprocess.Popen(
-                        [find, top, "-mindepth", "1", "-type", "f", "-printf", "%T@\\t%s\\t%P\\0"],
+                        # Not the upload files of killed writers (Store.unfinished_uploads).
+                        [find, top, "-mindepth", "1", "-type", "f", "!", "-name", TEMP_PREFIX + "*",
+                         "-printf", "%T@\\t%s\\t%P\\0"],
                         stdout=out,
                         stderr=subprocess.PIPE,
                     )
@@ -151,5 +153,7 @@ class BackgroundListing:
 
 def _dump(store: Store, prefix: str, path: str) -> None:
     with open(path, "wb", buffering=1 << 20) as out:
-        for info in list_objects(store, prefix, temporary=True):
+        # Upload files of killed writers are not objects: reconcile finds them through
+        # Store.unfinished_uploads, as in every other store.
+        for info in list_objects(store, prefix):
             out.write(f"{info.modified!r}\t{info.size}\t{info.key}\0".encode("utf-8", "surrogateescape"))

@@ -95,6 +95,10 @@ class ReconcileReport:
     missing: list[Missing] = field(default_factory=list)
     missing_count: int = 0
     rows_without_link: int = 0
+    #: Uploads killed writers left unfinished (S3 multipart, staged blocks, temporary files):
+    #: removed once older than the grace period (or would be, in a dry run).
+    unfinished: Tally = field(default_factory=Tally)
+    young_unfinished: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -123,9 +127,19 @@ class ReconcileReport:
                 "sample": [m.to_json() for m in self.missing],
             },
             "rows_without_link": self.rows_without_link,
+            "unfinished_uploads": self.unfinished.to_json() | {"younger_than_grace": self.young_unfinished},
             "errors": list(self.errors),
             "seconds": round(self.seconds, 3),
         }
+
+
+def store_roots(store: Store) -> list[str]:
+    """The roots whose URIs a store serves: one, or each per-DAG store's (longest first)."""
+    inner: Any = store
+    while not hasattr(inner, "stores") and hasattr(inner, "inner"):
+        inner = inner.inner  # a wrapper (cache, faults) around a routed store
+    roots = [s.root_uri for s in getattr(inner, "stores", (store,))]
+    return sorted(roots, key=len, reverse=True)
 
 
 def live_keys(
@@ -140,8 +154,8 @@ def live_keys(
     a few thousand DAG, run, task and key names.)
     """
     live: set[int] = set()
-    root = store.root_uri + "/"
-    cut = len(root)
+    # Every root the store serves (per-DAG stores have several; replicas share the first's).
+    roots = [root + "/" for root in store_roots(store)]
     scanned = 0
     for row in rows:
         scanned += 1
@@ -161,10 +175,11 @@ def live_keys(
                 report.invalid.append(f"{row.coordinate}: reference without a uri")
             continue
         report.references += 1
-        if not uri.startswith(root):
+        root = next((r for r in roots if uri.startswith(r)), None)
+        if root is None:
             report.outside_store += 1
             continue
-        key = uri[cut:]
+        key = uri[len(root):]
         live.add(hash(key))
         digest = value.get("digest")
         if isinstance(digest, str) and is_blob_key(key):
@@ -221,6 +236,7 @@ class Reconciler:
             self._reconcile_listing(live, listing)
             if live and rows_again is not None and self.options.report_missing:
                 self._report_missing(live, rows_again())
+            self._remove_unfinished_uploads()
         finally:
             listing.close()
             if self._pool is not None:
@@ -310,6 +326,21 @@ class Reconciler:
         self._delete_rechecked(links + others)
         if blobs:
             self._delete_blobs(name, blobs)
+
+    def _remove_unfinished_uploads(self) -> None:
+        """Uploads a killed writer left behind, older than the grace period (a live writer
+        may still be streaming a younger one)."""
+        report = self.report
+        try:
+            for upload in self.store.unfinished_uploads():
+                if upload.started >= self.cutoff:
+                    report.young_unfinished += 1
+                    continue
+                if not self.options.dry_run:
+                    self.store.remove_unfinished(upload)
+                report.unfinished.add(upload.key, upload.size or 0, upload.started, dag_of(upload.key))
+        except StoreError as exc:
+            report.errors.append(f"cannot list or remove unfinished uploads: {exc}")
 
     # ----------------------------------------------------------------- deleting
 

@@ -85,12 +85,27 @@ class RepairResult:
         return dataclasses.asdict(self) | {"complete": self.complete}
 
 
-def locations_of(store: Store) -> tuple[Store, ...]:
-    """The locations of a store: a replicated store's members, else the store itself."""
-    inner = store
-    while not hasattr(inner, "locations") and hasattr(inner, "inner"):
-        inner = inner.inner  # a wrapper (cache, faults) around a replicated store
-    return tuple(getattr(inner, "locations", (store,)))
+def _unwrapped(store: Any) -> Any:
+    while not hasattr(store, "locations") and not hasattr(store, "stores") and hasattr(store, "inner"):
+        store = store.inner  # a wrapper (cache, faults) around a replicated or routed store
+    return store
+
+
+def locations_of(store: Store, key: str | None = None) -> tuple[Store, ...]:
+    """The locations that hold ``key``: a replicated store's members (of the DAG's store, with
+    per-DAG stores), else the store itself. Without a key: the default store's."""
+    inner = _unwrapped(store)
+    if hasattr(inner, "stores"):  # per-DAG stores: the one this key's DAG uses
+        inner = _unwrapped(inner.store_for_key(key) if key is not None else inner.default)
+    return tuple(getattr(inner, "locations", (inner,)))
+
+
+def replicated_groups(store: Store) -> list[tuple[Store, ...]]:
+    """The location groups of every store behind ``store`` (one per per-DAG store) that has
+    several locations: what repair has to work on."""
+    inner = _unwrapped(store)
+    stores = [_unwrapped(s) for s in getattr(inner, "stores", (inner,))]
+    return [tuple(s.locations) for s in stores if len(getattr(s, "locations", ())) > 1]
 
 
 def repair_object(store: Store, key: str, ref: Reference, *, dry_run: bool = False) -> Repaired:
@@ -99,7 +114,7 @@ def repair_object(store: Store, key: str, ref: Reference, *, dry_run: bool = Fal
     result = Repaired()
     damaged: list[Store] = []
     source: Store | None = None
-    for location in locations_of(store):
+    for location in locations_of(store, key):
         status, detail, _ = check_object(location, _at(location, key, ref), full=True)
         if status == OK:
             result.intact.append(location.root_uri)

@@ -73,8 +73,12 @@ class RoutedStore(Store):
                 return store
         return self.default
 
-    def _store(self, key: str) -> Store:
+    def store_for_key(self, key: str) -> Store:
+        """The store an object key belongs in (by the DAG at its head; the audit log and other
+        ``!`` keys: the default store)."""
         return self.store_for_dag(dag_of(key)) if not key.startswith("!") else self.default
+
+    _store = store_for_key
 
     def _others(self, key: str) -> list[Store]:
         home = self._store(key)
