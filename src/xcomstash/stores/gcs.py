@@ -441,7 +441,7 @@ def _status(exc: BaseException) -> int | None:
 def _is_client_error(exc: Exception) -> bool:
     """Raised by the client stack (API errors, auth, HTTP transport), told apart from a codec's
     own errors, which must pass through the writer unchanged."""
-    return type(exc).__module__.startswith(("google.", "requests", "urllib3")) or isinstance(
+    return type(exc).__module__.startswith(("google.", "requests", "urllib3", "http.client")) or isinstance(
         exc, (ConnectionError, TimeoutError)
     )
 
