@@ -3,7 +3,7 @@
 Import-safe: importing this module starts nothing and needs no Google library; the client
 helper imports google-cloud-storage when called. The recipe is in /work/shared/RECIPES.md.
 
-    server = start_fake_gcs()              # bucket "xcom" created, answering
+    server = start_fake_gcs(tmp_dir)       # bucket "xcom" created, answering
     client = server.client()               # a google-cloud-storage Client against it
     server.stop()
 """
@@ -81,8 +81,10 @@ class GCSServer:
             response.read()
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None:
+            return ""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path else ""
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
@@ -140,7 +142,9 @@ def start_fake_gcs(workdir: Path, *, bucket: str = "xcom", attempts: int = 3) ->
                 if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
                 else None,
             )
-        server = GCSServer(endpoint=endpoint, port=port, bucket=bucket, pid=proc.pid, log_path=log_path, _proc=proc)
+        server = GCSServer(
+            endpoint=endpoint, port=port, bucket=bucket, pid=proc.pid, log_path=log_path, _proc=proc
+        )
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while proc.poll() is None and not _answers(endpoint):

@@ -68,6 +68,8 @@ def s3_client(location: StoreLocation) -> Any:
 
 #: The Google provider's default scope.
 GOOGLE_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+#: Google connection fields the provider knows and xcomstash does not read.
+UNSUPPORTED_GOOGLE_FIELDS = ("credential_config_file", "key_secret_name", "impersonation_chain")
 #: google-cloud-storage's endpoint overrides: an emulator (anonymous), or another endpoint.
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 ENDPOINT_ENV = "API_ENDPOINT_OVERRIDE"
@@ -85,7 +87,8 @@ def gcs_client(location: StoreLocation) -> Any:
     Identity); a connection the URL names must exist.
 
     ``STORAGE_EMULATOR_HOST`` (honoured by google-cloud-storage) points the client at an
-    emulator, with anonymous credentials; like every endpoint it must pass
+    emulator, with anonymous credentials; ``API_ENDPOINT_OVERRIDE`` (also honoured) another
+    endpoint, with the connection's credentials. Either must pass
     :func:`~xcomstash.security.transport.check_endpoint`.
     """
     from google.cloud import storage
@@ -104,7 +107,7 @@ def gcs_client(location: StoreLocation) -> Any:
         check_endpoint(emulator, allow_http=allow_http(), what=f"GCS emulator endpoint ({EMULATOR_ENV})")
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project or "xcomstash", credentials=AnonymousCredentials())
+        return storage.Client(project=project, credentials=AnonymousCredentials())
     check_endpoint(os.environ.get(ENDPOINT_ENV), allow_http=allow_http(), what=f"GCS endpoint ({ENDPOINT_ENV})")
     credentials, found_project = _google_credentials(field, conn_id)
     return storage.Client(project=project or found_project, credentials=credentials)
@@ -133,8 +136,15 @@ def _google_credentials(field: Any, conn_id: str) -> tuple[Any, str | None]:
     from google.oauth2 import service_account
 
     scope = field("scope")
-    scopes = [s.strip() for s in scope.split(",") if s.strip()] if isinstance(scope, str) and scope else list(GOOGLE_SCOPES)
+    scopes = [s.strip() for s in scope.split(",") if s.strip()] if isinstance(scope, str) else []
+    scopes = scopes or list(GOOGLE_SCOPES)
     key_path, keyfile = field("key_path"), field("keyfile_dict")
+    unsupported = [name for name in UNSUPPORTED_GOOGLE_FIELDS if field(name)]
+    if unsupported:  # falling back to other credentials would act as another identity
+        raise ConfigError(
+            f"Google connection {conn_id!r} sets {', '.join(unsupported)}, which xcomstash does not "
+            "support: use key_path, keyfile_dict or application default credentials"
+        )
     if str(field("is_anonymous") or "").lower() in ("true", "1"):
         return AnonymousCredentials(), None
     if key_path and keyfile:
@@ -158,6 +168,10 @@ def _google_credentials(field: Any, conn_id: str) -> tuple[Any, str | None]:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"Google connection {conn_id!r}: keyfile_dict is not valid JSON ({exc.msg})") from None
     except DefaultCredentialsError as exc:
-        raise ConfigError(f"Google connection {conn_id!r} has no key and no application default credentials: {exc}") from None
+        raise ConfigError(
+            f"Google connection {conn_id!r} has no key and no application default credentials: {exc}"
+        ) from None
     except (OSError, ValueError, KeyError) as exc:  # unreadable file, malformed key
-        raise ConfigError(f"Google connection {conn_id!r}: cannot load the service-account key: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"Google connection {conn_id!r}: cannot load the service-account key: {type(exc).__name__}: {exc}"
+        ) from None

@@ -177,8 +177,10 @@ class _PendingUpload:
                 f"at its staged key {self.staged_key!r}"
             )
         if if_absent and (
+            # An object was there when this upload began (so it carries no precondition): a
+            # conditional create at that moment is refused, and so is this one.
             not self._absent_at_start
-            # The server enforces ifGenerationMatch=0 when the last chunk arrives; asked here
+            # Otherwise the server enforces ifGenerationMatch=0 when the last chunk arrives; asked here
             # too, so a server that ignores it for resumable uploads (fake-gcs-server) refuses
             # as well, and a refused upload does not send its last chunk first.
             or store._bucket.get_blob(store._name(key), timeout=store.timeout, retry=store._retry) is not None
@@ -387,13 +389,15 @@ class GCSStore(Store):
                 timeout=self.timeout, retry=self._retry,
             )
             for blob in blobs:
-                yield ObjectInfo(key=blob.name[strip:], size=int(blob.size or 0), modified=blob.updated.timestamp())
+                yield ObjectInfo(
+                    key=blob.name[strip:], size=int(blob.size or 0), modified=blob.updated.timestamp()
+                )
         except Exception as exc:
             raise self._error(exc, "", "cannot list") from exc
 
     # ------------------------------------------------------------------ errors
 
-    def _check_bucket(self, key: str, action: str) -> None:
+    def _check_bucket(self, key: str, action: str, *, reading: bool = True) -> None:
         """A 404 says "no such object" or "no such bucket": list one name to tell which (a
         missing bucket is a configuration error, not a purged value). Asked once per store."""
         if self._bucket_seen:
@@ -404,9 +408,9 @@ class GCSStore(Store):
             )), None)
         except Exception as exc:
             if _status(exc) == 404:
-                raise StoreReadError(
-                    f"{action} object: GCS bucket {self.bucket!r} does not exist", uri=self.uri_for(key) if key else self.root_uri
-                ) from exc
+                uri = self.uri_for(key) if key else self.root_uri
+                message = f"{action} object: GCS bucket {self.bucket!r} does not exist"
+                raise (StoreReadError(message, uri=uri) if reading else StoreError(f"{message} ({uri})")) from exc
             return  # cannot tell (no permission to list, say): take the object as missing
         self._bucket_seen = True
 
@@ -418,10 +422,12 @@ class GCSStore(Store):
         status = _status(exc)
         if status == 404:
             try:
-                self._check_bucket(key, action)
+                self._check_bucket(key, action, reading=reading)
             except StoreError as error:
                 return error
             return ObjectMissingError("stored object is missing", uri=uri)
+        if type(exc).__module__.startswith("google.auth"):
+            return StoreUnavailableError(f"{action} {uri}: GCS credentials failed: {type(exc).__name__}: {exc}")
         if status is None or status in _TRANSIENT:
             return StoreUnavailableError(f"{action} {uri}: GCS unreachable: {type(exc).__name__}: {exc}")
         message = f"{action} object: GCS error {status}: {_short(exc)}"
@@ -460,5 +466,6 @@ def open_location(location: Any, client: Any | None) -> GCSStore:
         try:
             client = storage.Client()
         except DefaultCredentialsError as exc:
-            raise ConfigError(f"no Google credentials for {location.url or 'gs://' + location.bucket}: {exc}") from None
+            where = location.url or f"gs://{location.bucket}"
+            raise ConfigError(f"no Google credentials for {where}: {exc}") from None
     return GCSStore(client, location.bucket, location.prefix)
