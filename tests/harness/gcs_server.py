@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tests.harness.servers import LOOPBACK, STOP_GRACE_S, _die_with_parent, free_port
 
-__all__ = ["GCSServer", "fake_gcs_binary", "gcs_client", "start_fake_gcs"]
+__all__ = ["GCSServer", "emulator_client", "fake_gcs_binary", "start_fake_gcs"]
 
 START_TIMEOUT_S = 15.0
 PROJECT = "test"
@@ -43,7 +43,7 @@ def fake_gcs_binary() -> Path:
     return binary
 
 
-def gcs_client(endpoint: str, *, project: str = PROJECT):
+def emulator_client(endpoint: str, *, project: str = PROJECT):
     """A google-cloud-storage client for an emulator at ``endpoint``, anonymous credentials.
 
     The endpoint goes in ``client_options`` rather than ``STORAGE_EMULATOR_HOST`` so that the
@@ -67,7 +67,7 @@ class GCSServer:
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def client(self):
-        return gcs_client(self.endpoint)
+        return emulator_client(self.endpoint)
 
     def create_bucket(self, name: str) -> None:
         """A bucket through the JSON API (plain HTTP: no client library needed)."""

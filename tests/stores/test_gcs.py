@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.harness.gcs_server import gcs_client, start_fake_gcs
+from tests.harness.gcs_server import emulator_client, start_fake_gcs
 from tests.harness.proxy import TcpProxy
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
@@ -326,7 +326,7 @@ def test_stopped_server_is_unavailable_quickly(own_server) -> None:
 def test_hung_server_times_out(own_server) -> None:
     proxy = TcpProxy(own_server.port).start()
     try:
-        store = GCSStore(gcs_client(proxy.url), "xcom", "p", timeout=1, retry_timeout=1)
+        store = GCSStore(emulator_client(proxy.url), "xcom", "p", timeout=1, retry_timeout=1)
         write(store, "k.xcs", b"x")
         proxy.stall = True  # connections accepted, requests read, nothing ever answered
         proxy.drop_all()
