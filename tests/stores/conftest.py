@@ -57,3 +57,27 @@ def redis_client(redis_server: RedisServer):
 def redis_prefix() -> str:
     """A key prefix no other test uses, so tests can share the session's Redis."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory):
+    """One fake-gcs-server (in memory, bucket "xcom") per session, started on first use."""
+    from tests.harness.gcs_server import start_fake_gcs
+
+    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_client(gcs_server):
+    """A google-cloud-storage client against the session's fake-gcs-server (anonymous)."""
+    return gcs_server.client()
+
+
+@pytest.fixture
+def gcs_prefix() -> str:
+    """A prefix no other test uses, so tests can share the session's bucket."""
+    return f"t-{uuid.uuid4().hex[:12]}"

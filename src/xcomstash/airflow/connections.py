@@ -8,8 +8,11 @@ the default connection its Airflow provider uses (``aws_default``, ``google_clou
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
+from xcomstash.errors import ConfigError
 from xcomstash.stores.locations import StoreLocation
 
 SECTION = "xcomstash"
@@ -39,7 +42,7 @@ def conn_id_of(location: StoreLocation) -> str:
 
 def client_for(location: StoreLocation) -> Any:
     """The service client for ``location``, configured by its Airflow connection."""
-    builders = {"s3": s3_client, "redis": redis_client}
+    builders = {"s3": s3_client, "gcs": gcs_client, "redis": redis_client}
     try:
         build = builders[location.kind]
     except KeyError:
@@ -117,3 +120,112 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
     return bool(value)
+#: The Google provider's default scope.
+GOOGLE_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+#: Google connection fields the provider knows and xcomstash does not read.
+UNSUPPORTED_GOOGLE_FIELDS = ("credential_config_file", "key_secret_name", "impersonation_chain")
+#: google-cloud-storage's endpoint overrides: an emulator (anonymous), or another endpoint.
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+ENDPOINT_ENV = "API_ENDPOINT_OVERRIDE"
+
+
+def gcs_client(location: StoreLocation) -> Any:
+    """A google-cloud-storage ``Client`` configured by an Airflow Google connection.
+
+    Read as the Google provider reads it (the provider itself need not be installed): extras
+    ``key_path`` (a service-account JSON file), ``keyfile_dict`` (its contents, a JSON string
+    or a dict), ``scope`` (comma-separated), ``project`` and ``is_anonymous``, each also under
+    its older ``extra__google_cloud_platform__`` name; without a key, application default
+    credentials (``google.auth.default()``). The default connection ``google_cloud_default``
+    may be left undefined (application default credentials then, as on GKE with Workload
+    Identity); a connection the URL names must exist.
+
+    ``STORAGE_EMULATOR_HOST`` (honoured by google-cloud-storage) points the client at an
+    emulator, with anonymous credentials; ``API_ENDPOINT_OVERRIDE`` (also honoured) another
+    endpoint, with the connection's credentials. Either must pass
+    :func:`~xcomstash.security.transport.check_endpoint`.
+    """
+    from google.cloud import storage
+
+    from xcomstash.security.transport import check_endpoint
+
+    conn_id = conn_id_of(location)
+    extras = _google_extras(conn_id, named=location.conn_id is not None)
+
+    def field(name: str) -> Any:
+        return extras.get(name) or extras.get(f"extra__google_cloud_platform__{name}")
+
+    project = field("project") or None
+    emulator = os.environ.get(EMULATOR_ENV)
+    if emulator:
+        check_endpoint(emulator, allow_http=allow_http(), what=f"GCS emulator endpoint ({EMULATOR_ENV})")
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    check_endpoint(os.environ.get(ENDPOINT_ENV), allow_http=allow_http(), what=f"GCS endpoint ({ENDPOINT_ENV})")
+    credentials, found_project = _google_credentials(field, conn_id)
+    return storage.Client(project=project or found_project, credentials=credentials)
+
+
+def _google_extras(conn_id: str, *, named: bool) -> dict[str, Any]:
+    """The connection's extras; ``{}`` when the default connection is not defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        if named:
+            raise ConfigError(f"Google connection {conn_id!r} named in the store URL is not defined") from None
+        return {}
+    extras = connection.extra_dejson
+    return extras if isinstance(extras, dict) else {}
+
+
+def _google_credentials(field: Any, conn_id: str) -> tuple[Any, str | None]:
+    """Credentials and the project they name, from the connection's key or the environment."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.oauth2 import service_account
+
+    scope = field("scope")
+    scopes = [s.strip() for s in scope.split(",") if s.strip()] if isinstance(scope, str) else []
+    scopes = scopes or list(GOOGLE_SCOPES)
+    key_path, keyfile = field("key_path"), field("keyfile_dict")
+    unsupported = [name for name in UNSUPPORTED_GOOGLE_FIELDS if field(name)]
+    if unsupported:  # falling back to other credentials would act as another identity
+        raise ConfigError(
+            f"Google connection {conn_id!r} sets {', '.join(unsupported)}, which xcomstash does not "
+            "support: use key_path, keyfile_dict or application default credentials"
+        )
+    if str(field("is_anonymous") or "").lower() in ("true", "1"):
+        return AnonymousCredentials(), None
+    if key_path and keyfile:
+        raise ConfigError(f"Google connection {conn_id!r}: key_path and keyfile_dict are mutually exclusive")
+    try:
+        if key_path:
+            if not str(key_path).endswith(".json"):
+                raise ConfigError(
+                    f"Google connection {conn_id!r}: key_path must be a service-account .json file "
+                    "(legacy P12 keys are not supported)"
+                )
+            credentials = service_account.Credentials.from_service_account_file(key_path, scopes=scopes)
+            return credentials, credentials.project_id
+        if keyfile:
+            info = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
+            credentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
+            return credentials, credentials.project_id
+        return google.auth.default(scopes=scopes)
+    except ConfigError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"Google connection {conn_id!r}: keyfile_dict is not valid JSON ({exc.msg})") from None
+    except DefaultCredentialsError as exc:
+        raise ConfigError(
+            f"Google connection {conn_id!r} has no key and no application default credentials: {exc}"
+        ) from None
+    except (OSError, ValueError, KeyError) as exc:  # unreadable file, malformed key
+        raise ConfigError(
+            f"Google connection {conn_id!r}: cannot load the service-account key: {type(exc).__name__}: {exc}"
+        ) from None
