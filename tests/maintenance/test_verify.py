@@ -79,3 +79,48 @@ def test_check_object_reports_a_missing_object(store) -> None:
     ref = push(store)
     (store.root / store.key_for(ref.uri)).unlink()
     assert check_object(store, ref, full=True) == (MISSING, "object is missing", 0)
+
+
+# ------------------------------------------------------------------ every location
+
+
+def test_verify_checks_every_location_and_reports_a_lost_copy_as_degraded(tmp_path) -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    from xcomstash import Engine, StashConfig, XComCoordinate
+    from xcomstash.maintenance.rows import XComRow
+    from xcomstash.maintenance.verify import verify
+    from xcomstash.stores import LocalStore, ReplicatedStore
+
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    store = ReplicatedStore([a, b])
+    coordinate = XComCoordinate("d", "r", "t", -1, "return_value")
+    engine = Engine(StashConfig(store_url=a.root_uri, threshold=0, read_ahead=False), store)
+    row = XComRow(coordinate, engine.serialize(np.arange(50_000), coordinate))
+    assert verify([row], store).healthy
+    (Path(b.root) / a.key_for(row.value["uri"])).unlink()
+    report = verify([row], store)
+    assert (report.degraded, report.healthy) == (1, False)
+    assert b.root_uri in report.problems[0].detail and "missing" in report.problems[0].detail
+    (Path(a.root) / a.key_for(row.value["uri"])).unlink()
+    assert verify([row], store).missing == 1
+
+
+def test_stats_location_usage_lists_what_each_location_holds(tmp_path) -> None:
+    import numpy as np
+
+    from xcomstash import Engine, StashConfig, XComCoordinate
+    from xcomstash.maintenance.stats import location_usage
+    from xcomstash.stores import FaultyStore, LocalStore, ReplicatedStore
+
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    coordinate = XComCoordinate("d", "r", "t", -1, "return_value")
+    Engine(StashConfig(store_url=a.root_uri, threshold=0), ReplicatedStore([a, b])).serialize(np.arange(10_000), coordinate)
+    Engine(StashConfig(store_url=a.root_uri, threshold=0), ReplicatedStore([a, FaultyStore(b, fail_writes=True)], write_quorum=1)).serialize(
+        np.arange(20_000), coordinate.__class__("d", "r", "t2", -1, "return_value")
+    )
+    usage = location_usage(ReplicatedStore([a, b]))
+    assert usage[a.root_uri]["objects"] > usage[b.root_uri]["objects"] > 0
+    assert location_usage(a) == {}

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from xcomstash.errors import XComStashError
     from xcomstash.maintenance.report import human_bytes
     from xcomstash.maintenance.rows import RowFilter
-    from xcomstash.maintenance.stats import collect
+    from xcomstash.maintenance.stats import collect, location_usage
 
     try:
         store = _common.open_store(args)
@@ -46,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
                 layout_sample=args.compression_sample,
                 progress=lambda what, n: advance("reading rows", n),
             )
+            usage = location_usage(store)
     except XComStashError as exc:
         return _common.fail(str(exc))
     doc = report.to_json(top=args.top)
+    if usage:
+        doc["locations"] = usage
     ratio = report.compression_ratio
     summary = (
         f"stats: {report.rows:,} XComs, {report.inline.inline_count:,} inline "
@@ -72,6 +75,14 @@ def run(args: argparse.Namespace) -> int:
                           f"{b['stored_count']:,}", human_bytes(b["stored_bytes"]))
             out.print(t)
 
+        if usage:
+            t = Table(title="by location", title_justify="left")
+            for c in ("location", "objects", "bytes"):
+                t.add_column(c, justify="left" if c == "location" else "right")
+            for root, u in usage.items():
+                t.add_row(root, f"{u['objects']:,}" if u["objects"] >= 0 else "unreachable",
+                          human_bytes(u["bytes"]) if u["bytes"] >= 0 else "-")
+            out.print(t)
         table("by DAG", doc["by_dag"])
         table(f"by task (top {args.top})", doc["by_task"])
         t = Table(title="by codec", title_justify="left")

@@ -13,8 +13,11 @@ the right size, the right root digest and, unless --quick, every frame's SHA-256
 shared by several rows are read once. With --orphans, also count objects no row references
 (a reconcile dry run).
 
-exit status: 0 all checked objects are intact, 1 the command failed, 2 objects are missing or
-corrupt (listed in the report).
+With several locations in store_url, every location's copy is checked: a value intact in
+some locations but not all is reported as degraded (``xcomstash repair`` restores it).
+
+exit status: 0 all checked objects are intact, 1 the command failed, 2 objects are missing,
+corrupt or degraded (listed in the report).
 """
 
 
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         f"verify{' (quick)' if args.quick else ''}: {report.checked_rows:,} references checked "
         f"({report.checked_objects:,} objects, {human_bytes(report.bytes_read)} read), {report.ok:,} ok, "
         f"{report.corrupt:,} corrupt, {report.missing:,} missing, {report.unreadable:,} unreadable"
+        + (f", {report.degraded:,} degraded (not intact in every location: run xcomstash repair)" if report.degraded else "")
         + (f", {report.orphans['count']:,} orphans" if report.orphans else "")
         + f" in {report.seconds:.1f}s"
     )

@@ -174,3 +174,31 @@ def collect(
             report.body_bytes += layout.body_size
     report.seconds = time.perf_counter() - started
     return report
+
+
+def location_usage(store: Store) -> dict[str, dict[str, int]]:
+    """Objects and bytes each location holds, by listing it: with several locations
+    (replicas, per-DAG stores) what each one holds, so a location that fell behind shows.
+    Empty for a store with one location (the row-based totals say it all)."""
+    from xcomstash.observe.audit import PREFIX as AUDIT_PREFIX
+    from xcomstash.pipeline.repair import _unwrapped
+
+    inner = _unwrapped(store)
+    groups = [_unwrapped(s) for s in getattr(inner, "stores", (inner,))]
+    locations = [loc for g in groups for loc in getattr(g, "locations", (g,))]
+    if len(locations) < 2:
+        return {}
+    usage: dict[str, dict[str, int]] = {}
+    for loc in locations:
+        count = size = 0
+        try:
+            for info in loc.list():
+                if info.key.startswith(AUDIT_PREFIX + "/"):
+                    continue
+                count += 1
+                size += info.size
+        except StoreError as exc:
+            usage[loc.root_uri] = {"objects": -1, "bytes": -1, "error": str(exc)[:300]}  # type: ignore[dict-item]
+            continue
+        usage[loc.root_uri] = {"objects": count, "bytes": size}
+    return usage

@@ -8,6 +8,7 @@ codec: verify needs no pandas, no pyarrow.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,9 @@ from xcomstash.format.reference import Reference
 from xcomstash.stores.base import Store
 
 OK, MISSING, CORRUPT, UNREADABLE = "ok", "missing", "corrupt", "unreadable"
+#: With several locations: intact in some, missing, damaged or unreachable in others
+#: (``xcomstash repair`` restores it).
+DEGRADED = "degraded"
 WORKERS = 4
 
 
@@ -60,6 +64,7 @@ class VerifyReport:
     missing: int = 0
     corrupt: int = 0
     unreadable: int = 0  # store errors: could not tell
+    degraded: int = 0  # several locations: intact in some, not in all
     invalid_references: int = 0
     problems: list[Problem] = field(default_factory=list)
     orphans: dict[str, Any] | None = None
@@ -67,7 +72,7 @@ class VerifyReport:
 
     @property
     def healthy(self) -> bool:
-        return not (self.missing or self.corrupt or self.unreadable or self.invalid_references)
+        return not (self.missing or self.corrupt or self.unreadable or self.invalid_references or self.degraded)
 
     def to_json(self) -> dict[str, Any]:
         doc = {k: v for k, v in vars(self).items() if k not in ("problems", "seconds")}
@@ -111,6 +116,31 @@ def check_object(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecu
         reader.close()
 
 
+def check_copies(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecutor | None = None) -> tuple[str, str, int]:
+    """:func:`check_object` in every location that should hold the object (one, or each of a
+    replicated store's). Intact everywhere: ``ok``; intact somewhere: ``degraded``, naming the
+    locations that are not; intact nowhere: the first location's status."""
+    from xcomstash.pipeline.repair import locations_of
+
+    try:
+        key = store.key_for(ref.uri)
+    except InvalidReferenceError as exc:
+        return CORRUPT, str(exc), 0
+    locations = locations_of(store, key)
+    if len(locations) == 1:
+        return check_object(locations[0], dataclasses.replace(ref, uri=locations[0].uri_for(key)), full, pool)
+    results = [
+        (loc, *check_object(loc, dataclasses.replace(ref, uri=loc.uri_for(key)), full, pool)) for loc in locations
+    ]
+    nbytes = sum(r[3] for r in results)
+    bad = [f"{loc.root_uri}: {status} ({detail})" for loc, status, detail, _ in results if status != OK]
+    if not bad:
+        return OK, "", nbytes
+    if len(bad) < len(results):
+        return DEGRADED, "; ".join(bad), nbytes
+    return results[0][1], "; ".join(bad), nbytes
+
+
 def verify(
     rows: Iterable[XComRow],
     store: Store,
@@ -145,7 +175,7 @@ def verify(
         if memo in seen:  # one blob, several rows: read it once
             status, detail = seen[memo]
             return row, ref, status, detail, 0, False
-        status, detail, nbytes = check_object(store, ref, options.full, frames_pool)
+        status, detail, nbytes = check_copies(store, ref, options.full, frames_pool)
         seen[memo] = (status, detail)
         return row, ref, status, detail, nbytes, True
 
