@@ -43,6 +43,10 @@ class StashConfig:
     #: Local read cache for remote stores (``None``: no cache), bounded to ``cache_max_bytes``.
     cache_dir: str | None = None
     cache_max_bytes: int = 2 * 1024**3
+    #: Overall bounds, in seconds, on one push and one pull of a stored value (every request,
+    #: retry and failover included); ``None``: none. See :mod:`xcomstash.pipeline.deadline`.
+    push_timeout: float | None = 600.0
+    pull_timeout: float | None = 600.0
     #: Fetch the next mapped outputs while a task reads them one by one.
     read_ahead: bool = True
     #: Store identical payloads of one DAG run once (content-addressed blobs plus links);
@@ -63,6 +67,10 @@ class StashConfig:
         compression.validate(self.compression)
         if not isinstance(self.threshold, int) or self.threshold < 0:
             raise ConfigError(f"threshold must be a non-negative integer, got {self.threshold!r}")
+        for name in ("push_timeout", "pull_timeout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{name} must be a positive number of seconds (or None), got {value!r}")
         if self.cache_max_bytes < 0:
             raise ConfigError(f"cache_max_bytes must be >= 0, got {self.cache_max_bytes!r}")
         if not 1 <= self.compression_level <= 22:

@@ -59,6 +59,10 @@ class StoreFullError(StoreUnavailableError):
     refused value stays behind; the message names the limit to raise."""
 
 
+class StoreTimeoutError(StoreUnavailableError):
+    """A push or pull did not finish within its deadline (``push_timeout`` / ``pull_timeout``)."""
+
+
 class ReadError(XComStashError):
     """A stored value could not be read back. Carries where it was supposed to be."""
 

@@ -41,6 +41,27 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "1 0",
         "default": "",
     },
+    "push_timeout": {
+        "description": (
+            "Overall bound in seconds on one push of a stored value (every request, retry and "
+            "replica included); past it the task fails with StoreTimeoutError instead of waiting "
+            "on a hung store. 0: no bound (the store clients' own timeouts only).\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "float",
+        "example": "120",
+        "default": "600",
+    },
+    "pull_timeout": {
+        "description": (
+            "Overall bound in seconds on one pull of a stored value (every request and failover "
+            "to another location included). 0: no bound.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "float",
+        "example": "120",
+        "default": "600",
+    },
     "threshold": {
         "description": (
             "Values whose encoded size is at least this many bytes are offloaded to the store; "

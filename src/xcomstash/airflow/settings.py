@@ -52,10 +52,17 @@ def read_config() -> tuple[StashConfig, str | None]:
         cache_dir=cache_dir or None,
         cache_max_bytes=conf.getint(SECTION, "cache_max_bytes", fallback=2 * 1024**3),
         read_ahead=conf.getboolean(SECTION, "read_ahead", fallback=True),
+        push_timeout=_seconds(conf.getfloat(SECTION, "push_timeout", fallback=600.0)),
+        pull_timeout=_seconds(conf.getfloat(SECTION, "pull_timeout", fallback=600.0)),
         dedup=conf.getboolean(SECTION, "dedup", fallback=True),
     )
     trace_file = conf.get(SECTION, "trace_file", fallback="") or None
     return config, trace_file
+
+
+def _seconds(value: float) -> float | None:
+    """A timeout option: seconds, 0 for none."""
+    return value if value > 0 else None
 
 
 def _read_order(text: str) -> tuple[int, ...] | None:

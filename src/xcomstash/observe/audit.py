@@ -166,10 +166,14 @@ class StoreSink:
         flush_events: int = 200,
         flush_seconds: float = 5.0,
         chain_key: tuple[str, bytes] | None = None,
+        flush_wait: float = 5.0,
     ) -> None:
         self.store = store
         self.flush_events = flush_events
         self.flush_seconds = flush_seconds
+        #: How long a flush waits for the store before the caller goes on (the write goes on
+        #: in the background): a hung store must not hold a task past its push deadline.
+        self.flush_wait = flush_wait
         self.chain_key = chain_key
         self.writer = f"{_safe(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(4)}"
         self._lines: list[str] = []
@@ -195,9 +199,23 @@ class StoreSink:
             self.flush()
 
     def flush(self, *, final: bool = False) -> None:
-        """Write the buffered events as the next object of the chain. ``final`` (at exit)
-        closes the chain, with an object of no events if need be, so that deleting this
-        writer's last objects shows as an open chain."""
+        """Write the buffered events as the next object of the chain, waiting at most
+        :attr:`flush_wait` for the store (a daemon thread carries on after that, so a hung
+        store delays neither the task nor the process exit). ``final`` (at exit) closes the
+        chain, with an object of no events if need be, so that deleting this writer's last
+        objects shows as an open chain."""
+        writer = threading.Thread(
+            target=self._write_out, kwargs={"final": final}, name="xcomstash-audit", daemon=True
+        )
+        writer.start()
+        writer.join(self.flush_wait)
+        if writer.is_alive():
+            log.warning(
+                "xcomstash audit: the store has not taken the audit events within %g s; still trying in the background",
+                self.flush_wait,
+            )
+
+    def _write_out(self, *, final: bool = False) -> None:
         with self._write_lock:
             with self._lock:
                 lines, self._lines, self._first = self._lines, [], None

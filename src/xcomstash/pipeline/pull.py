@@ -46,6 +46,7 @@ from xcomstash.format import container, keyspace
 from xcomstash.format.frames import FrameError, read_frames
 from xcomstash.format.reference import Reference, is_reference
 from xcomstash.observe.events import OK, Event, Observer, outcome_of
+from xcomstash.pipeline.deadline import within
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
 from xcomstash.pipeline.repair import Repaired, RepairResult, repair_object
@@ -113,6 +114,7 @@ class PullPath:
         self.placer = placer
         self.observer = observer
         self.pools = pools
+        self.config = config
         self.readahead = ReadAhead(self._prefetch, pools.fanin.get) if config.read_ahead else None
         #: Exclusive mode: every row a worker writes is a reference, so a plain one is refused.
         self.refuse_plain_rows = config.exclusive and not config.accept_plain_rows
@@ -265,7 +267,11 @@ class PullPath:
         opened = self._open(op, stored, coordinate, expected, check_readers=True)
         ahead = self.readahead if readahead else None
         try:
-            value, stats, source = self._from_sources(opened, consume, ahead, whole)
+            value, stats, source = within(
+                self.config.pull_timeout,
+                lambda: self._from_sources(opened, consume, ahead, whole),
+                lambda: f"the pull of {opened.coordinate or opened.ref.uri} from {opened.ref.uri}",
+            )
         except XComStashError as exc:
             self._emit(op, opened, started, error=exc)
             raise

@@ -25,6 +25,7 @@ from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import UnsupportedTypeError, XComStashError
 from xcomstash.observe.events import INLINE, OK, Event, Observer, outcome_of
 from xcomstash.pipeline import route
+from xcomstash.pipeline.deadline import within
 from xcomstash.pipeline.place import Placer
 from xcomstash.security.guard import Admission, Guard
 
@@ -101,7 +102,11 @@ class PushPath:
     ) -> tuple[dict[str, Any], Event]:
         rules = admission.rules
         check_size = rules.check_size if rules.max_value_bytes else None
-        placed = self.placer.place(coordinate, codec, value, summary, write_body, check_size)
+        placed = within(
+            self.config.push_timeout,
+            lambda: self.placer.place(coordinate, codec, value, summary, write_body, check_size),
+            lambda: f"the push of {coordinate} to {self.placer.store.root_uri}",
+        )
         ref = placed.reference
         doc = self.guard.seal_reference(ref.to_json(), admission.readers, coordinate.dag_id)
         event = Event(
