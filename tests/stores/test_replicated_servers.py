@@ -59,8 +59,25 @@ def own_gcs(tmp_path: Path):
     server.stop()
 
 
-def engine_over(store: ReplicatedStore) -> Engine:
-    return Engine(StashConfig(store_url=store.root_uri, threshold=0, read_ahead=False, cache_dir=None), store)
+class Pulls:
+    """Keeps the pull events (which source served, which failed first)."""
+
+    wants_inline = False
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        if event.op == "pull":
+            self.events.append(event)
+
+    def flush(self) -> None:
+        pass
+
+
+def engine_over(store: ReplicatedStore, pulls: Pulls | None = None) -> Engine:
+    config = StashConfig(store_url=store.root_uri, threshold=0, read_ahead=False, cache_dir=None)
+    return Engine(config, store, subscribers=[pulls] if pulls else [])
 
 
 def test_a_location_stopped_during_pushes_fails_them_below_quorum_and_not_above(s3_client, own_gcs) -> None:
@@ -95,9 +112,15 @@ def test_a_corrupted_copy_and_a_deleted_copy_are_read_from_the_other_location(s3
     data[len(data) // 2] ^= 0xFF
     s3_client.put_object(Bucket="xcom", Key=f"{prefix}/{key}", Body=bytes(data))
     gcs.delete(s3.key_for(deleted["uri"]))
-    assert np.array_equal(engine.deserialize(corrupted, coordinate("corrupted")), VALUE)  # S3 first
-    gcs_first = engine_over(ReplicatedStore([s3, gcs], read_order=[1, 0]))
+    pulls = Pulls()
+    s3_first = engine_over(ReplicatedStore([s3, gcs]), pulls)
+    assert np.array_equal(s3_first.deserialize(corrupted, coordinate("corrupted")), VALUE)
+    gcs_first = engine_over(ReplicatedStore([s3, gcs], read_order=[1, 0]), pulls)
     assert np.array_equal(gcs_first.deserialize(deleted, coordinate("deleted")), VALUE * 3)
+    assert [(e.source, e.failover) for e in pulls.events] == [
+        ("replica:1", ("replica:0: IntegrityError",)),
+        ("replica:0", ("replica:1: ObjectMissingError",)),
+    ]
 
 
 def test_a_hung_location_is_written_and_read_around(s3_client, own_gcs) -> None:
@@ -108,7 +131,8 @@ def test_a_hung_location_is_written_and_read_around(s3_client, own_gcs) -> None:
         gcs = GCSStore(emulator_client(proxy.url), "xcom", prefix, timeout=1, retry_timeout=1)
         # GCS first in read order: a hung first location must not stop the pull.
         store = ReplicatedStore([s3, gcs], write_quorum=1, read_order=[1, 0])
-        engine = engine_over(store)
+        pulls = Pulls()
+        engine = engine_over(store, pulls)
         before = engine.serialize(VALUE, coordinate("before"))
         proxy.stall = True
         proxy.drop_all()
@@ -118,6 +142,11 @@ def test_a_hung_location_is_written_and_read_around(s3_client, own_gcs) -> None:
         assert np.array_equal(engine.deserialize(before, coordinate("before")), VALUE)
         assert np.array_equal(engine.deserialize(row, coordinate("during")), VALUE + 5)
         assert time.monotonic() - started < 30
+        assert [e.source for e in pulls.events] == ["replica:0", "replica:0"]
+        # The value pushed before the hang names both locations: GCS (first in read order)
+        # is tried and fails over; the one pushed during it names S3 only: read there first.
+        assert pulls.events[0].failover[0].startswith("replica:1: ")
+        assert pulls.events[1].failover == ()
     finally:
         proxy.normal()
         proxy.stop()
