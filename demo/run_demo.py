@@ -2,6 +2,10 @@
 and print where each XCom value went, its size, and what pushing and pulling it cost.
 
 Usage: .venv/bin/python demo/run_demo.py   (the README's `make demo` does this)
+
+The store is a local directory unless ``AIRFLOW__XCOMSTASH__STORE_URL`` names another (any
+store URL xcomstash accepts, e.g. ``gs://my_gcp@bucket/demo``, with the Airflow connection it
+names set the usual way, e.g. ``AIRFLOW_CONN_MY_GCP``).
 """
 
 from __future__ import annotations
@@ -35,19 +39,21 @@ def main() -> int:
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir()
     trace = HOME / "trace.jsonl"
+    store_url = os.environ.get("AIRFLOW__XCOMSTASH__STORE_URL") or f"file://{HOME / 'store'}"
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(HOME),
         "AIRFLOW__CORE__XCOM_BACKEND": "xcomstash.airflow.backend.XComStashBackend",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "demo" / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__XCOMSTASH__STORE_URL": f"file://{HOME / 'store'}",
+        "AIRFLOW__XCOMSTASH__STORE_URL": store_url,
         "AIRFLOW__XCOMSTASH__TRACE_FILE": str(trace),
         # Encryption, signed references and the durable audit log: a keyset file made like
         # `xcomstash keys generate` does (mode 0600, as Airflow's fernet key should be).
         "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{make_keyset(HOME / 'keyset.json')}",
     }
     console.print(f"[bold]xcomstash demo[/] — AIRFLOW_HOME={HOME}")
+    console.print(f"  store: {store_url}")
     console.print(f"  values encrypted and references signed with {HOME / 'keyset.json'} (mode 0600)")
     started = time.perf_counter()
     migrate = airflow(env, "db", "migrate")
@@ -118,7 +124,7 @@ def print_table(events: list[dict]) -> None:
             ", ".join(f"{t * 1000:.1f}" for t in times) if stored else "(read from the xcom row)",
         )
     console.print(table)
-    console.print(f"Stored objects: {stored_total:,} bytes on disk for {raw_total:,} bytes encoded "
+    console.print(f"Stored objects: {stored_total:,} bytes stored for {raw_total:,} bytes encoded "
                   f"(zstd). Inline values are read straight from the xcom row.")
 
 
