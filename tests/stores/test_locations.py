@@ -38,3 +38,14 @@ def test_several_urls_are_checked_each() -> None:
     assert store_urls("s3://a/p  gs://b/p") == ["s3://a/p", "gs://b/p"]
     with pytest.raises(ConfigError, match="ftp://x"):
         store_urls("s3://a/p ftp://x")
+
+
+def test_a_store_whose_client_library_is_missing_names_the_extra_to_install(monkeypatch) -> None:
+    import sys
+
+    from xcomstash.stores import open_store
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if redis-py were not installed
+    monkeypatch.delitem(sys.modules, "xcomstash.stores.redis", raising=False)
+    with pytest.raises(ConfigError, match=r"xcomstash\[redis\]"):
+        open_store("redis:///xcom")

@@ -127,10 +127,10 @@ def _open_bare(url: str, clients: ClientFactory | None) -> Store:
 
     try:
         module = importlib.import_module(_OPENERS[location.kind])
-    except ImportError as exc:
+        client = clients(location) if clients is not None else None
+        return module.open_location(location, client)
+    except ImportError as exc:  # the service's client library is not installed
         raise ConfigError(
             f"store URL {url!r} needs the {exc.name or 'client'} package: "
             f"pip install 'xcomstash[{_EXTRAS[location.kind]}]'"
         ) from None
-    client = clients(location) if clients is not None else None
-    return module.open_location(location, client)
