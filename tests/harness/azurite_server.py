@@ -57,17 +57,15 @@ class AzuriteServer:
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-            f"BlobEndpoint={self.account_url};"
-        )
+        return connection_string(self.port)
 
-    def client(self, *, timeout: float = 5.0, retries: int = 1):
-        """A ``BlobServiceClient`` with short timeouts and one quick retry (tests fail fast)."""
+    def client(self, *, timeout: float = 5.0, retries: int = 1, port: int | None = None):
+        """A ``BlobServiceClient`` with short timeouts and one quick retry (tests fail fast);
+        ``port``: reach the server through another port (a proxy in front of it)."""
         from xcomstash.stores.azure import service_client
 
         return service_client(
-            connection_string=self.connection_string,
+            connection_string=connection_string(port or self.port),
             connection_timeout=timeout,
             read_timeout=timeout,
             **_retry(retries),
@@ -92,6 +90,14 @@ class AzuriteServer:
             return self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""
         except OSError:
             return ""
+
+
+def connection_string(port: int) -> str:
+    """The development account's connection string for an Azurite blob endpoint on ``port``."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{LOOPBACK}:{port}/{ACCOUNT};"
+    )
 
 
 def _retry(retries: int) -> dict:
