@@ -11,6 +11,7 @@ import time
 import tracemalloc
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from xcomstash.errors import (
     ConfigError,
@@ -172,15 +173,22 @@ def test_multi_block_value_publishes_only_at_its_staged_key(small_block_store, r
     assert store.get("staging/abc.xcs") == b"\2" * (3 * MiB)
 
 
-def test_killed_multi_block_writer_is_listed_then_removed(small_block_store, raw_names, azure_prefix: str) -> None:
+def test_killed_multi_block_writer_is_listed_then_removed(
+    small_block_store, container, raw_names, azure_prefix: str
+) -> None:
     store = small_block_store
     block = store.new_object("killed/v.xcs")
     pending = block.__enter__()
-    pending.write(b"k" * (3 * MiB))
-    deadline = time.monotonic() + 5
-    while not list(store.unfinished_uploads()) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the blocks are staged on background threads
-    time.sleep(0.2)
+    pending.write(b"k" * (3 * MiB))  # three blocks, staged on background threads
+    blob = container.get_blob_client(f"{azure_prefix}/killed/v.xcs")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if len(blob.get_block_list("uncommitted")[1]) == 3:
+                break
+        except ResourceNotFoundError:
+            pass
+        time.sleep(0.05)
     (upload,) = store.unfinished_uploads()
     assert upload.key == "killed/v.xcs" and upload.token == f"{azure_prefix}/killed/v.xcs"
     assert time.time() - 60 < upload.started <= time.time() + 5
@@ -284,9 +292,7 @@ def test_wrong_account_key_is_refused(azurite, store, azure_prefix: str) -> None
     from xcomstash.stores.azure import service_client
 
     write(store, "k.xcs", b"secret")
-    bad = service_client(
-        connection_string=azurite.connection_string.replace("Eby8", "AAAA"), retry_total=0
-    )
+    bad = service_client(connection_string=azurite.connection_string.replace("Eby8", "AAAA"))
     bad_store = AzureBlobStore(bad.get_container_client("xcom"), azure_prefix)
     with pytest.raises(StoreError) as info:
         bad_store.get("k.xcs")
