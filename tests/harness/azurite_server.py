@@ -103,7 +103,9 @@ def connection_string(port: int) -> str:
 def _retry(retries: int) -> dict:
     from azure.storage.blob import ExponentialRetry
 
-    return {"retry_policy": ExponentialRetry(initial_backoff=0, increment_base=0, retry_total=retries, random_jitter_range=0)}
+    # No waiting between attempts (backoff = initial_backoff + increment_base ** attempt).
+    policy = ExponentialRetry(initial_backoff=0, increment_base=0, retry_total=retries, random_jitter_range=0)
+    return {"retry_policy": policy}
 
 
 def start_azurite(workdir: Path, *, container: str = "xcom", timeout: float = START_TIMEOUT_S) -> AzuriteServer:
@@ -135,7 +137,9 @@ def start_azurite(workdir: Path, *, container: str = "xcom", timeout: float = ST
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"azurite-blob did not listen on {port} within {timeout:g} s:\n{server.log_tail()}")
+                    raise RuntimeError(
+                        f"azurite-blob did not listen on {port} within {timeout:g} s:\n{server.log_tail()}"
+                    )
                 time.sleep(0.05)
         server.client().create_container(container)
     except BaseException:

@@ -99,7 +99,9 @@ def test_adlfs_url_keeps_its_account_and_refuses_another(azure_client, azure_pre
     write(store, "k.xcs", b"adlfs form")
     assert store.get(store.key_for(store.uri_for("k.xcs"))) == b"adlfs form"
     with pytest.raises(ConfigError, match="otheraccount"):
-        open_store(f"abfs://xcom@otheraccount.dfs.core.windows.net/{azure_prefix}", clients=lambda loc: azure_client)
+        open_store(
+            f"abfs://xcom@otheraccount.dfs.core.windows.net/{azure_prefix}", clients=lambda loc: azure_client
+        )
 
 
 def test_without_client_or_connection_string_says_how_to_configure(monkeypatch, azure_prefix: str) -> None:
@@ -454,13 +456,16 @@ attempt("adlfs", f"abfs://xcom@devstoreaccount1.dfs.core.windows.net/{prefix}/ad
 attempt("bad_key", f"abfs://az_bad@xcom/{prefix}/bad")
 attempt("other_account", f"abfs://xcom@otheraccount.dfs.core.windows.net/{prefix}/other")
 attempt("no_credentials", f"abfs://az_none@xcom/{prefix}/none")
+attempt("garbage", f"abfs://az_garbage@xcom/{prefix}/garbage")
 os.environ.pop("AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS")
 attempt("http_refused", f"abfs://az_key@xcom/{prefix}/refused")
 print("%s" + json.dumps(result))
 """ % RESULT_MARKER
 
 
-def test_airflow_wasb_connections_build_the_client(azurite, container, azure_prefix: str, tmp_path, monkeypatch) -> None:
+def test_airflow_wasb_connections_build_the_client(
+    azurite, container, azure_prefix: str, tmp_path, monkeypatch
+) -> None:
     import json
     import subprocess
     import sys
@@ -483,6 +488,7 @@ def test_airflow_wasb_connections_build_the_client(azurite, container, azure_pre
         "WASB_DEFAULT": key_conn,
         "AZ_BAD": {**key_conn, "password": ACCOUNT_KEY.replace("Eby8", "AAAA")},
         "AZ_NONE": {"conn_type": "wasb", "login": ACCOUNT, "host": azurite.account_url},
+        "AZ_GARBAGE": {"conn_type": "wasb", "extra": {"connection_string": "not a connection string"}},
     }
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow_home"))
     monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -507,6 +513,7 @@ def test_airflow_wasb_connections_build_the_client(azurite, container, azure_pre
     assert result["bad_key"].startswith("StoreReadError") and "Azure error 403" in result["bad_key"]
     assert result["other_account"].startswith("ConfigError") and "otheraccount" in result["other_account"]
     assert result["no_credentials"].startswith("ConfigError") and "no credentials" in result["no_credentials"]
+    assert result["garbage"].startswith("ConfigError: invalid Azure Blob Storage settings")
     assert result["http_refused"].startswith("ConfigError") and "plain HTTP" in result["http_refused"]
     assert ACCOUNT_KEY not in json.dumps(result) and sas not in json.dumps(result)
     # What the child wrote is really in Azurite, where the URL said.

@@ -94,7 +94,9 @@ _MISSING_CODES = {"BlobNotFound"}
 _EXISTS_CODES = {"BlobAlreadyExists", "ConditionNotMet"}
 
 
-def client_options(*, timeout: float = REQUEST_TIMEOUT_S, retries: int = RETRIES, backoff: float = 1.0) -> dict[str, Any]:
+def client_options(
+    *, timeout: float = REQUEST_TIMEOUT_S, retries: int = RETRIES, backoff: float = 1.0
+) -> dict[str, Any]:
     """Keyword arguments for ``BlobServiceClient``: per-request timeouts and a short, bounded
     retry, so an unreachable service becomes an error in seconds rather than minutes."""
     from azure.storage.blob import ExponentialRetry
@@ -364,7 +366,9 @@ class AzureBlobStore(Store):
         local=False, ranged_reads=True, listing=True, cheap_publish=False, multipart=True, conditional_create=True
     )
 
-    def __init__(self, container_client: Any, prefix: str = "", *, account: str = "", block_size: int = BLOCK_SIZE) -> None:
+    def __init__(
+        self, container_client: Any, prefix: str = "", *, account: str = "", block_size: int = BLOCK_SIZE
+    ) -> None:
         """``account``: the account as the store URL named it (adlfs form), kept in the URIs.
         ``block_size``: the size of staged blocks (memory use is a few of them)."""
         self.container = container_client
@@ -431,7 +435,9 @@ class AzureBlobStore(Store):
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             for item in self.container.list_blobs(name_starts_with=full or None):
-                yield ObjectInfo(key=item.name[strip:], size=int(item.size), modified=item.last_modified.timestamp())
+                yield ObjectInfo(
+                    key=item.name[strip:], size=int(item.size), modified=item.last_modified.timestamp()
+                )
         except Exception as exc:
             raise _translate(exc, self.root_uri, "cannot list") from exc
 
