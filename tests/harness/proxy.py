@@ -75,6 +75,12 @@ class TcpProxy:
     def stop(self) -> None:
         self._closed.set()
         try:
+            # shutdown() wakes the accept() blocked in the loop's thread; close() alone leaves
+            # the port accepting until that accept() returns.
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._listener.close()
         except OSError:
             pass

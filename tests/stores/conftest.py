@@ -81,3 +81,30 @@ def gcs_client(gcs_server):
 def gcs_prefix() -> str:
     """A prefix no other test uses, so tests can share the session's bucket."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+# ------------------------------------------------------------------ Azure Blob Storage (Azurite)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory):
+    """One in-memory Azurite per session with a container ``xcom``; tests use fresh prefixes."""
+    from tests.harness.azurite_server import start_azurite
+
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azure_client(azurite):
+    """A ``BlobServiceClient`` for Azurite with short timeouts and one quick retry."""
+    return azurite.client()
+
+
+@pytest.fixture
+def azure_prefix() -> str:
+    """A prefix no other test uses, so tests can share the session's container."""
+    return f"t-{uuid.uuid4().hex[:12]}"
