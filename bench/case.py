@@ -12,6 +12,9 @@ payload -> reset the counter -> pull (timed) -> peak RSS of the pull phase -> re
 from its seed and compare strictly -> exit; the orchestrator then measures what is stored. A wrong value is ``FAILED`` and
 its timings are discarded; an exception is ``ERROR``; a TypeError at push time (the backend
 cannot serialize the type) is ``unsupported``.
+
+The ``raw`` contender (:func:`_raw`) does the same with the store's own client (``bench.stores``):
+one upload and one download of one object, the bytes compared.
 """
 
 from __future__ import annotations
@@ -80,6 +83,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if kind == "s3raw":
         result.update(_s3_raw(case, store))
+        return result
+    if spec["contender"] == "raw":
+        try:
+            result.update(_raw(case, store, spec.get("raw_bytes"), payloads))
+        except Outcome as out:
+            result.update(status=out.status, error=out.error, push_s=None, pull_s=None, total_s=None)
+            if out.tb:
+                result["traceback"] = out.tb[-4000:]
         return result
 
     t0 = time.perf_counter()
@@ -276,6 +287,73 @@ def _measures(
     }
 
 
+def _raw_bytes(case: dict[str, Any], size: int | None, payloads: Any) -> tuple[bytes, str]:
+    """The bytes the raw contender moves: random bytes of ``size`` (the size of the object
+    xcomstash stored for this case on this store, measured in the same run), else the value's
+    plain encoding (Arrow IPC stream / .npy). Random bytes: no store here compresses, and
+    xcomstash's object is compressed already."""
+    import io
+
+    import numpy as np
+
+    if size:
+        return np.random.default_rng(11).bytes(size), "random bytes, as many as xcomstash stored"
+    value = _build(case, payloads)
+    buf = io.BytesIO()
+    if case["kind"] == "frame":
+        from bench.contenders import _write_ipc
+
+        _write_ipc(value, buf)
+        return buf.getvalue(), "the DataFrame's Arrow IPC stream (no xcomstash result to size it)"
+    np.save(buf, value)
+    return buf.getvalue(), "the array's .npy bytes (no xcomstash result to size it)"
+
+
+def _raw(case: dict[str, Any], store: dict[str, Any], size: int | None, payloads: Any) -> dict[str, Any]:
+    """One upload and one download of one object through the store's own client (see
+    ``bench.stores``), after a small warm-up object; the downloaded bytes must be identical."""
+    from bench import contenders, stores
+
+    t0 = time.perf_counter()
+    client = stores.raw_client(store)
+    import_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    warm = b"w" * (256 * 1024)
+    client.put("warmup/raw.bin", warm)
+    if bytes(client.get("warmup/raw.bin", len(warm))) != warm:
+        raise RuntimeError("warm-up object came back different")
+    warmup_s = time.perf_counter() - t0
+    rss_start = rss_mb()
+    data, source = _raw_bytes(case, size, payloads)
+    key = f"{contenders.DAG_ID}/raw/object.bin"
+    reset_peak()
+    rss_payload = rss_mb()
+
+    t0 = time.perf_counter()
+    _guard("push", client.put, key, data)
+    push_s = time.perf_counter() - t0
+    peak_push = hwm_mb()
+
+    reset_peak()
+    rss_before_pull = rss_mb()
+    t0 = time.perf_counter()
+    got = _guard("pull", client.get, key, len(data))
+    pull_s = time.perf_counter() - t0
+    peak_pull = hwm_mb()
+
+    t0 = time.perf_counter()
+    if len(got) != len(data) or memoryview(got) != memoryview(data):
+        raise Outcome("FAILED", f"downloaded {len(got)} bytes differ from the {len(data)} uploaded")
+    out = _measures(
+        push_s, pull_s, len(data), rss_payload, rss_before_pull, peak_push, peak_pull,
+        row_bytes=0, items=1, verify_s=time.perf_counter() - t0,
+    )
+    out.update(import_s=round(import_s, 3), warmup_s=round(warmup_s, 3), rss_start_mb=round(rss_start, 1),
+               raw_source=source, raw_how=client.how)
+    client.close()
+    return out
+
+
 def _s3_raw(case: dict[str, Any], store: dict[str, Any], rounds: int = 2) -> dict[str, Any]:
     """boto3 managed transfer (upload_fileobj / download_fileobj, boto3's default 8 MiB parts
     and 10 threads) of one object of random bytes; ``rounds`` times, the best round reported."""
@@ -284,9 +362,9 @@ def _s3_raw(case: dict[str, Any], store: dict[str, Any], rounds: int = 2) -> dic
     import numpy as np
     from boto3.s3.transfer import TransferConfig
 
-    from bench import contenders
+    from bench import contenders, stores
 
-    client = contenders.s3_client(store)
+    client = stores.s3_client(store)
     config = TransferConfig()
     size = int(case["mib"] * MB)
     data = np.random.default_rng(7).integers(0, 256, size, dtype=np.uint8).tobytes()

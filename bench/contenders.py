@@ -1,4 +1,4 @@
-"""The contenders, at the XCom backend API level, and the stores they write to.
+"""The contenders, at the XCom backend API level.
 
 Each contender turns a value into the string that would go into the xcom table's value column
 (``push``) and back (``pull``). For the Airflow backends that row value goes through
@@ -11,8 +11,9 @@ Each contender turns a value into the string that would go into the xcom table's
 - ``BaseXCom``: Airflow's own backend, serde structure in the row. Only for payloads that fit a
   database row (nominal size <= 100 MB; larger is reported ``n/a``).
 - ``baseline``: the physical floor, no Airflow: Arrow IPC stream for DataFrames, ``.npy`` for
-  arrays (both to a file in the same store directory, or to the same S3 bucket through boto3's
-  managed transfer), ``json.dumps``/``json.loads`` for small values.
+  arrays (both to a file in the same store directory, or through the store's raw client from
+  :mod:`bench.stores`), ``json.dumps``/``json.loads`` for small values.
+- ``raw`` (not here: ``bench.case``): the store's raw client moving the bytes xcomstash stored.
 
 Nothing here imports Airflow at module level: the case runner sets ``AIRFLOW_HOME`` and the
 ``AIRFLOW__*`` variables first (see :func:`child_env`).
@@ -26,103 +27,22 @@ import os
 from collections import namedtuple
 from typing import Any
 
-CONTENDERS = ("xcomstash", "common.io", "BaseXCom", "baseline")
+from bench import stores
+
+CONTENDERS = ("xcomstash", "common.io", "BaseXCom", "baseline", "raw")
 #: BaseXCom only runs where the value fits a database row.
 BASEXCOM_MAX_MB = 100
-CONN_ID = "bench_s3"
 DAG_ID = "bench"
 RUN_ID = "manual__2026-11-23T00:00:00+00:00"
 
 Row = namedtuple("Row", "value")
 
 
-# --------------------------------------------------------------------------- stores
-
-
-def store_url(store: dict[str, Any]) -> str:
-    """The URL both Airflow backends are configured with for this store."""
-    if store["kind"] == "local":
-        return "file://" + store["root"]
-    return f"s3://{CONN_ID}@{store['bucket']}/{store['prefix']}"
-
-
-def connection_json(store: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "conn_type": "aws",
-            "login": store["access_key"],
-            "password": store["secret_key"],
-            "extra": {
-                "endpoint_url": store["endpoint"],
-                "region_name": "us-east-1",
-                "config_kwargs": {
-                    "connect_timeout": 5,
-                    "read_timeout": 120,
-                    "retries": {"max_attempts": 3, "mode": "standard"},
-                },
-            },
-        }
-    )
-
-
-def s3_client(store: dict[str, Any]):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=store["endpoint"],
-        aws_access_key_id=store["access_key"],
-        aws_secret_access_key=store["secret_key"],
-        region_name="us-east-1",
-        config=Config(
-            connect_timeout=5,
-            read_timeout=120,
-            retries={"max_attempts": 3, "mode": "standard"},
-            s3={"addressing_style": "path"},
-        ),
-    )
-
-
-def stored_object_bytes(store: dict[str, Any], client: Any = None) -> tuple[int, int]:
-    """(objects, bytes) under the measured part of the store (``<root>/bench/``)."""
-    if store["kind"] == "local":
-        count = total = 0
-        for dirpath, _dirs, files in os.walk(os.path.join(store["root"], DAG_ID)):
-            for name in files:
-                count += 1
-                total += os.path.getsize(os.path.join(dirpath, name))
-        return count, total
-    client = client or s3_client(store)
-    count = total = 0
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=store["bucket"], Prefix=f"{store['prefix']}/{DAG_ID}/"
-    ):
-        for obj in page.get("Contents", []):
-            count += 1
-            total += obj["Size"]
-    return count, total
-
-
-def clear_store(store: dict[str, Any], client: Any = None) -> None:
-    """Delete everything a case wrote (the whole local root, or every key under the prefix)."""
-    if store["kind"] == "local":
-        import shutil
-
-        shutil.rmtree(store["root"], ignore_errors=True)
-        return
-    client = client or s3_client(store)
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=store["bucket"], Prefix=store["prefix"] + "/"
-    ):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=store["bucket"], Delete={"Objects": keys, "Quiet": True})
-
-
 def child_env(spec: dict[str, Any]) -> dict[str, str]:
-    """Environment for one case process: its own AIRFLOW_HOME and the contender's settings."""
+    """Environment for one case process: its own AIRFLOW_HOME, the contender's settings and
+    what the store needs (its connections, an emulator endpoint)."""
     store = spec["store"]
+    reach = stores.access(store)
     env = {
         "AIRFLOW_HOME": spec["airflow_home"],
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -134,19 +54,21 @@ def child_env(spec: dict[str, Any]) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:///" + os.path.join(spec["airflow_home"], "airflow.db"),
     }
     if spec["contender"] == "xcomstash":
-        env["AIRFLOW__XCOMSTASH__STORE_URL"] = store_url(store)
+        env["AIRFLOW__XCOMSTASH__STORE_URL"] = reach.url
         # The read cache for remote stores defaults to a shared $TMPDIR/xcomstash-cache keyed by
         # digest; payloads (and so digests) repeat from run to run, so give every case process a
         # cold cache of its own, as on a worker that has not read these objects before.
         env["AIRFLOW__XCOMSTASH__CACHE_DIR"] = os.path.join(spec["airflow_home"], "xcomstash-cache")
-        # SeaweedFS listens on plain HTTP on 127.0.0.1; xcomstash refuses plain HTTP otherwise.
+        # The servers listen on plain HTTP on 127.0.0.1; xcomstash refuses plain HTTP otherwise.
         env["AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS"] = "True"
+        # References are signed; a shared store needs keys provisioned (the run's keyset).
+        if spec.get("keyset"):
+            env["AIRFLOW__XCOMSTASH__KEYSETS"] = "file:" + spec["keyset"]
     if spec["contender"] == "common.io":
-        env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = store_url(store)
+        env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = reach.url
         env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"] = "0"
         env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION"] = ""
-    if store["kind"] == "s3":
-        env["AIRFLOW_CONN_" + CONN_ID.upper()] = connection_json(store)
+    env.update(reach.env)
     return env
 
 
@@ -235,21 +157,15 @@ class BaseXComContender(_AirflowBackend):
 class Baseline(Contender):
     """The physical floor: Arrow IPC / .npy to the same store, json for small values.
 
-    On S3 an object up to 8 MiB is one ``put_object`` / ``get_object`` (what boto3's managed
-    transfer would do anyway, minus its thread-pool and HEAD round trips); larger ones use the
-    managed transfer (``upload_fileobj`` / ``download_fileobj``: 8 MiB parts, 10 threads).
+    Local: a file in the store directory, read back memory-mapped. Remote: the store's raw
+    client (:mod:`bench.stores`), as the ``raw`` contender uses it.
     """
 
     name = "baseline"
-    SINGLE_REQUEST_MAX = 8 * 1024 * 1024
 
     def __init__(self, store: dict[str, Any]) -> None:
         super().__init__(store)
-        self.client = s3_client(store) if store["kind"] == "s3" else None
-        if self.client is not None:
-            from boto3.s3.transfer import TransferConfig
-
-            self.transfer = TransferConfig()  # boto3's defaults: 8 MiB parts, 10 threads
+        self.client = None if store["kind"] == "local" else stores.raw_client(store)
 
     def push(self, value: Any, task_id: str, map_index: int = -1, dag_id: str = DAG_ID) -> str:
         from bench.payloads import _is
@@ -274,12 +190,12 @@ class Baseline(Contender):
             if self.client is None:
                 with pa.memory_map(loc) as source:
                     return pa.ipc.open_stream(source).read_all().to_pandas()
-            return pa.ipc.open_stream(pa.py_buffer(self._get(loc, stored["size"]))).read_all().to_pandas()
+            return pa.ipc.open_stream(pa.py_buffer(self.client.get(loc, stored["size"]))).read_all().to_pandas()
         import numpy as np
 
         if self.client is None:
             return np.load(loc, allow_pickle=False)
-        return np.load(io.BytesIO(self._get(loc, stored["size"])), allow_pickle=False)
+        return np.load(io.BytesIO(self.client.get(loc, stored["size"])), allow_pickle=False)
 
     def _put(self, fmt: str, key: str, write: Any) -> str:
         if self.client is None:
@@ -290,21 +206,8 @@ class Baseline(Contender):
             return json.dumps({"__bench_ref__": fmt, "loc": path, "size": os.path.getsize(path)})
         buf = io.BytesIO()
         write(buf)
-        size = buf.tell()
-        s3_key = f"{self.store['prefix']}/{key}"
-        if size <= self.SINGLE_REQUEST_MAX:
-            self.client.put_object(Bucket=self.store["bucket"], Key=s3_key, Body=buf.getvalue())
-        else:
-            buf.seek(0)
-            self.client.upload_fileobj(buf, self.store["bucket"], s3_key, Config=self.transfer)
-        return json.dumps({"__bench_ref__": fmt, "loc": s3_key, "size": size})
-
-    def _get(self, s3_key: str, size: int) -> Any:
-        if size <= self.SINGLE_REQUEST_MAX:
-            return self.client.get_object(Bucket=self.store["bucket"], Key=s3_key)["Body"].read()
-        buf = io.BytesIO()
-        self.client.download_fileobj(self.store["bucket"], s3_key, buf, Config=self.transfer)
-        return buf.getbuffer()
+        self.client.put(key, buf.getbuffer())
+        return json.dumps({"__bench_ref__": fmt, "loc": key, "size": buf.tell()})
 
 
 def _write_ipc(df: Any, sink: Any) -> None:

