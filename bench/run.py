@@ -1,7 +1,7 @@
 """The benchmark orchestrator: every (case, store, contender) in a fresh process, one table per store.
 
     .venv/bin/python -m bench.run [--quick] [--json bench/results/latest.json]
-                                  [--stores local,s3,gcs,redis,replicated] [--cases df10,df300,...]
+                                  [--stores local,s3,gcs,azure,redis,replicated] [--cases df10,df300,...]
                                   [--contenders xcomstash,common.io,BaseXCom,baseline,raw]
 
 Each selected store's server (SeaweedFS, fake-gcs-server, redis-server on 127.0.0.1, from

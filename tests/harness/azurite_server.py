@@ -52,6 +52,10 @@ class AzuriteServer:
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else 0
+
+    @property
     def account_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}/{ACCOUNT}"
 
