@@ -651,7 +651,11 @@ class AirflowEnv:
             sql += " WHERE " + " AND ".join(where)
         sql += ' ORDER BY dag_id, run_id, task_id, map_index, "key"'
         return [
-            XComRow(r["dag_id"], r["run_id"], r["task_id"], r["map_index"], r["key"], decode_column(r["value"]))
+            XComRow(
+                r["dag_id"], r["run_id"], r["task_id"], r["map_index"], r["key"],
+                # psycopg2 hands PostgreSQL's JSON column back decoded (a JSON string as str)
+                decode_column(r["value"]) if self.database == "sqlite" else r["value"],
+            )
             for r in self.query(sql, params)
         ]
 
