@@ -14,11 +14,12 @@ One module fixture plays the story once, in order (each phase's results kept for
    ``xcs_replicated_push_qall`` at the default quorum fails and leaves nothing behind. GCS
    restarted (same objects): ``repair`` copies the quorum-1 value there.
 
-Airflow processes: two. The write_quorum = 1 run starts first in a process of its own and
-waits at a gate (a file) while everything else runs in one process at the default quorum;
-GCS is stopped, the gate opened, and both quorum runs push at once: GCS's client retries a
-refused connection for up to 30 s before a push gives up on it, so running them side by side
-waits those 30 s once, and the second process starts while the first is busy.
+Airflow processes: two, on a PostgreSQL metadata database (they and the repair commands use
+it at the same time). Everything but the write_quorum = 1 run happens in one process at the
+default quorum; the write_quorum = 1 run starts in a second process right after the first
+run (so its start-up overlaps the rest) and waits at a gate (a file). GCS is stopped, the gate
+opened, and both quorum runs push at once: GCS's client retries a refused connection for up
+to 30 s before a push gives up on it, so side by side they wait that out once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import copy
 import json
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -164,10 +165,9 @@ class Story:
     repair_again: dict[str, Any]
     quorum_one: DagRunResult
     quorum_all: DagRunResult
-    gcs_down: dict[str, dict[str, bytes]]  # both locations while GCS was down (S3 only)
+    gcs_down: dict[str, dict[str, bytes]]  # what S3 held while GCS was down
     repair_after_restart: dict[str, Any]
     after_restart_repair: dict[str, dict[str, bytes]]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def repair(env: AirflowEnv) -> dict[str, Any]:
