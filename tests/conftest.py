@@ -34,6 +34,8 @@ _FILE_WEIGHTS = {
     "tests/airflow/test_compat.py": 160,
     "tests/maintenance/test_reconcile_cases_airflow.py": 140,
     "tests/airflow/test_faults.py": 120,
+    "tests/airflow/test_replicated.py": 80,
+    "tests/deployment/test_replicated_deployment.py": 70,
     "tests/maintenance/test_retention_verify_airflow.py": 100,
     "tests/airflow/test_cross_dag.py": 80,
     "tests/airflow/test_rerun.py": 60,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
@@ -24,7 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if not (getattr(args, "json", False) and getattr(args, "json_via_emit", False)):
+        return int(args.func(args))
+    # --json: the document must be all that stdout holds. Airflow, imported by the command,
+    # logs to the stdout it finds at import (e.g. the AWS connection's "credentials retrieved"
+    # line): everything but the document (printed by _common.emit) goes to stderr.
+    args.report_stream = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return int(args.func(args))
 
 
 if __name__ == "__main__":

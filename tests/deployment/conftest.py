@@ -49,7 +49,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    for name in ("local_deployment", "celery_deployment"):
+    for name in ("local_deployment", "celery_deployment", "replicated_deployment"):
         stack = item.funcargs.get(name) if hasattr(item, "funcargs") else None
         if isinstance(stack, Deployment):
             report.sections.append((f"deployment ({stack.root})", stack.describe(60)))

@@ -651,7 +651,10 @@ class AirflowEnv:
             sql += " WHERE " + " AND ".join(where)
         sql += ' ORDER BY dag_id, run_id, task_id, map_index, "key"'
         return [
-            XComRow(r["dag_id"], r["run_id"], r["task_id"], r["map_index"], r["key"], decode_column(r["value"]))
+            XComRow(
+                r["dag_id"], r["run_id"], r["task_id"], r["map_index"], r["key"],
+                decode_column(r["value"]) if self.database == "sqlite" else decode_pg_column(r["value"]),
+            )
             for r in self.query(sql, params)
         ]
 
@@ -757,6 +760,18 @@ def decode_column(raw: Any) -> Any:
         raw = raw.decode()
     if isinstance(raw, str):
         return json.loads(raw)
+    return raw
+
+
+def decode_pg_column(raw: Any) -> Any:
+    """psycopg2 hands PostgreSQL's JSON column back decoded, so a JSON string value comes back
+    as ``str``; Airflow may also keep JSON text in the column (decoded here). A string that is
+    not JSON text is the value itself."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
     return raw
 
 

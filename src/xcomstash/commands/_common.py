@@ -45,6 +45,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, api: bool = False) 
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    # The command prints its --json document through emit() only (see xcomstash.cli.main).
+    parser.set_defaults(json_via_emit=True)
 
 
 def open_store(args: argparse.Namespace) -> Any:
@@ -163,7 +165,7 @@ def emit(args: argparse.Namespace, document: dict[str, Any], render: Callable[[]
     """``--json``: the document on stdout. Otherwise: the rendered report, then the summary."""
     if getattr(args, "json", False):
         document = dict(document, summary=summary)
-        print(json.dumps(document, indent=2, default=str))
+        print(json.dumps(document, indent=2, default=str), file=getattr(args, "report_stream", None) or sys.stdout)
         return
     render()
     print(summary)

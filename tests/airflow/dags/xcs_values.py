@@ -85,6 +85,18 @@ def big_json() -> list[dict[str, Any]]:
     return [{"i": i, "name": f"row-{i}", "even": i % 2 == 0} for i in range(4_000)]
 
 
+def big_dict() -> dict[str, Any]:
+    """A plain dict well above the 64 KiB threshold: nested lists, floats, None, non-ASCII."""
+    return {f"key-{i:05d}": {"n": i, "x": i / 7, "tags": ["ü", str(i)], "none": None} for i in range(3_000)}
+
+
+def json_digest(value: Any) -> str:
+    """A JSON value's digest, independent of key order."""
+    import json
+
+    return sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode())
+
+
 # ----------------------------------------------------------------------------------- mapping
 
 
