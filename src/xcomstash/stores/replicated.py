@@ -28,8 +28,9 @@ from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator, Sequence
 
 from xcomstash.errors import ConfigError, ObjectExistsError, ObjectMissingError, StoreError, StoreUnavailableError
+from xcomstash.stores import composite
+from xcomstash.stores.composite import combined_capabilities, list_once
 from xcomstash.stores.base import (
-    Capabilities,
     ObjectInfo,
     ObjectReader,
     PendingObject,
@@ -65,15 +66,7 @@ class ReplicatedStore(Store):
         self.root_uri = locations[0].root_uri
         # One writer thread per location: a push streams to every location at once.
         self._writers = ThreadPoolExecutor(max_workers=len(locations), thread_name_prefix="xcomstash-replica")
-        caps = [loc.capabilities for loc in locations]
-        self.capabilities = Capabilities(
-            local=all(c.local for c in caps),
-            ranged_reads=all(c.ranged_reads for c in caps),
-            listing=all(c.listing for c in caps),
-            cheap_publish=all(c.cheap_publish for c in caps),
-            multipart=any(c.multipart for c in caps),
-            conditional_create=all(c.conditional_create for c in caps),
-        )
+        self.capabilities = combined_capabilities(self.locations)
 
     def __repr__(self) -> str:
         return f"ReplicatedStore({list(self.locations)!r}, write_quorum={self.write_quorum})"
@@ -162,25 +155,14 @@ class ReplicatedStore(Store):
         return None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object any location holds (listed once, as the first location that has it)."""
-        seen: set[str] = set()
-        for loc in self.locations:
-            for info in loc.list(prefix):
-                if info.key not in seen:
-                    seen.add(info.key)
-                    yield info
+        """Every object any of them holds, listed once."""
+        return list_once(self.locations, prefix)
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
-        """Every location's unfinished uploads, the token prefixed with the location's index."""
-        for index, loc in enumerate(self.locations):
-            for upload in loc.unfinished_uploads():
-                yield dataclasses.replace(upload, token=f"{index}:{upload.token}")
+        return composite.unfinished_uploads(self.locations)
 
     def remove_unfinished(self, upload: UnfinishedUpload) -> None:
-        index, _, token = upload.token.partition(":")
-        if not index.isdigit() or int(index) >= len(self.locations):
-            raise StoreError(f"not an unfinished upload of a location of {self.root_uri}: {upload.token!r}")
-        self.locations[int(index)].remove_unfinished(dataclasses.replace(upload, token=token))
+        composite.remove_unfinished(self.locations, upload, self.root_uri)
 
     # ---------------------------------------------------------------- delete
 

@@ -25,8 +25,9 @@ from typing import Callable, Iterator, Sequence
 
 from xcomstash.errors import ConfigError, InvalidReferenceError, ObjectMissingError, StoreError
 from xcomstash.format.keyspace import dag_of
+from xcomstash.stores import composite
+from xcomstash.stores.composite import combined_capabilities, list_once
 from xcomstash.stores.base import (
-    Capabilities,
     ObjectInfo,
     ObjectReader,
     PendingObject,
@@ -54,15 +55,7 @@ class RoutedStore(Store):
                     raise ConfigError(f"DAG stores must not share or nest their roots: {a} and {b}")
         self.stores = tuple(stores)
         self.root_uri = default.root_uri
-        caps = [s.capabilities for s in stores]
-        self.capabilities = Capabilities(
-            local=all(c.local for c in caps),
-            ranged_reads=all(c.ranged_reads for c in caps),
-            listing=all(c.listing for c in caps),
-            cheap_publish=all(c.cheap_publish for c in caps),
-            multipart=any(c.multipart for c in caps),
-            conditional_create=all(c.conditional_create for c in caps),
-        )
+        self.capabilities = combined_capabilities(self.stores)
 
     def __repr__(self) -> str:
         return f"RoutedStore({self.default!r}, {list(self.routes)!r})"
@@ -138,23 +131,14 @@ class RoutedStore(Store):
         return None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        seen: set[str] = set()
-        for store in self.stores:
-            for info in store.list(prefix):
-                if info.key not in seen:
-                    seen.add(info.key)
-                    yield info
+        """Every object any of them holds, listed once."""
+        return list_once(self.stores, prefix)
 
     def unfinished_uploads(self) -> Iterator[UnfinishedUpload]:
-        for index, store in enumerate(self.stores):
-            for upload in store.unfinished_uploads():
-                yield dataclasses.replace(upload, token=f"{index}:{upload.token}")
+        return composite.unfinished_uploads(self.stores)
 
     def remove_unfinished(self, upload: UnfinishedUpload) -> None:
-        index, _, token = upload.token.partition(":")
-        if not index.isdigit() or int(index) >= len(self.stores):
-            raise StoreError(f"not an unfinished upload of {self.root_uri}: {upload.token!r}")
-        self.stores[int(index)].remove_unfinished(dataclasses.replace(upload, token=token))
+        composite.remove_unfinished(self.stores, upload, self.root_uri)
 
     # ------------------------------------------------------------------- URIs
 
