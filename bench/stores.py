@@ -431,7 +431,7 @@ class ReplicatedRaw:
 def _start_azure(workdir: Path) -> tuple[Any, dict[str, Any]]:
     from tests.harness.azurite_server import start_azurite
 
-    server = start_azurite(workdir / "azurite", container=BUCKET)
+    server = start_azurite(workdir / "azurite", container=BUCKET, memory_limit_mb=4096)  # a 1 GB case and its raw copy
     return server, {"kind": "azure", "port": server.port, "container": BUCKET, "prefix": ""}
 
 

@@ -18,8 +18,9 @@ Airflow processes: two, on a PostgreSQL metadata database (they and the repair c
 it at the same time). Everything but the write_quorum = 1 run happens in one process at the
 default quorum; the write_quorum = 1 run starts in a second process right after the first
 run (so its start-up overlaps the rest) and waits at a gate (a file). GCS is stopped, the gate
-opened, and both quorum runs push at once: GCS's client retries a refused connection for up
-to 30 s before a push gives up on it, so side by side they wait that out once.
+opened, and both quorum runs push at once: GCS's client retries a refused connection for
+``gcs_retry_timeout`` (3 s here) before a push gives up on it, so side by side they wait that
+out once.
 """
 
 from __future__ import annotations
@@ -139,8 +140,10 @@ def configure(env: AirflowEnv, loc: Locations) -> None:
         # No read cache: a re-run must read the locations, not a local copy.
         "AIRFLOW__XCOMSTASH__CACHE_DIR": "off",
         # Audit events to the task log only: with GCS down, every audit object written to the
-        # store would wait out GCS's client retries (30 s) too.
+        # store would wait out GCS's client retries too.
         "AIRFLOW__XCOMSTASH__AUDIT": "log",
+        # A stopped GCS is given up on after 3 s of retries (default 30 s).
+        "AIRFLOW__XCOMSTASH__GCS_RETRY_TIMEOUT": "3",
         f"AIRFLOW_CONN_{S3_CONN.upper()}": json.dumps(s3_conn),
         f"AIRFLOW_CONN_{GCS_CONN.upper()}": json.dumps({"conn_type": "google_cloud_platform", "extra": {"project": "test"}}),
         "STORAGE_EMULATOR_HOST": loc.gcs.endpoint,

@@ -112,9 +112,12 @@ def _retry(retries: int) -> dict:
     return {"retry_policy": policy}
 
 
-def start_azurite(workdir: Path, *, container: str = "xcom", timeout: float = START_TIMEOUT_S) -> AzuriteServer:
-    """``azurite-blob`` in memory on a free loopback port; waits for the TCP port, then creates
-    ``container``. Raises ``RuntimeError`` with the log if it never answers."""
+def start_azurite(
+    workdir: Path, *, container: str = "xcom", timeout: float = START_TIMEOUT_S, memory_limit_mb: int = 512
+) -> AzuriteServer:
+    """``azurite-blob`` in memory (at most ``memory_limit_mb`` of blob data) on a free loopback
+    port; waits for the TCP port, then creates ``container``. Raises ``RuntimeError`` with the
+    log if it never answers."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -122,7 +125,7 @@ def start_azurite(workdir: Path, *, container: str = "xcom", timeout: float = ST
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [azurite_binary(), "--blobHost", LOOPBACK, "--blobPort", str(port),
-             "--inMemoryPersistence", "--extentMemoryLimit", "512", "--silent", "--skipApiVersionCheck",
+             "--inMemoryPersistence", "--extentMemoryLimit", str(memory_limit_mb), "--silent", "--skipApiVersionCheck",
              "--loose", "--disableTelemetry"],
             cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,

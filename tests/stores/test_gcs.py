@@ -33,7 +33,7 @@ from xcomstash.errors import (
 )
 from xcomstash.format.reference import Reference, is_reference
 from xcomstash.stores import open_store
-from xcomstash.stores.gcs import GCSStore
+from xcomstash.stores.gcs import ConfiguredGCS, GCSStore
 from xcomstash.testing import Boom, StoreContract, write
 
 pytestmark = pytest.mark.gcs
@@ -347,7 +347,7 @@ def engine(gcs_client, gcs_prefix: str) -> Engine:
 
     def factory(location):
         seen.append(location.kind)
-        return gcs_client
+        return ConfiguredGCS(gcs_client, chunk_size=8 * 1024 * 1024)  # a 12 MiB value streams
 
     engine = Engine(StashConfig(store_url=f"gs://xcom/{gcs_prefix}", threshold=0), clients=factory)
     assert seen == ["gcs"]
@@ -430,7 +430,7 @@ CHILD = textwrap.dedent(
         return None
 
     def described(url):
-        client = client_for(parse_store_url(url))
+        client = client_for(parse_store_url(url)).client
         credentials = client._credentials
         return [type(credentials).__name__, getattr(credentials, "service_account_email", None),
                 client.project, list(getattr(credentials, "scopes", None) or [])]
@@ -439,6 +439,7 @@ CHILD = textwrap.dedent(
     store = open_store(f"gs://my_gcs@xcom/{prefix}", clients=client_for)
     result["root_uri"] = store.root_uri
     result["credentials"] = type(store.client._credentials).__name__
+    result["options"] = [store.chunk_size, store.retry_timeout]
     with store.writer("conn/value.xcs") as f:
         f.write(b"written through the Airflow connection")
     result["got"] = store.get("conn/value.xcs").decode()
@@ -491,7 +492,7 @@ def service_account_key(path) -> dict:
     return info
 
 
-def test_store_and_engine_use_airflow_google_connection(
+def test_store_and_engine_use_airflow_google_connection_and_store_options(
     gcs_server, gcs_client, gcs_prefix: str, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key_file = tmp_path / "key.json"
@@ -514,6 +515,8 @@ def test_store_and_engine_use_airflow_google_connection(
     monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
     monkeypatch.setenv("AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS", "True")
+    monkeypatch.setenv("AIRFLOW__XCOMSTASH__GCS_CHUNK_SIZE", str(16 * 1024 * 1024))
+    monkeypatch.setenv("AIRFLOW__XCOMSTASH__GCS_RETRY_TIMEOUT", "4.5")
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "API_ENDPOINT_OVERRIDE", "GOOGLE_CLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
 
@@ -528,6 +531,7 @@ def test_store_and_engine_use_airflow_google_connection(
 
     assert result["root_uri"] == f"gs://xcom/{gcs_prefix}"  # the conn id is not part of the URI
     assert result["credentials"] == "AnonymousCredentials"
+    assert result["options"] == [16 * 1024 * 1024, 4.5]  # [xcomstash] gcs_chunk_size, gcs_retry_timeout
     assert result["got"] == "written through the Airflow connection"
     assert result["uri"].startswith(f"gs://xcom/{gcs_prefix}/engine/conn_dag/run/.blobs/")
     assert result["array"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]

@@ -115,6 +115,15 @@ def test_bad_settings_are_config_errors(tmp_path) -> None:
         ReplicatedStore([LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")], write_quorum=3)
 
 
+def test_two_locations_with_one_root_uri_are_refused(tmp_path) -> None:
+    # The same bucket and prefix behind two endpoints would look like this: references record
+    # holders by root URI, so such twins could not be told apart.
+    with pytest.raises(ConfigError, match="more than once"):
+        ReplicatedStore([LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b"), LocalStore(tmp_path / "a")])
+    with pytest.raises(ConfigError, match="more than once"):
+        Engine(StashConfig(store_url=f"file://{tmp_path / 'a'} file://{tmp_path / 'a'}"))
+
+
 def test_a_store_url_naming_several_locations_replicates_every_value(tmp_path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     engine = Engine(StashConfig(store_url=f"file://{a} file://{b}", threshold=0, read_ahead=False))

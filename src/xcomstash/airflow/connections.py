@@ -130,7 +130,8 @@ ENDPOINT_ENV = "API_ENDPOINT_OVERRIDE"
 
 
 def gcs_client(location: StoreLocation) -> Any:
-    """A google-cloud-storage ``Client`` configured by an Airflow Google connection.
+    """A google-cloud-storage ``Client`` configured by an Airflow Google connection, with the
+    store options ``[xcomstash] gcs_retry_timeout`` and ``gcs_chunk_size``.
 
     Read as the Google provider reads it (the provider itself need not be installed): extras
     ``key_path`` (a service-account JSON file), ``keyfile_dict`` (its contents, a JSON string
@@ -149,8 +150,15 @@ def gcs_client(location: StoreLocation) -> Any:
 
     from xcomstash.security.transport import check_endpoint
 
+    from xcomstash.stores.gcs import CHUNK_SIZE, DEFAULT_RETRY_TIMEOUT, ConfiguredGCS
+
     conn_id = conn_id_of(location)
     extras = _google_extras(conn_id, named=location.conn_id is not None)
+    conf = _conf()
+    options = {
+        "retry_timeout": conf.getfloat(SECTION, "gcs_retry_timeout", fallback=DEFAULT_RETRY_TIMEOUT),
+        "chunk_size": conf.getint(SECTION, "gcs_chunk_size", fallback=CHUNK_SIZE),
+    }
 
     def field(name: str) -> Any:
         return extras.get(name) or extras.get(f"extra__google_cloud_platform__{name}")
@@ -161,10 +169,12 @@ def gcs_client(location: StoreLocation) -> Any:
         check_endpoint(emulator, allow_http=allow_http(), what=f"GCS emulator endpoint ({EMULATOR_ENV})")
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project, credentials=AnonymousCredentials())
-    check_endpoint(os.environ.get(ENDPOINT_ENV), allow_http=allow_http(), what=f"GCS endpoint ({ENDPOINT_ENV})")
-    credentials, found_project = _google_credentials(field, conn_id)
-    return storage.Client(project=project or found_project, credentials=credentials)
+        client = storage.Client(project=project, credentials=AnonymousCredentials())
+    else:
+        check_endpoint(os.environ.get(ENDPOINT_ENV), allow_http=allow_http(), what=f"GCS endpoint ({ENDPOINT_ENV})")
+        credentials, found_project = _google_credentials(field, conn_id)
+        client = storage.Client(project=project or found_project, credentials=credentials)
+    return ConfiguredGCS(client, **options)
 
 
 def _google_extras(conn_id: str, *, named: bool) -> dict[str, Any]:

@@ -150,6 +150,29 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "604800",
         "default": "0",
     },
+    "gcs_chunk_size": {
+        "description": (
+            "GCS stores: values larger than this many bytes go up as a resumable upload in "
+            "chunks of this size (a multiple of 262144), sent while the value is still being "
+            "encoded; a push holds about three chunks in memory. Larger chunks are faster.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "integer",
+        "example": "16777216",
+        "default": "67108864",
+    },
+    "gcs_retry_timeout": {
+        "description": (
+            "GCS stores: seconds google-cloud-storage keeps retrying a request that failed "
+            "transiently (429, 5xx, dropped connections) before the push or pull fails with a "
+            "store error. Lower it where a replicated store should give up on a GCS location "
+            "that is down sooner.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "float",
+        "example": "5",
+        "default": "30",
+    },
     "read_ahead": {
         "description": (
             "When a task reads a mapped task's outputs one by one (Airflow's lazy sequence), "

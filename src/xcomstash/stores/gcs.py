@@ -32,14 +32,15 @@ What it supports:
   opened: an object overwritten while it is read is reported missing, never mixed.
 - head, list (a path prefix, streamed page by page), idempotent delete.
 - Every request has a timeout (``timeout``, 60 s) and retries transient failures (429, 5xx,
-  dropped connections) for at most ``retry_timeout`` (30 s), so an unreachable or hung
-  service gives :class:`StoreUnavailableError` instead of a hung task.
+  dropped connections) for at most ``retry_timeout`` (30 s; ``[xcomstash] gcs_retry_timeout``),
+  so an unreachable or hung service gives :class:`StoreUnavailableError` instead of a hung task.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from xcomstash.errors import (
@@ -53,9 +54,12 @@ from xcomstash.errors import (
 from xcomstash.stores.base import Capabilities, ObjectInfo, ObjectReader, PendingObject, Store
 
 #: A value up to this size is one upload at publish time; beyond it, the resumable upload's
-#: chunk. 8 MiB: google-cloud-storage's own limit for single-request uploads, and the chunk
-#: size Google recommends as a minimum for throughput. A multiple of 256 KiB (GCS requires it).
-CHUNK_SIZE = 8 * 1024 * 1024
+#: chunk (``[xcomstash] gcs_chunk_size``). Each chunk of a resumable upload is one request and
+#: they go one after another, so a larger chunk is faster (Google advises chunks as large as
+#: memory allows; the library's own default is 40-100 MiB). 64 MiB: a push holds about three
+#: chunks (one filling, one in flight, the client's copy of it). A multiple of 256 KiB (GCS
+#: requires it).
+CHUNK_SIZE = 64 * 1024 * 1024
 CHUNK_MULTIPLE = 256 * 1024
 #: The first read fetches this much: small objects arrive whole in one request.
 FIRST_READ_BYTES = 8 * 1024 * 1024
@@ -316,6 +320,7 @@ class GCSStore(Store):
         self.prefix = prefix.strip("/")
         self.root_uri = f"gs://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self.timeout = timeout
+        self.retry_timeout = retry_timeout
         self.chunk_size = chunk_size
         #: google-cloud-storage's own policy (which errors are transient), bounded in time.
         self._retry = DEFAULT_RETRY.with_timeout(retry_timeout)
@@ -456,9 +461,25 @@ def _short(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)[:500]
 
 
+@dataclass(frozen=True)
+class ConfiguredGCS:
+    """A google-cloud-storage client together with the store options a deployment configured
+    (what the Airflow connection builder hands :func:`open_location`)."""
+
+    client: Any
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT
+    chunk_size: int = CHUNK_SIZE
+
+
 def open_location(location: Any, client: Any | None) -> GCSStore:
-    """The store a ``gs://`` URL names; without a client, ``google.cloud.storage.Client()``
+    """The store a ``gs://`` URL names. ``client``: a ``google.cloud.storage.Client``, a
+    :class:`ConfiguredGCS` (client plus store options), or None for ``storage.Client()``
     (application default credentials, or the emulator ``STORAGE_EMULATOR_HOST`` names)."""
+    if isinstance(client, ConfiguredGCS):
+        return GCSStore(
+            client.client, location.bucket, location.prefix,
+            retry_timeout=client.retry_timeout, chunk_size=client.chunk_size,
+        )
     if client is None:
         from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage

@@ -60,6 +60,15 @@ class ReplicatedStore(Store):
             raise ConfigError(
                 f"read_order must list each location of store_url once (0..{len(locations) - 1}), got {list(order)}"
             )
+        uris = [loc.root_uri for loc in locations]
+        twins = sorted({uri for uri in uris if uris.count(uri) > 1})
+        if twins:
+            # References record holders by root URI: two locations with one URI (the same
+            # bucket and prefix behind two endpoints) could not be told apart.
+            raise ConfigError(
+                f"store_url names {', '.join(twins)} more than once; each location needs its own "
+                "bucket, container or prefix"
+            )
         self.locations = tuple(locations)
         self.write_quorum = quorum
         self.read_order = order
