@@ -22,23 +22,27 @@ sys.dont_write_bytecode = False
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-#: The files that take longest (seconds each took in a run of the three real-Airflow tiers on
-#: three workers, 2026-12-02), so that with pytest-xdist (whole files per worker) they start
+#: The files that take longest (seconds each took in a run of the whole suite on three
+#: workers, 2026-12-03), so that with pytest-xdist (whole files per worker) they start
 #: first and the short ones fill the gaps.
 _FILE_WEIGHTS = {
-    "tests/deployment/test_local_executor.py": 460,
-    "tests/airflow/test_security.py": 330,
-    "tests/maintenance/test_migrate_airflow.py": 220,
-    "tests/maintenance/test_reconcile_airflow.py": 210,
-    "tests/deployment/test_celery_executor.py": 180,
-    "tests/airflow/test_compat.py": 160,
-    "tests/maintenance/test_reconcile_cases_airflow.py": 140,
-    "tests/airflow/test_faults.py": 120,
-    "tests/airflow/test_replicated.py": 80,
+    "tests/deployment/test_local_executor.py": 280,
+    "tests/airflow/test_security.py": 185,
+    "tests/deployment/test_celery_executor.py": 140,
+    "tests/maintenance/test_migrate_airflow.py": 110,
+    "tests/maintenance/test_reconcile_airflow.py": 110,
+    "tests/maintenance/test_reconcile_cases_airflow.py": 95,
+    "tests/commands/test_rotation_airflow.py": 90,
+    "tests/airflow/test_compat.py": 88,
+    "tests/airflow/test_default_security.py": 80,
+    "tests/airflow/test_faults.py": 73,
     "tests/deployment/test_replicated_deployment.py": 70,
-    "tests/maintenance/test_retention_verify_airflow.py": 100,
-    "tests/airflow/test_cross_dag.py": 80,
-    "tests/airflow/test_rerun.py": 60,
+    "tests/maintenance/test_retention_verify_airflow.py": 62,
+    "tests/maintenance/test_forged_rows_airflow.py": 55,
+    "tests/airflow/test_replicated.py": 45,
+    "tests/airflow/test_cross_dag.py": 43,
+    "tests/airflow/test_sensitive_leaks.py": 37,
+    "tests/airflow/test_rerun.py": 35,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
 #: installation fixture): about one or two Airflow commands, 10-20 s each.

@@ -36,10 +36,11 @@ def attacked(make_airflow_env, tmp_path_factory) -> dict[str, Any]:
     (env.root / "victim.json").write_text(json.dumps({"card": "4111-1111-1111-1111"}))
     env.config["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = f"file://{legacy_base}"
 
-    victim = env.dags_test(VICTIM, logical_date=DAY)
-    victim.assert_success()
-    reader = env.dags_test(READER, logical_date=DAY)
-    reader.assert_success()
+    with env.one_process():  # nothing is tampered with between these two runs
+        victim = env.dags_test(VICTIM, logical_date=DAY)
+        victim.assert_success()
+        reader = env.dags_test(READER, logical_date=DAY)
+        reader.assert_success()
 
     stolen = env.xcom_value(VICTIM, victim.run_id, "secret_frame")
     restricted = env.xcom_value(VICTIM, victim.run_id, "restricted")

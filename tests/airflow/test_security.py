@@ -135,9 +135,7 @@ def test_rotation_end_to_end(secured, make_airflow_env) -> None:
     assert cli(env, "keys", "rotate", str(keyfile), "--promote-now").returncode == 0
     new_key = json.loads(keyfile.read_text())["primary"]
     conf = {"source_run_id": source.run_id, "keys": ["first", "second"]}
-    after_rotate = env.dags_test(SINK, logical_date="2026-02-04T00:00:00+00:00", conf=conf)
-    for key in ("first", "second"):
-        assert after_rotate.task_state(f"read_{key}") == "success", after_rotate.task_log(f"read_{key}")[-3000:]
+    # (Reads between each step of a rotation: tests/commands/test_rotation_airflow.py.)
     state = env.root / "rewrap-state.json"
     rewrap = cli(env, "keys", "rewrap", "--store-url", f"file://{env.store}", "--keysets", f"file:{keyfile}", "--state", str(state))
     summary = json.loads(rewrap.stdout[rewrap.stdout.index("{"):])

@@ -310,10 +310,10 @@ def test_corrupted_object_fails_the_reader_with_integrity_error(local_deployment
 
 # ------------------------------------------------------------------------------ soak
 
-#: Runs in waves, each wave concurrent (up to the DAG's max_active_runs), three runs of each
+#: Runs in waves, each wave concurrent (up to the DAG's max_active_runs), two runs of each
 #: finished wave partly cleared so they run again alongside the next wave.
-SOAK_RUNS = 12
-SOAK_WAVE = 6
+SOAK_RUNS = 8
+SOAK_WAVE = 4
 SOAK_SEED = 20261123
 
 
@@ -342,9 +342,9 @@ def test_soak_runs_with_clears_and_retries_lose_nothing_and_leak_nothing(local_d
             ids.append(api.trigger("xd_soak", conf=conf))
         runs = api.wait_runs([("xd_soak", r) for r in ids], timeout=600, processes=stack.processes.values())
         checks.assert_success(stack, *runs)
-        # Clear a random task (and what follows it) in three finished runs; they run again
+        # Clear a random task (and what follows it) in two finished runs; they run again
         # alongside the next wave.
-        for run_id in rnd.sample(ids, 3):
+        for run_id in rnd.sample(ids, 2):
             api.clear("xd_soak", run_id, [rnd.choice(["produce", "relay", "consume"])], include_downstream=True)
             clears += 1
         run_ids += ids
