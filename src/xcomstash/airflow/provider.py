@@ -9,9 +9,11 @@ from importlib.metadata import version as _dist_version
 _OPTIONS: dict[str, dict[str, Any]] = {
     "store_url": {
         "description": (
-            "Where offloaded XCom values are stored: file:///absolute/path or "
-            "s3://[conn_id@]bucket/prefix (credentials and endpoint from that Airflow AWS "
-            "connection, aws_default if none is named). Empty means "
+            "Where offloaded XCom values are stored: file:///absolute/path, "
+            "s3://[conn_id@]bucket/prefix, gs://[conn_id@]bucket/prefix, "
+            "abfs://[conn_id@]container/prefix or redis://[conn_id@]/prefix (credentials and "
+            "endpoint from that Airflow connection, or the provider's default one: aws_default, "
+            "google_cloud_default, wasb_default, redis_default). Empty means "
             "file://$AIRFLOW_HOME/xcomstash. Several URLs separated by spaces: every value is "
             "written to each location and read from the first that serves it intact.\n"
         ),
