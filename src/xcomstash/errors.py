@@ -34,6 +34,11 @@ class SelectionError(XComStashError, ValueError):
     """A partial read asked for columns or rows the stored table does not have."""
 
 
+class LegacyRowError(ConfigError):
+    """A row written by Airflow's common.io backend that this configuration cannot read (its
+    ``[common.io] xcom_objectstorage_path`` is no longer set): never handed over as a path."""
+
+
 class EncodeError(XComStashError):
     """A codec failed to encode a value it claimed to handle."""
 

@@ -34,6 +34,8 @@ class Legacy:
     rows: dict[str, list[XComRow]]  # each source run's rows, as the sink found them
     cio_files: set[Path]  # common.io's objects, as the sink found them
     rerun: DagRunResult  # "produce" of the gzip run, run again under xcomstash
+    unconfigured: DagRunResult  # "read_common_io" again, with the common.io path setting removed
+    returned: dict[str, object]  # what each reader returned in the sink run (before the re-run)
 
     def file(self, uri: str) -> Path:
         assert uri.startswith(f"file://{self.env.root}/"), uri
@@ -85,7 +87,13 @@ def legacy(make_airflow_env) -> Legacy:
 
         # Re-run one old task under xcomstash: Airflow purges its earlier XComs first.
         rerun = env.tasks_test(SOURCE, "produce", sources["common_io_gzip"].run_id)
-    return Legacy(env, sources, sink, cio_path, rows, cio_files, rerun)
+    returned = {task: env.xcom_value(SINK, sink.run_id, task) for task in ("read_common_io", "read_common_io_gzip")}
+    # The common.io path setting dropped (as after a config clean-up): its rows must not come
+    # back as path strings.
+    unconfigured = env.tasks_test(
+        SINK, "read_common_io", sink.run_id, env={"AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH": None}
+    )
+    return Legacy(env, sources, sink, cio_path, rows, cio_files, rerun, unconfigured, returned)
 
 
 def test_values_written_by_basexcom_are_read_by_xcomstash(legacy) -> None:
@@ -113,7 +121,7 @@ def test_values_written_by_common_io_are_read_by_xcomstash(legacy, label: str, g
 
     task_id = f"read_{label}"
     assert sink.task_state(task_id) == "success", sink.task_log(task_id)[-3000:]
-    assert env.xcom_value(SINK, sink.run_id, task_id) == CHECKED
+    assert legacy.returned[task_id] == CHECKED
 
 
 def test_deleted_common_io_object_fails_with_object_missing(legacy) -> None:
@@ -126,6 +134,17 @@ def test_deleted_common_io_object_fails_with_object_missing(legacy) -> None:
     name, message = raised_exceptions(log)[-1]
     assert name == "xcomstash.errors.ObjectMissingError", (name, message)
     assert doomed in message
+
+
+def test_common_io_rows_without_the_common_io_path_setting_fail_naming_it(legacy) -> None:
+    """A common.io row whose base is no longer configured is a typed error that names the
+    setting to restore, never the path string handed over as the value."""
+    log = legacy.unconfigured.output
+    assert "XCS-WRONG-VALUE" not in log and raised_exceptions(log), log[-3000:]
+    name, message = raised_exceptions(log)[-1]
+    assert name == "xcomstash.errors.LegacyRowError", (name, message)
+    assert "xcom_objectstorage_path" in message and "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH" in message
+    assert legacy.cio_path in message  # the row's path, so the operator sees which base it needs
 
 
 def test_rerun_of_a_common_io_task_purges_its_old_objects(legacy) -> None:

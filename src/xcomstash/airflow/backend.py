@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.execution_time.comms import (
@@ -23,7 +23,7 @@ from xcomstash.security.readers import Expected
 from xcomstash.airflow import legacy
 from xcomstash.airflow.settings import engine
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.errors import XComStashError
+from xcomstash.errors import LegacyRowError, XComStashError
 from xcomstash.format.reference import is_reference
 from xcomstash.observe.events import OK, Event, outcome_of
 
@@ -119,13 +119,15 @@ class XComStashBackend(BaseXCom):
         if not is_reference(stored):  # inline: nothing to fetch, nothing to check it against
             if legacy.looks_legacy(stored):
                 return _read_legacy(stored, expected or _own_run())
+            if isinstance(stored, str) and (problem := legacy.unconfigured_row(stored, expected or _own_run())):
+                _refuse_legacy(stored, expected or _own_run(), LegacyRowError(problem))
             return engine().deserialize(stored, expected=expected)
         return engine().deserialize(stored, expected=expected or _own_run())
 
     @classmethod
     def deserialize_many(cls, stored_values: list[Any], expected: Expected | None = None) -> list[Any]:
         """Fan-in: legacy rows one by one, our references concurrently, order preserved."""
-        if any(legacy.looks_legacy(v) for v in stored_values):
+        if any(isinstance(v, str) and "://" in v[:16] for v in stored_values):  # maybe common.io rows
             return [cls.deserialize_value(_Row(v), expected) for v in stored_values]
         return engine().deserialize_many(stored_values, expected=expected or _own_run())
 
@@ -293,6 +295,13 @@ class XComStashBackend(BaseXCom):
 def _read_legacy(stored: str, expected: Expected | None) -> Any:
     """A common.io row: the same checks and the same audit event as any pull."""
     return _legacy_op("pull", stored, expected, legacy.read)
+
+
+def _refuse_legacy(stored: str, expected: Expected | None, error: XComStashError) -> NoReturn:
+    """A common.io row this configuration cannot read: audited as a failed pull, raised."""
+    xcom = {k: v for k, v in vars(expected).items() if v is not None} if expected is not None else {}
+    engine().observer.emit(Event("pull", outcome_of(error), xcom, uri=stored[:300], source="common.io", error=error))
+    raise error
 
 
 def _purge_legacy(stored: str, coordinate: XComCoordinate | None) -> None:

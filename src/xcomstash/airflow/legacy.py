@@ -47,6 +47,36 @@ def looks_legacy(value: Any) -> bool:
     return bool(base) and value.startswith(base + "/")
 
 
+def unconfigured_row(value: Any, expected: Expected | None) -> str | None:
+    """Why ``value`` is a common.io row that cannot be read here, or ``None``.
+
+    A common.io path written for exactly the XCom being read (its last four segments are that
+    XCom's DAG, run, task and a common.io file name) that is not under the configured base:
+    the ``[common.io] xcom_objectstorage_path`` it was written under is no longer set (or was
+    changed). Handing the path string to the task instead of the value is the one failure a
+    backend must never have, so such a row is an error; any other string is an inline value."""
+    if not isinstance(value, str) or len(value) > 2048 or expected is None or expected.dag_id is None:
+        return None
+    parts = urlsplit(value)
+    if not parts.scheme or "://" not in value[:16]:
+        return None
+    segments = value.split("/")
+    if len(segments) < 5 or not _NAME.match(segments[-1]):
+        return None
+    if [s for s in segments[-4:-1]] != [expected.dag_id, expected.run_id, expected.task_id]:
+        return None
+    base = _base_text()
+    if base and value.startswith(base + "/"):
+        return None
+    where = f"it is set to {base!r}" if base else "it is not set"
+    return (
+        f"the row of {expected.dag_id}/{expected.run_id}/{expected.task_id} holds a path written by "
+        f"Airflow's common.io object-storage backend ({value!r:.300}), but [common.io] "
+        f"xcom_objectstorage_path does not cover it ({where}): restore that setting to the base the "
+        "path starts with (AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH), then run 'xcomstash migrate'"
+    )
+
+
 def legacy_segments(value: str) -> list[str] | None:
     """The path segments below the base, or ``None`` if ``value`` is not a canonical path
     directly under it (the check common.io made lexically, so ``<base>/../x`` passed)."""
