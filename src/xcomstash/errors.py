@@ -60,8 +60,9 @@ class StoreUnavailableError(StoreError):
 
 
 class StoreFullError(StoreUnavailableError):
-    """The store refused a write for lack of space (Redis at its ``maxmemory``). Nothing of the
-    refused value stays behind; the message names the limit to raise."""
+    """The store refused a write for lack of space (a full disk or quota, Redis at its
+    ``maxmemory``). Nothing of the refused value stays behind; the message names the limit to
+    raise."""
 
 
 class StoreTimeoutError(StoreUnavailableError):

@@ -180,6 +180,20 @@ def test_upload_leftovers_of_killed_writers_go_after_the_grace_period(store) -> 
     assert report.to_json()["unfinished_uploads"]["younger_than_grace"] == 1
 
 
+def test_unfinished_uploads_go_after_an_hour_while_objects_keep_the_whole_grace_period(store) -> None:
+    engine = engine_for(store)
+    row = XComRow(xcom("gone"), engine.serialize(b"v" * 5000, xcom("gone")))
+    age(store, 2 * 3600)  # an orphan (its row is not passed) two hours old
+    stale = leave_unfinished(store, "d/r1/stale/-1/v.xcs", 2 * 3600)
+    report = Reconciler(store, ReconcileOptions(grace_seconds=6 * 3600)).run([], lambda: [])
+    assert report.unfinished.sample == [stale] and not (store.root / stale).exists()
+    assert report.deleted == 0 and store.key_for(row.value["uri"]) in keys(store)  # within the 6 h grace
+    # An explicit bound for unfinished uploads wins over the default hour.
+    kept = leave_unfinished(store, "d/r1/kept/-1/v.xcs", 2 * 3600)
+    options = ReconcileOptions(grace_seconds=6 * 3600, unfinished_grace_seconds=3 * 3600)
+    assert Reconciler(store, options).run([], lambda: []).young_unfinished == 1 and (store.root / kept).exists()
+
+
 def test_values_in_per_dag_stores_are_live_not_orphans(tmp_path) -> None:
     from xcomstash.stores import RoutedStore
 

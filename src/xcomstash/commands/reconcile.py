@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only collect objects older than this (e.g. 30m, 6h, 2d; default: "
         "[xcomstash] reconcile_grace_period, 6h)",
     )
+    parser.add_argument(
+        "--unfinished-grace",
+        metavar="DURATION",
+        help="remove uploads killed writers left unfinished (temporary files, multipart uploads, "
+        "staged blocks) once older than this (default: the grace period, at most 1h)",
+    )
     parser.add_argument("--dag", metavar="DAG_ID", help="only collect objects of this DAG")
     _common.add_common_arguments(parser, api=True)
     parser.set_defaults(func=run)
@@ -53,13 +59,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         grace = parse_duration(args.grace or _common.config_option("reconcile_grace_period", "6h"))
+        unfinished_grace = parse_duration(args.unfinished_grace) if args.unfinished_grace else None
         store = _common.open_store(args)
         source = _common.row_source(args)
         engine = _common.maintenance_engine(store, "reconcile")
     except XComStashError as exc:
         return _common.fail(str(exc))
     prefix = dag_prefix(args.dag) if args.dag else ""
-    options = ReconcileOptions(grace_seconds=grace, dry_run=args.dry_run, prefix=prefix)
+    options = ReconcileOptions(
+        grace_seconds=grace,
+        dry_run=args.dry_run,
+        prefix=prefix,
+        unfinished_grace_seconds=unfinished_grace,
+    )
     selection = RowFilter(references_only=True)
     with _common.progress_bars(args) as advance:
         reconciler = Reconciler(

@@ -48,6 +48,8 @@ from xcomstash.stores.base import ObjectInfo, Store
 DEFAULT_GRACE_SECONDS = 6 * 3600
 #: Deletions in flight at once on remote stores.
 DELETE_WORKERS = 8
+#: The longest an unfinished upload is kept by default (see ``ReconcileOptions``).
+DEFAULT_UNFINISHED_GRACE_SECONDS = 3600.0
 
 Progress = Callable[[str, int], None]
 
@@ -62,6 +64,11 @@ class ReconcileOptions:
     now: float | None = None
     #: Look up each missing object's row to report it (a second pass over the rows).
     report_missing: bool = True
+    #: Unfinished uploads (temporary files, multipart uploads, staged blocks) are collected once
+    #: older than this (default: the grace period, at most an hour). No live push outlasts its
+    #: ``push_timeout`` (10 minutes by default), so an hour-old upload is a killed writer's, and
+    #: a full disk is freed of it long before committed objects become collectable.
+    unfinished_grace_seconds: float | None = None
 
 
 @dataclass
@@ -214,6 +221,10 @@ class Reconciler:
         self.progress = progress
         now = time.time() if options.now is None else options.now
         self.cutoff = now - options.grace_seconds
+        unfinished_grace = options.unfinished_grace_seconds
+        if unfinished_grace is None:
+            unfinished_grace = min(options.grace_seconds, DEFAULT_UNFINISHED_GRACE_SECONDS)
+        self.unfinished_cutoff = now - unfinished_grace
         self.report = ReconcileReport(
             dry_run=options.dry_run, grace_seconds=options.grace_seconds, cutoff=self.cutoff
         )
@@ -328,12 +339,12 @@ class Reconciler:
             self._delete_blobs(name, blobs)
 
     def _remove_unfinished_uploads(self) -> None:
-        """Uploads a killed writer left behind, older than the grace period (a live writer
-        may still be streaming a younger one)."""
+        """Uploads a killed writer left behind, older than the unfinished-upload grace period
+        (a live writer may still be streaming a younger one)."""
         report = self.report
         try:
             for upload in self.store.unfinished_uploads():
-                if upload.started >= self.cutoff:
+                if upload.started >= self.unfinished_cutoff:
                     report.young_unfinished += 1
                     continue
                 if not self.options.dry_run:

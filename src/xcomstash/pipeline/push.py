@@ -22,7 +22,7 @@ from xcomstash.codecs.base import Codec, short_type_name
 from xcomstash.codecs.json import JsonCodec, StructureConverter, json_summary
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
-from xcomstash.errors import UnsupportedTypeError, XComStashError
+from xcomstash.errors import StoreError, UnsupportedTypeError, XComStashError
 from xcomstash.observe.events import INLINE, OK, Event, Observer, outcome_of
 from xcomstash.pipeline import route
 from xcomstash.pipeline.deadline import within
@@ -56,8 +56,13 @@ class PushPath:
         """What goes into the xcom row: the value's JSON structure (inline) or a reference."""
         started = time.perf_counter()
         try:
-            stored, event = self._push(value, coordinate)
+            try:
+                stored, event = self._push(value, coordinate)
+            except OSError as exc:  # raw I/O a store did not translate: still typed, still audited
+                raise StoreError(f"cannot push {coordinate} to {self.placer.store.root_uri}: {exc}") from exc
         except XComStashError as exc:
+            if isinstance(exc, StoreError):
+                exc.add_note(f"xcomstash: while pushing {coordinate} to {self.placer.store.root_uri}")
             self.observer.emit(Event("push", outcome_of(exc), coordinate, error=exc))
             raise
         if event is not None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from xcomstash.errors import ObjectExistsError, ObjectMissingError, StoreError, StoreReadError
+from xcomstash.errors import ObjectExistsError, ObjectMissingError, StoreError, StoreFullError, StoreReadError
 from xcomstash.stores.base import (
     Capabilities,
     ObjectInfo,
@@ -73,10 +73,18 @@ class _PendingFile:
         self._done = False
 
     def write(self, data: bytes | memoryview) -> int:
-        return self._file.write(data)
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            self.discard()  # a full disk must not stay full of this upload's partial file
+            raise self._store._write_error(exc, self.staged_key) from exc
 
     def flush(self) -> None:
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self.discard()
+            raise self._store._write_error(exc, self.staged_key) from exc
 
     def publish(self, key: str, *, if_absent: bool = False) -> None:
         path = self._store._path(key)
@@ -95,14 +103,17 @@ class _PendingFile:
                 os.replace(self._tmp, path)
         except OSError as exc:
             self.discard()
-            raise StoreError(f"cannot write {self._store.uri_for(key)}: {exc}") from exc
+            raise self._store._write_error(exc, key) from exc
         self._done = True
 
     def discard(self) -> None:
         if self._done:
             return
         self._done = True
-        self._file.close()
+        try:
+            self._file.close()  # flushes what is buffered: may fail again on a full disk
+        except OSError:
+            pass
         try:
             os.unlink(self._tmp)
         except FileNotFoundError:
@@ -119,6 +130,17 @@ class LocalStore(Store):
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
+
+    def _write_error(self, exc: OSError, key: str) -> StoreError:
+        """A failed write as a typed error naming the store and the object; a full disk or
+        quota is :class:`StoreFullError` (the partial file is already gone)."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return StoreFullError(
+                f"local store {self.root} is full ({exc.strerror}) writing {self.uri_for(key)}: "
+                "nothing of this value was kept; free space, move store_url to a larger volume, "
+                "or run 'xcomstash reconcile' / 'xcomstash retention'"
+            )
+        return StoreError(f"cannot write {self.uri_for(key)} in local store {self.root}: {exc}")
 
     @contextmanager
     def new_object(self, staged_key: str) -> Iterator[PendingObject]:
