@@ -25,7 +25,7 @@ CHILD = textwrap.dedent(
     from xcomstash.config import StashConfig
     from xcomstash.coordinate import XComCoordinate
     from xcomstash.engine import Engine
-    from xcomstash.errors import StoreError
+    from xcomstash.errors import ConfigError, StoreError
     from xcomstash.stores import open_store
 
     prefix = sys.argv[1]
@@ -50,14 +50,24 @@ CHILD = textwrap.dedent(
     result["uri"] = stored["uri"]
     result["array"] = engine.deserialize(stored, coordinate).tolist()
 
-    # 3. A connection with a wrong secret is refused by the server.
+    # 3. A connection with a wrong secret is refused by the server, on a read and on an upload,
+    #    and the error says the credentials were refused.
     bad = open_store(f"s3://bad_s3@xcom/{prefix}", clients=client_for)
-    try:
-        bad.get("conn/value.xcs")
-    except StoreError as exc:
-        result["bad"] = type(exc).__name__
-    else:
-        result["bad"] = None
+    def failure(action):
+        try:
+            action()
+        except (StoreError, ConfigError) as exc:
+            return [type(exc).__name__, str(exc)]
+        return None
+    result["bad"] = failure(lambda: bad.get("conn/value.xcs"))
+    def upload():
+        with bad.writer("conn/other.xcs") as f:
+            f.write(b"x")
+    result["bad_upload"] = failure(upload)
+    # 4. A connection that does not exist is named as missing; the default one, undefined and
+    #    with no credentials in the environment, says so.
+    result["missing"] = failure(lambda: open_store(f"s3://no_such_conn@xcom/{prefix}", clients=client_for))
+    result["no_default"] = failure(lambda: open_store(f"s3://xcom/{prefix}", clients=client_for).get("k"))
 
     print("%s" + json.dumps(result))
     """
@@ -65,7 +75,7 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_store_and_engine_use_airflow_connection(
+def test_store_and_engine_use_airflow_connection_and_name_credential_problems(
     s3_server, s3_client, s3_prefix: str, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn = {
@@ -80,8 +90,12 @@ def test_store_and_engine_use_airflow_connection(
     monkeypatch.setenv("AIRFLOW_CONN_BAD_S3", json.dumps({**conn, "password": "wrong-secret"}))
     # SeaweedFS serves plain HTTP on 127.0.0.1; xcomstash requires TLS unless this allows loopback.
     monkeypatch.setenv("AIRFLOW__XCOMSTASH__ALLOW_HTTP_ENDPOINTS", "True")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     # The connection must be the only source of credentials and endpoint.
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_PROFILE", "AWS_CONN_AWS_DEFAULT", "AIRFLOW_CONN_AWS_DEFAULT"):
         monkeypatch.delenv(name, raising=False)
 
     proc = subprocess.run(
@@ -103,7 +117,14 @@ def test_store_and_engine_use_airflow_connection(
     assert result["listed"] == ["conn/value.xcs"]
     assert result["uri"].startswith(f"s3://xcom/{s3_prefix}/engine/conn_dag/run/.blobs/")
     assert result["array"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert result["bad"] is not None, "a wrong secret was accepted"
+    for case in ("bad", "bad_upload"):
+        assert result[case] is not None, f"a wrong secret was accepted ({case})"
+        name, message = result[case]
+        assert name == "StoreUnavailableError" and "refused the credentials" in message, result[case]
+    name, message = result["missing"]
+    assert name == "ConfigError" and "'no_such_conn'" in message and "not defined" in message, result["missing"]
+    name, message = result["no_default"]
+    assert name == "StoreUnavailableError" and "no S3 credentials" in message and "aws_default" in message, result["no_default"]
 
     # What the child wrote is really in the server, where the URL said.
     body = s3_client.get_object(Bucket="xcom", Key=f"{s3_prefix}/conn/value.xcs")["Body"].read()

@@ -57,6 +57,8 @@ def s3_client(location: StoreLocation) -> Any:
     from xcomstash.security.transport import check_endpoint
 
     conn_id = conn_id_of(location)
+    if location.conn_id is not None:
+        _require_connection(conn_id, location)
     client = S3Hook(aws_conn_id=conn_id).get_conn()
     check_endpoint(
         getattr(client.meta, "endpoint_url", None),
@@ -113,6 +115,24 @@ def redis_client(location: StoreLocation) -> Any:
         chunk_size=conf.getint(SECTION, "redis_chunk_size", fallback=DEFAULT_CHUNK_SIZE),
         ttl=ttl if ttl > 0 else None,
     )
+
+
+def _require_connection(conn_id: str, location: StoreLocation) -> None:
+    """A connection the URL names must exist: Airflow's hooks would otherwise fall back to
+    ambient credentials (or none) and the error would blame the store."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from xcomstash.errors import ConfigError
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ConfigError(
+            f"Airflow connection {conn_id!r} (named in store_url {location.url or conn_id!r}) is not defined: "
+            f"create it (airflow connections add {conn_id} ..., or AIRFLOW_CONN_{conn_id.upper()}) "
+            "or name another one"
+        ) from None
 
 
 def _flag(value: Any) -> bool:

@@ -334,16 +334,38 @@ def _is_s3_error(exc: Exception) -> bool:
     )
 
 
+#: S3 error codes that mean the credentials were refused, not that the store is down.
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
+    "TokenRefreshRequired", "AuthorizationHeaderMalformed",
+}
+
+
 def _translate(exc: Exception, uri: str, action: str) -> StoreError:
-    """Map botocore's exceptions onto our hierarchy without importing botocore up front."""
+    """Map botocore's exceptions onto our hierarchy without importing botocore up front.
+    Refused or absent credentials say so (and which); a failed upload is never a read error."""
     response = getattr(exc, "response", None)
+    reading = action.startswith("cannot read")
     if isinstance(response, dict):
         code = str(response.get("Error", {}).get("Code", ""))
         if code in _MISSING_CODES:
             return ObjectMissingError("stored object is missing", uri=uri)
-        return StoreReadError(f"{action} object: S3 error {code}: {exc}", uri=uri)
+        if code in _CREDENTIAL_CODES:
+            return StoreUnavailableError(
+                f"{action} {uri}: S3 refused the credentials ({code}): check the access key and secret "
+                "of the Airflow AWS connection store_url names (aws_default if it names none)"
+            )
+        if reading:
+            return StoreReadError(f"{action} object: S3 error {code}: {exc}", uri=uri)
+        return StoreUnavailableError(f"{action} {uri}: S3 error {code}: {exc}")
     if isinstance(exc, StoreError):
         return exc
+    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return StoreUnavailableError(
+            f"{action} {uri}: no S3 credentials ({type(exc).__name__}): the Airflow AWS connection "
+            "store_url names has no access key, or (when it names none) aws_default is not defined "
+            "and boto3 found none in the environment"
+        )
     return StoreUnavailableError(f"{action} {uri}: S3 store unreachable: {type(exc).__name__}: {exc}")
 
 
