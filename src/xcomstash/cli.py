@@ -25,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not (getattr(args, "json", False) and getattr(args, "json_via_emit", False)):
+    if not (getattr(args, "json", False) or getattr(args, "json_output", False)):
         return int(args.func(args))
-    # --json: the document must be all that stdout holds. Airflow, imported by the command,
-    # logs to the stdout it finds at import (e.g. the AWS connection's "credentials retrieved"
-    # line): everything but the document (printed by _common.emit) goes to stderr.
+    # --json (or a command whose report is JSON): the document must be all that stdout holds.
+    # Airflow, imported by the command, logs to the stdout it finds at import (e.g. the AWS
+    # connection's "credentials retrieved" line): everything but the document (printed to
+    # _common.out(args)) goes to stderr.
     args.report_stream = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):
         return int(args.func(args))

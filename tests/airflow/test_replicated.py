@@ -375,3 +375,32 @@ def test_at_the_default_quorum_a_push_fails_with_gcs_down_and_leaves_nothing_ref
     referenced = referenced_keys(story)
     assert set(referenced) <= set(story.gcs_down["s3"]), referenced
     assert set(referenced) <= set(story.after_restart_repair["gcs"]), referenced
+
+
+#: Every command that reports JSON, as an operator's cron line would run it (``repair --json``
+#: is parsed whole in the story above).
+JSON_COMMANDS = [
+    ("reconcile", "--dry-run", "--json", "--quiet"),
+    ("retention", "--dry-run", "--policies", '[{"dag_id": "*", "max_age": "90d"}]', "--json", "--quiet"),
+    ("verify", "--json", "--quiet"),
+    ("stats", "--json", "--quiet"),
+    ("migrate", "--dry-run", "--json", "--quiet"),
+    ("audit", "--json"),
+    ("keys", "rewrap", "--dry-run"),
+]
+
+
+def test_every_json_report_is_all_that_stdout_holds_with_an_s3_store(story: Story) -> None:
+    """Airflow logs (the AWS connection's "credentials retrieved", warnings) go to stderr: the
+    stdout of every ``--json`` command parses as JSON whole (JSON lines for ``audit``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda argv: story.env.xcomstash(*argv), JSON_COMMANDS))
+    for argv, result in zip(JSON_COMMANDS, results):
+        assert result.returncode == 0, result.describe()
+        if argv[0] == "audit":
+            documents = [json.loads(line) for line in result.stdout.splitlines()]
+        else:
+            documents = [json.loads(result.stdout)]
+        assert all(isinstance(d, dict) for d in documents), (argv, result.stdout[:500])

@@ -46,7 +46,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, api: bool = False) 
     out.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     # The command prints its --json document through emit() only (see xcomstash.cli.main).
-    parser.set_defaults(json_via_emit=True)
 
 
 def open_store(args: argparse.Namespace) -> Any:
@@ -161,11 +160,17 @@ def progress_bars(args: argparse.Namespace) -> Iterator[Callable[[str, int], Non
         yield advance
 
 
+def out(args: argparse.Namespace) -> Any:
+    """Where a command's JSON goes: the real stdout (``cli.main`` points ``sys.stdout`` at
+    stderr while a ``--json`` command runs, so that nothing else lands in the document)."""
+    return getattr(args, "report_stream", None) or sys.stdout
+
+
 def emit(args: argparse.Namespace, document: dict[str, Any], render: Callable[[], None], summary: str) -> None:
     """``--json``: the document on stdout. Otherwise: the rendered report, then the summary."""
     if getattr(args, "json", False):
         document = dict(document, summary=summary)
-        print(json.dumps(document, indent=2, default=str), file=getattr(args, "report_stream", None) or sys.stdout)
+        print(json.dumps(document, indent=2, default=str), file=out(args))
         return
     render()
     print(summary)

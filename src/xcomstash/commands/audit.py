@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from xcomstash.commands import _common
 from xcomstash.observe import audit
 
 
@@ -82,7 +83,7 @@ def verify(args: argparse.Namespace) -> int:
         print(f"xcomstash audit: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps(report.to_json(), indent=2), file=_common.out(args))
     else:
         for problem in report.problems:
             print(f"TAMPERED {problem}")
@@ -123,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit > 0:
         events = events[-args.limit :]
     if args.json:
+        stream = _common.out(args)
         for event in events:
-            print(event.to_json())
+            print(event.to_json(), file=stream)
         return 0
     from rich.console import Console
     from rich.table import Table

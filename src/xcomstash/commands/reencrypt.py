@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from xcomstash.commands import _common
 from xcomstash.errors import XComStashError
 
 
@@ -30,7 +31,7 @@ def register(keys: argparse._SubParsersAction) -> None:
     parser.add_argument("--before", help="only rows written before this time (ISO 8601, or e.g. 2h, 3d)")
     parser.add_argument("--state", type=Path, help="checkpoint and journal file: resume and finish an interrupted run")
     parser.add_argument("--dry-run", action="store_true", help="read and check every value, change nothing")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, json_output=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
         summary = reencrypt_values(store, keyring, rows, options, state=args.state, runs=rows, audit=audit)
     finally:
         audit.flush()  # type: ignore[attr-defined]
-    print(json.dumps(summary.to_json(), indent=2))
+    print(json.dumps(summary.to_json(), indent=2), file=_common.out(args))
     return 0 if summary.complete else 1

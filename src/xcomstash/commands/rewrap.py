@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+from xcomstash.commands import _common
 from xcomstash.coordinate import OBJECT_SUFFIX, XComCoordinate
 from xcomstash.errors import XComStashError
 from xcomstash.format import container
@@ -83,7 +84,7 @@ def register(keys: argparse._SubParsersAction) -> None:
         "--references", choices=("auto", "db", "skip"), default="auto",
         help="re-sign references in the xcom table signed by older keys (auto: if the database is reachable)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, json_output=True)
 
 
 @dataclass
@@ -422,5 +423,5 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.references != "skip" and rows is not None:
         resign_references(rows, keyring, summary, dry_run=args.dry_run)
-    print(json.dumps(summary.to_json(), indent=2))
+    print(json.dumps(summary.to_json(), indent=2), file=_common.out(args))
     return 0 if summary.complete and not summary.references_failed else 1
