@@ -39,6 +39,8 @@ class Placed:
     reference: Reference
     #: Uncompressed payload bytes (what the codec produced), for traces and metrics.
     raw_bytes: int
+    #: Seconds spent encrypting frames (0 for a plaintext object), for metrics.
+    crypto_seconds: float = 0.0
 
 
 class Placer:
@@ -106,7 +108,7 @@ class Placer:
             # A replicated store names the locations that took the object.
             locations=tuple(holders) if holders else None,
         )
-        return Placed(ref, body.raw_size)
+        return Placed(ref, body.raw_size, cipher.seconds if cipher is not None else 0.0)
 
     def _frame(
         self,
