@@ -91,31 +91,39 @@ def metrics_run(make_airflow_env) -> dict[str, Any]:
     env = make_airflow_env("metrics", dags=["xcs_metrics.py"])
     keyset = env.root / "keyset.json"
     write_keyset_file(keyset, Keyset.generate())
+    env.config.update({
+        # Encrypted, and compressed anyway for this DAG: encryption time and a real ratio.
+        "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{keyset}",
+        "AIRFLOW__XCOMSTASH__ENCRYPT": "True",
+        "AIRFLOW__XCOMSTASH__COMPRESS_ENCRYPTED": DAG_ID,
+    })
     listener = StatsdListener()
     try:
-        run = env.dags_test(
-            DAG_ID,
-            env={
-                "AIRFLOW__METRICS__STATSD_ON": "True",
-                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-                "AIRFLOW__METRICS__STATSD_PORT": str(listener.port),
-                "AIRFLOW__METRICS__STATSD_PREFIX": PREFIX,
-                "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
-                # Encrypted, and compressed anyway for this DAG: encryption time and a real ratio.
-                "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{keyset}",
-                "AIRFLOW__XCOMSTASH__ENCRYPT": "True",
-                "AIRFLOW__XCOMSTASH__COMPRESS_ENCRYPTED": DAG_ID,
-            },
-        )
+        run = env.dags_test(DAG_ID, env=statsd_env(listener.port))
     finally:
         lines = listener.stop()
     run.assert_success()
+    return {"env": env, "run": run, **received(lines)}
+
+
+def statsd_env(port: int) -> dict[str, str]:
+    """Airflow's [metrics] pointed at the listener (InfluxDB-style tags: dag_id, task_id)."""
+    return {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": PREFIX,
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+    }
+
+
+def received(lines: list[str]) -> dict[str, Any]:
     packets = parse(lines)
-    ours = [p for p in packets if p.name.startswith(f"{PREFIX}.xcomstash.")]
     by_name: dict[str, list[Packet]] = defaultdict(list)
-    for p in ours:
-        by_name[p.name[len(PREFIX) + 1 :]].append(p)
-    return {"env": env, "run": run, "lines": lines, "packets": packets, "ours": by_name}
+    for p in packets:
+        if p.name.startswith(f"{PREFIX}.xcomstash."):
+            by_name[p.name[len(PREFIX) + 1 :]].append(p)
+    return {"lines": lines, "packets": packets, "ours": by_name}
 
 
 def described(run: dict[str, Any]) -> str:
@@ -192,3 +200,17 @@ def test_a_denied_read_is_counted_and_no_error_or_integrity_failure_is(metrics_r
     assert "xcomstash.integrity_failure" not in names and "xcomstash.pull.failed" not in names
     # a local directory store has no read cache: no cache metrics at all
     assert not {n for n in names if n.startswith("xcomstash.cache.")}, names
+
+
+def test_the_xcomstash_command_sends_its_metrics_too_reconcile_counting_what_it_purged(metrics_run) -> None:
+    """Runs last: it deletes the restricted value's row, and reconcile collects its object."""
+    env, run = metrics_run["env"], metrics_run["run"]
+    assert env.execute("DELETE FROM xcom WHERE dag_id = ? AND run_id = ? AND key = ?", (DAG_ID, run.run_id, "restricted")) == 1
+    listener = StatsdListener()
+    try:
+        report = env.xcomstash_json("reconcile", "--grace", "0s", env=statsd_env(listener.port))
+    finally:
+        got = received(listener.stop())
+    assert report["summary"].startswith("reconcile"), report
+    purged = got["ours"].get("xcomstash.purge.objects", [])
+    assert [(p.value, p.type, dict(p.tags).get("dag_id")) for p in purged] == [(1, "c", DAG_ID)], described(got)

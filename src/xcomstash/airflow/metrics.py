@@ -49,6 +49,20 @@ class StatsSink:
             raise ValueError(f"unknown metric kind {metric.kind!r} of {metric.name}")
 
 
-def metrics_subscribers(conf: Any) -> list[MetricsRecorder]:
-    """The metrics subscriber for the engine, or none when metrics are off."""
-    return [MetricsRecorder(StatsSink())] if metrics_enabled(conf) else []
+def metrics_subscribers(conf: Any, *, own_process: bool = False) -> list[MetricsRecorder]:
+    """The metrics subscriber for the engine, or none when metrics are off.
+
+    ``own_process``: the caller is a process Airflow did not start (the ``xcomstash``
+    command), so Airflow's ``Stats`` is set up here from ``[metrics]``, as Airflow's own
+    processes (task runner, scheduler, API server) set it up for themselves."""
+    if not metrics_enabled(conf):
+        return []
+    if own_process:
+        from airflow.sdk.observability import stats
+        from airflow.sdk.observability.metrics import stats_utils
+
+        stats.initialize(
+            factory=stats_utils.get_stats_factory(),
+            export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True),
+        )
+    return [MetricsRecorder(StatsSink())]
