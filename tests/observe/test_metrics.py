@@ -6,6 +6,7 @@ engines on real local stores, a real read cache, real keys; the sink is a list."
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,25 @@ def test_inline_counts_are_sent_once_the_flush_interval_has_passed() -> None:
     recorder = MetricsRecorder(sink, flush_seconds=0)
     recorder.count_inline("push", COORD)
     assert [(m.name, m.value) for m in sink] == [("xcomstash.push.inline", 1)]
+
+
+def test_inline_counts_from_many_threads_with_flushes_in_between_add_up_exactly() -> None:
+    sink = Sink()
+    recorder = MetricsRecorder(sink, flush_seconds=0)  # every count may flush: the worst case
+    threads, each = 4, 5_000
+
+    def count() -> None:
+        for _ in range(each):
+            recorder.count_inline("push", COORD)
+
+    workers = [threading.Thread(target=count) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    recorder.flush()
+    assert sum(m.value for m in sink) == threads * each
+    assert all(m.value > 0 and m.name == "xcomstash.push.inline" for m in sink)
 
 
 def test_observer_counts_inline_values_without_events_only_when_no_subscriber_wants_inline_events() -> None:

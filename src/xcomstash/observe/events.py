@@ -97,11 +97,11 @@ class Observer:
         self.subscribers = tuple(subscribers)
         self.active = bool(self.subscribers)
         self.wants_inline = any(s.wants_inline for s in self.subscribers)
-        self._counters: tuple[InlineCounter, ...] = tuple(
-            s for s in self.subscribers if callable(getattr(s, "count_inline", None))  # type: ignore[misc]
+        self._count_inline: tuple[Any, ...] = tuple(
+            s.count_inline for s in self.subscribers if callable(getattr(s, "count_inline", None))  # type: ignore[attr-defined]
         )
         #: Whether the inline path must call :meth:`count_inline` (when it builds no event).
-        self.counts_inline = bool(self._counters) and not self.wants_inline
+        self.counts_inline = bool(self._count_inline) and not self.wants_inline
 
     def emit(self, event: Event) -> None:
         for subscriber in self.subscribers:
@@ -112,11 +112,11 @@ class Observer:
 
     def count_inline(self, op: str, xcom: XComCoordinate | dict[str, Any] | None) -> None:
         """An inline value went by without an event (see :class:`InlineCounter`)."""
-        for counter in self._counters:
+        for count in self._count_inline:
             try:
-                counter.count_inline(op, xcom)
+                count(op, xcom)
             except Exception as exc:
-                log.error("xcomstash: %s failed to count an inline %s: %s", type(counter).__name__, op, exc)
+                log.error("xcomstash: %r failed to count an inline %s: %s", count, op, exc)
 
     def flush(self) -> None:
         for subscriber in self.subscribers:

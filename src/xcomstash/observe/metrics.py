@@ -21,6 +21,7 @@ the process ends.
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import threading
 import time
@@ -34,6 +35,8 @@ from xcomstash.observe.events import DENIED, FAILED, INLINE, OK, REJECTED, Event
 
 PREFIX = "xcomstash"
 COUNTER, GAUGE, TIMER = "counter", "gauge", "timer"
+
+_monotonic = time.monotonic
 
 #: Inline counts are sent at least this often while values keep going by.
 INLINE_FLUSH_SECONDS = 1.0
@@ -181,8 +184,12 @@ class MetricsRecorder:
     """Subscribes metrics to the engine's events and hands each to ``sink``.
 
     Inline values are counted in process (see the module docstring) and sent as one counter
-    per (operation, DAG, task) when :meth:`flush` runs: at most every
-    ``flush_seconds`` while counting, before each stored value's metrics, and at exit."""
+    per (operation, DAG, task) when :meth:`flush` runs: at most every ``flush_seconds``
+    while counting, before each stored value's metrics, and at exit.
+
+    Counting takes no lock: each (operation, DAG, task) has an ``itertools.count`` whose
+    ``next`` is atomic, and a flush sends how far each has moved since the last one (its own
+    ``next`` included), so a value counted while a flush runs is sent by the next flush."""
 
     #: Inline events are not needed: :meth:`count_inline` counts those values for less.
     wants_inline = False
@@ -190,28 +197,44 @@ class MetricsRecorder:
     def __init__(self, sink: Sink, *, flush_seconds: float = INLINE_FLUSH_SECONDS) -> None:
         self.sink = sink
         self.flush_seconds = flush_seconds
-        self._inline: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._forget_after_fork()
         _track(self)
 
     def __call__(self, event: Event) -> None:
-        if self._inline:
+        if self._pending:
             self.flush()
         self._send(metrics_of(event))
 
     def count_inline(self, op: str, xcom: XComCoordinate | dict[str, Any] | None) -> None:
-        key = (op, tags_of(xcom))
-        with self._lock:
-            self._inline[key] = self._inline.get(key, 0) + 1
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        # Keyed by what the tags are made of: tags are built once per flush, not per value.
+        if type(xcom) is XComCoordinate:
+            key = (op, xcom.dag_id, xcom.task_id)
+        elif xcom:
+            key = (op, xcom.get("dag_id"), xcom.get("task_id"))
+        else:
+            key = (op, None, None)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters.setdefault(key, itertools.count())
+        next(counter)
+        self._pending = True
+        if _monotonic() >= self._next_flush:
             self.flush()
 
     def flush(self) -> None:
         with self._lock:
-            counts, self._inline = self._inline, {}
-            self._last_flush = time.monotonic()
-        self._send(Metric(COUNTER, f"{PREFIX}.{op}.inline", n, tags) for (op, tags), n in counts.items())
+            self._pending = False
+            self._next_flush = _monotonic() + self.flush_seconds
+            out = []
+            for key, counter in list(self._counters.items()):
+                reached = next(counter)
+                counted = reached - self._sent.get(key, 0)
+                self._sent[key] = reached + 1
+                if counted:
+                    op, dag_id, task_id = key
+                    tags = tags_of({"dag_id": dag_id, "task_id": task_id})
+                    out.append(Metric(COUNTER, f"{PREFIX}.{op}.inline", counted, tags))
+        self._send(out)
 
     def _send(self, metrics: Iterable[Metric]) -> None:
         for metric in metrics:
@@ -224,9 +247,15 @@ class MetricsRecorder:
             pass
 
     def _forget_after_fork(self) -> None:
-        """In a forked child: the parent's unsent counts are the parent's to send."""
-        self._inline = {}
+        """Start counting afresh (also in a forked child: the parent's unsent counts are the
+        parent's to send)."""
+        #: (op, dag_id, task_id) -> count of inline values (plus one per flush), and where
+        #: the last flush left it.
+        self._counters: dict[tuple[str, Any, Any], itertools.count[int]] = {}
+        self._sent: dict[tuple[str, Any, Any], int] = {}
+        self._pending = False
         self._lock = threading.Lock()
+        self._next_flush = _monotonic() + self.flush_seconds
 
 
 #: Live recorders, flushed at exit and reset in forked children (held weakly: an engine
