@@ -214,3 +214,22 @@ def test_the_xcomstash_command_sends_its_metrics_too_reconcile_counting_what_it_
     assert report["summary"].startswith("reconcile"), report
     purged = got["ours"].get("xcomstash.purge.objects", [])
     assert [(p.value, p.type, dict(p.tags).get("dag_id")) for p in purged] == [(1, "c", DAG_ID)], described(got)
+
+
+def test_metrics_are_on_only_with_an_airflow_metrics_backend_unless_switched_off(monkeypatch) -> None:
+    """Airflow's own configuration object, read in this process (it reads the environment on
+    every lookup)."""
+    conf = pytest.importorskip("airflow.sdk.configuration").conf
+    from xcomstash.airflow.metrics import metrics_enabled, metrics_subscribers
+
+    for name in ("STATSD_ON", "STATSD_DATADOG_ENABLED", "OTEL_ON"):
+        monkeypatch.setenv(f"AIRFLOW__METRICS__{name}", "False")
+    monkeypatch.delenv("AIRFLOW__XCOMSTASH__METRICS", raising=False)
+    assert not metrics_enabled(conf) and metrics_subscribers(conf) == []  # nowhere to send them
+    for name in ("STATSD_ON", "STATSD_DATADOG_ENABLED", "OTEL_ON"):
+        monkeypatch.setenv(f"AIRFLOW__METRICS__{name}", "True")
+        assert metrics_enabled(conf), name
+        monkeypatch.setenv(f"AIRFLOW__METRICS__{name}", "False")
+    monkeypatch.setenv("AIRFLOW__METRICS__OTEL_ON", "True")
+    monkeypatch.setenv("AIRFLOW__XCOMSTASH__METRICS", "False")
+    assert not metrics_enabled(conf)

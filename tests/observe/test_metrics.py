@@ -157,6 +157,8 @@ def test_every_metric_name_made_is_in_the_catalogue_and_the_readme_lists_the_cat
         Event("push", DENIED, COORD), Event("push", REJECTED, COORD), Event("pull", DENIED, COORD),
         Event("push", FAILED, COORD, error=StoreTimeoutError("slow")), Event("pull", FAILED, COORD),
         Event("purge", OK, COORD), Event("repair", OK, COORD),
+        Event("purge", DENIED, COORD), Event("purge", FAILED, COORD), Event("repair", DENIED, COORD),
+        Event("repair", FAILED, COORD),
     ]
     catalogue = {name for name, _, _ in CATALOGUE}
     made = {re.sub(r"^xcomstash\.error\..*", "xcomstash.error.<type>", m.name) for e in events for m in metrics_of(e)}

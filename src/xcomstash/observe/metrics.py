@@ -82,7 +82,11 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("xcomstash.pull.failed", COUNTER, "pulls that failed (no intact copy, store error, decode error)"),
     ("xcomstash.error.<type>", COUNTER, "errors by class (StoreReadError, ObjectMissingError, IntegrityError, StoreTimeoutError, ...): each source passed over and each failed push, pull, purge or repair"),
     ("xcomstash.purge.objects", COUNTER, "stored values purged (their rows cleared, or orphans reconciled)"),
-    ("xcomstash.repair.objects", COUNTER, "stored values copied back to replicas that lacked them"),
+    ("xcomstash.purge.denied", COUNTER, "purges refused: the reference did not belong to the row it sat in"),
+    ("xcomstash.purge.failed", COUNTER, "purges that failed (store error)"),
+    ("xcomstash.repair.objects", COUNTER, "stored values copied back to replicas that lacked them or held a damaged copy"),
+    ("xcomstash.repair.denied", COUNTER, "repairs refused: the reference did not belong to the row it sat in"),
+    ("xcomstash.repair.failed", COUNTER, "repairs that failed (no intact copy left, store error)"),
 )
 
 _OUTCOME_NAMES = {DENIED: "denied", REJECTED: "rejected", FAILED: "failed"}
