@@ -151,6 +151,7 @@ def test_purges_and_repairs_are_counted_per_object() -> None:
 def test_every_metric_name_made_is_in_the_catalogue_and_the_readme_lists_the_catalogue() -> None:
     events = [
         Event("push", OK, COORD, size=250, raw_size=1000, seconds=0.5, crypto_seconds=0.002),
+        Event("push", OK, COORD, size=250, failover=("replica:1: StoreUnavailableError",)),
         Event("pull", OK, COORD, size=10, cache="hit", crypto_seconds=0.001, failover=("store: IntegrityError",)),
         Event("pull", OK, COORD, size=10, cache="miss"),
         Event("push", OK, COORD, route=INLINE), Event("pull", OK, COORD, route=INLINE),
@@ -328,3 +329,26 @@ def test_engine_partial_table_read_counts_only_the_bytes_it_fetched(tmp_path: Pa
     assert list(part.columns) == ["a"] and stats is not None
     (pulled,) = named(sink)["xcomstash.pull.bytes"]
     assert pulled.value == stats.bytes_fetched < row["size"] / 2
+
+
+def test_engine_replicated_store_push_that_lost_a_location_and_pull_that_failed_over(tmp_path: Path) -> None:
+    from xcomstash.stores.faulty import FaultyStore
+    from xcomstash.stores.replicated import ReplicatedStore
+
+    flaky_write = FaultyStore(LocalStore(tmp_path / "b"), fail_writes=True)
+    store = ReplicatedStore([LocalStore(tmp_path / "a"), flaky_write], write_quorum=1)
+    engine, sink = engine_with_metrics(tmp_path / "a", store=store)
+    row = engine.serialize(b"y" * 200_000, COORD)
+    got = values(sink)
+    assert got["xcomstash.push.offloaded"] == 1 and got["xcomstash.push.failover"] == 1
+    assert got["xcomstash.error.StoreUnavailableError"] == 1 and "xcomstash.push.failed" not in got
+
+    down = FaultyStore(LocalStore(tmp_path / "a"), fail_reads=True)
+    both = ReplicatedStore([down, LocalStore(tmp_path / "c")])
+    engine, sink = engine_with_metrics(tmp_path / "a", store=both)
+    row = engine.serialize(b"z" * 200_000, COORD)
+    sink.clear()
+    assert engine.deserialize(row, COORD) == b"z" * 200_000
+    got = values(sink)
+    assert got["xcomstash.pull.failover"] == 1 and got["xcomstash.error.StoreReadError"] == 1
+    assert "xcomstash.push.failover" not in got and "xcomstash.integrity_failure" not in got

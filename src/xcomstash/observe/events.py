@@ -39,7 +39,8 @@ class Event:
     #: Where a pull's bytes came from (``store``, ``cache``, ``read-ahead``).
     source: str = ""
     #: Sources tried before the one that served (or all, when none did), each as
-    #: ``"<source>: <error type>"``: a replica read around, a damaged cache entry.
+    #: ``"<source>: <error type>"``: a replica read around, a damaged cache entry. For a
+    #: push: the locations of a replicated store that failed while it reached its quorum.
     failover: tuple[str, ...] = ()
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -74,6 +74,7 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("xcomstash.push.encryption", TIMER, "milliseconds spent encrypting one pushed value (summed over frame threads)"),
     ("xcomstash.pull.decryption", TIMER, "milliseconds spent decrypting one pulled value (summed over frame threads)"),
     ("xcomstash.pull.failover", COUNTER, "sources a pull passed over (damaged, missing or unreachable) before another served"),
+    ("xcomstash.push.failover", COUNTER, "locations of a replicated store that failed while the push still reached its write quorum"),
     ("xcomstash.integrity_failure", COUNTER, "sources whose bytes failed verification against the reference (size, digest, frames, decryption)"),
     ("xcomstash.push.denied", COUNTER, "pushes refused by access control"),
     ("xcomstash.push.rejected", COUNTER, "pushes refused by a value rule (type, size, sensitive data)"),
@@ -166,9 +167,11 @@ def metrics_of(event: Event) -> list[Metric]:
             add(COUNTER, f"cache.{event.cache}", 1)
         if event.crypto_seconds:
             add(TIMER, "pull.decryption", event.crypto_seconds * 1000.0)
-        passed_over = len(event.failover) - (0 if event.outcome == OK else 1)
+    if op in ("push", "pull"):
+        # A failed pull's last entry is the source it failed on, not one it moved on from.
+        passed_over = len(event.failover) - (0 if event.outcome == OK or op == "push" else 1)
         if passed_over > 0:
-            add(COUNTER, "pull.failover", passed_over)
+            add(COUNTER, f"{op}.failover", passed_over)
     types = error_types(event)
     integrity = sum(1 for name in types if name in _INTEGRITY)
     if integrity:

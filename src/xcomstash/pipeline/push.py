@@ -115,6 +115,7 @@ class PushPath:
             "push", OK, coordinate, uri=ref.uri, size=ref.size, digest=ref.digest, codec=ref.codec,
             summary=ref.summary, key_id=str(doc.get("mac", "")).partition(":")[0],
             extra={"raw_bytes": placed.raw_bytes}, raw_size=placed.raw_bytes, crypto_seconds=placed.crypto_seconds,
+            failover=placed.missed,
         )
         return doc, event
 
