@@ -13,9 +13,9 @@ Datadog, statsd with InfluxDB tags) can break every metric down by them. Run ids
 and keys are never tags: one series per run would swamp any metrics backend.
 
 Values kept inline in the xcom row are counted without building their events (the small-value
-path must stay cheap): :meth:`MetricsRecorder.count_inline` bumps an in-process counter, sent
-at most every :data:`INLINE_FLUSH_SECONDS`, with the next stored value's metrics, and when
-the process ends.
+path must stay cheap): :meth:`MetricsRecorder.count_inline` bumps an in-process counter,
+sent with the next stored value's metrics, at least every :data:`INLINE_FLUSH_SECONDS` while
+values keep being counted, and when the process ends.
 """
 
 from __future__ import annotations
