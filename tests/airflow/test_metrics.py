@@ -233,3 +233,42 @@ def test_metrics_are_on_only_with_an_airflow_metrics_backend_unless_switched_off
     monkeypatch.setenv("AIRFLOW__METRICS__OTEL_ON", "True")
     monkeypatch.setenv("AIRFLOW__XCOMSTASH__METRICS", "False")
     assert not metrics_enabled(conf)
+
+
+def test_plain_statsd_gets_untagged_names_that_still_tell_operation_route_and_error(monkeypatch) -> None:
+    """The sink in this process, through Airflow's own Stats set up from [metrics] (as the
+    ``xcomstash`` command sets it up), to a plain statsd server: no tags, so the names must
+    carry what matters."""
+    conf = pytest.importorskip("airflow.sdk.configuration").conf
+    from airflow.sdk.observability import stats
+
+    from xcomstash.airflow.metrics import metrics_subscribers
+    from xcomstash.coordinate import XComCoordinate
+    from xcomstash.errors import StoreTimeoutError
+    from xcomstash.observe.events import Event
+
+    listener = StatsdListener()
+    for name, value in {**statsd_env(listener.port), "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "False"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        (recorder,) = metrics_subscribers(conf, own_process=True)
+        coordinate = XComCoordinate("etl", "r1", "extract", -1, "return_value")
+        recorder(Event("push", "ok", coordinate, size=400, raw_size=1000, seconds=0.25))
+        recorder(Event("push", "failed", coordinate, error=StoreTimeoutError("slow")))
+        recorder.count_inline("pull", coordinate)
+        recorder.flush()
+    finally:
+        lines = listener.stop()
+        from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
+
+        stats.initialize(factory=NoStatsLogger, export_legacy_names=True)  # leave this process as found
+    assert sorted(lines) == sorted([
+        f"{PREFIX}.xcomstash.push.offloaded:1|c",
+        f"{PREFIX}.xcomstash.push.duration:250.000000|ms",  # statsd writes timers with 6 decimals
+        f"{PREFIX}.xcomstash.push.bytes:1000|c",
+        f"{PREFIX}.xcomstash.push.stored_bytes:400|c",
+        f"{PREFIX}.xcomstash.push.compression_ratio:2.5|g",
+        f"{PREFIX}.xcomstash.push.failed:1|c",
+        f"{PREFIX}.xcomstash.error.StoreTimeoutError:1|c",
+        f"{PREFIX}.xcomstash.pull.inline:1|c",
+    ]), lines
