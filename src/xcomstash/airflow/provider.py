@@ -219,6 +219,21 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": '[{"dag_id": "etl_*", "max_age": "30d", "keep_last_runs": 10, "max_bytes": "50GiB"}]',
         "default": "",
     },
+    "metrics": {
+        "description": (
+            "Send xcomstash metrics (push and pull latency, bytes pushed, stored and pulled, "
+            "compression ratio, inline and offloaded counts, cache hits and misses, encryption "
+            "time, integrity failures, denied reads, failovers, errors by type) through Airflow's "
+            "own Stats, named xcomstash.* and tagged dag_id and task_id of the XCom: they go "
+            "wherever [metrics] sends Airflow's (statsd, Datadog, OpenTelemetry) and follow its "
+            "prefix, allow and block lists. Only takes effect when Airflow metrics are on "
+            "(statsd_on, statsd_datadog_enabled or otel_on); False keeps xcomstash's out.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "boolean",
+        "example": "False",
+        "default": "True",
+    },
     "trace_file": {
         "description": (
             "If set, append one JSON line per offloaded push, pull and purge (where, size, time) "

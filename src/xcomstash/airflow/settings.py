@@ -94,6 +94,7 @@ def serde_converter() -> StructureConverter:
 @cache
 def engine() -> Engine:
     """The process-wide engine (built on first use, so importing the backend stays cheap)."""
+    from xcomstash.airflow.metrics import metrics_subscribers
     from xcomstash.airflow.security_settings import build_guard
     from xcomstash.stores import open_store
 
@@ -110,4 +111,5 @@ def engine() -> Engine:
         converter=serde_converter(),
         trace_file=trace_file,
         guard=build_guard(_conf(), store),
+        subscribers=metrics_subscribers(_conf()),
     )

@@ -105,7 +105,10 @@ def maintenance_engine(store: Any, command: str) -> Any:
     except Exception:  # no user name in some containers
         user = ""
     actor = {"command": f"xcomstash {command}", "user": user}
-    subscribers = [AuditRecorder(audit_log, lambda: actor)] if audit_log is not None else []
+    subscribers: list[Any] = [AuditRecorder(audit_log, lambda: actor)] if audit_log is not None else []
+    from xcomstash.airflow.metrics import metrics_subscribers
+
+    subscribers += metrics_subscribers(conf, own_process=True)
     import dataclasses
 
     # No read cache and no read-ahead: maintenance reads nothing twice, and the store given

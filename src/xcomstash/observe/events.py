@@ -39,13 +39,24 @@ class Event:
     #: Where a pull's bytes came from (``store``, ``cache``, ``read-ahead``).
     source: str = ""
     #: Sources tried before the one that served (or all, when none did), each as
-    #: ``"<source>: <error type>"``: a replica read around, a damaged cache entry.
+    #: ``"<source>: <error type>"``: a replica read around, a damaged cache entry. For a
+    #: push: the locations of a replicated store that failed while it reached its quorum.
     failover: tuple[str, ...] = ()
     error: BaseException | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: The XCom the row *claimed* (its reference's ``xcom``) when it differs from ``xcom``,
     #: the one asked for: a refused row is filed under the XCom asked for, never its claim.
     claimed: dict[str, Any] | None = None
+    #: Uncompressed payload bytes (what the codec produced or gets back), where known.
+    raw_size: int | None = None
+    #: Bytes a pull fetched from its source: the object's size, or less for a partial read.
+    fetched: int | None = None
+    #: Whether a read cache was consulted and served (``hit``), consulted and did not
+    #: (``miss``), or not consulted at all (empty).
+    cache: str = ""
+    #: Seconds spent sealing or opening frames (summed over the frame threads); 0 when the
+    #: object is not encrypted.
+    crypto_seconds: float = 0.0
 
     def xcom_dict(self) -> dict[str, Any]:
         x = self.xcom
@@ -70,6 +81,15 @@ class Subscriber(Protocol):
     def flush(self) -> None: ...
 
 
+class InlineCounter(Protocol):
+    """A subscriber that also counts inline values without their events (metrics): where no
+    subscriber wants inline events, the small-value path calls :meth:`count_inline` instead
+    of building one, which costs a dictionary update rather than a summary and a JSON
+    encoding. Whenever an inline event *is* built, it is emitted instead (never both)."""
+
+    def count_inline(self, op: str, xcom: XComCoordinate | dict[str, Any] | None) -> None: ...
+
+
 class Observer:
     """Fans each event out to the subscribers; a failing subscriber is logged, never raised
     into a task (an audit or metrics outage must not fail the data path)."""
@@ -78,6 +98,11 @@ class Observer:
         self.subscribers = tuple(subscribers)
         self.active = bool(self.subscribers)
         self.wants_inline = any(s.wants_inline for s in self.subscribers)
+        self._count_inline: tuple[Any, ...] = tuple(
+            s.count_inline for s in self.subscribers if callable(getattr(s, "count_inline", None))  # type: ignore[attr-defined]
+        )
+        #: Whether the inline path must call :meth:`count_inline` (when it builds no event).
+        self.counts_inline = bool(self._count_inline) and not self.wants_inline
 
     def emit(self, event: Event) -> None:
         for subscriber in self.subscribers:
@@ -85,6 +110,14 @@ class Observer:
                 subscriber(event)
             except Exception as exc:
                 log.error("xcomstash: %s failed on a %s event: %s", type(subscriber).__name__, event.op, exc)
+
+    def count_inline(self, op: str, xcom: XComCoordinate | dict[str, Any] | None) -> None:
+        """An inline value went by without an event (see :class:`InlineCounter`)."""
+        for count in self._count_inline:
+            try:
+                count(op, xcom)
+            except Exception as exc:
+                log.error("xcomstash: %r failed to count an inline %s: %s", count, op, exc)
 
     def flush(self) -> None:
         for subscriber in self.subscribers:

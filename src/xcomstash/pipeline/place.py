@@ -39,6 +39,11 @@ class Placed:
     reference: Reference
     #: Uncompressed payload bytes (what the codec produced), for traces and metrics.
     raw_bytes: int
+    #: Seconds spent encrypting frames (0 for a plaintext object), for metrics.
+    crypto_seconds: float = 0.0
+    #: Locations of a replicated store that failed while the push still reached its quorum
+    #: (``"replica:<i>: <error type>"``), for the event's ``failover``.
+    missed: tuple[str, ...] = ()
 
 
 class Placer:
@@ -88,13 +93,13 @@ class Placer:
                 body, tail = self._frame(pending, head, write_body, b"", None, check_size, compression)
                 digest = container.root_digest(head, tail)
                 key = self._publish_blob(pending, coordinate, digest, len(head) + body.body_size + len(tail))
-            holders = getattr(pending, "holders", None)
+            holders, missed = getattr(pending, "holders", None), getattr(pending, "missed", ())
         else:
             key = coordinate.object_key()
             with self.store.writer(key) as sink:
                 body, tail = self._frame(sink, head, write_body, slot, cipher, check_size, compression)
             digest = container.root_digest(head, tail)
-            holders = getattr(sink, "holders", None)
+            holders, missed = getattr(sink, "holders", None), getattr(sink, "missed", ())
         ref = Reference(
             uri=self.store.uri_for(key),
             size=len(head) + len(slot) + body.body_size + len(tail),
@@ -106,7 +111,7 @@ class Placer:
             # A replicated store names the locations that took the object.
             locations=tuple(holders) if holders else None,
         )
-        return Placed(ref, body.raw_size)
+        return Placed(ref, body.raw_size, cipher.seconds if cipher is not None else 0.0, tuple(missed))
 
     def _frame(
         self,

@@ -64,6 +64,7 @@ from xcomstash.security.crypto.stream import FrameCipher
 from xcomstash.security.guard import UNSIGNED, Guard
 from xcomstash.security.readers import Expected
 from xcomstash.stores.base import ObjectReader, ReadSource, Store
+from xcomstash.stores.caching import CACHE_SOURCE
 
 #: Codecs whose stored tables can be read in part (string column labels, Arrow IPC file).
 _PARTIAL_CODECS = (PandasDataFrameCodec.name, ArrowTableCodec.name)
@@ -72,6 +73,20 @@ _PARTIAL_CODECS = (PandasDataFrameCodec.name, ArrowTableCodec.name)
 #: copy, a prefetch that predates a retry's overwrite or a key re-wrap), or the source could
 #: not serve them. Anything else (a codec error, a denied read) ends the pull.
 _NEXT_SOURCE = (IntegrityError, KeyUnavailableError, StoreReadError, ObjectMissingError)
+
+
+@dataclass
+class ReadNotes:
+    """What a read learnt on its way, for its event (metrics): filled by the source and
+    decode stages of one pull."""
+
+    #: ``hit``: the read cache served; ``miss``: it was consulted and did not (no entry, or
+    #: a damaged one); empty: no cache in front of the store.
+    cache: str = ""
+    #: Seconds spent decrypting frames (summed over the frame threads).
+    crypto_seconds: float = 0.0
+    #: Uncompressed payload bytes of the object read.
+    raw_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,7 @@ class Opened:
     expected: Expected | None = None
     #: Sources that failed before one served (see :attr:`Event.failover`).
     failover: list[str] = dataclasses.field(default_factory=list)
+    notes: ReadNotes = dataclasses.field(default_factory=ReadNotes)
 
 
 #: Reads a verified object from a reader: ``(reader, layout, opened) -> (value, stats)``.
@@ -239,6 +255,8 @@ class PullPath:
         if self.observer.wants_inline:
             xcom = coordinate or _expected_dict(expected)
             self.observer.emit(inline_event("pull", value, stored, xcom, started, self.registry, self.json_codec))
+        elif self.observer.counts_inline:
+            self.observer.count_inline("pull", coordinate or _expected_dict(expected))
         return value
 
     def _refuse_plain_row(self, coordinate: XComCoordinate | None, expected: Expected | None) -> None:
@@ -278,7 +296,8 @@ class PullPath:
         finally:
             if ahead is not None:
                 ahead.note_read(opened.coordinate)
-        self._emit(op, opened, started, source=source)
+        fetched = stats.bytes_fetched if stats is not None else opened.ref.size
+        self._emit(op, opened, started, source=source, fetched=fetched)
         return value, stats
 
     def _open(
@@ -358,10 +377,13 @@ class PullPath:
         ref, coordinate = opened.ref, opened.coordinate
         error: XComStashError | None = None
         opened.failover.clear()
+        notes = opened.notes
         for source in self._sources(opened, ahead, whole):
             try:
                 with _read_errors(ref, coordinate):
                     reader = source.open()
+                if source.name == CACHE_SOURCE:
+                    notes.cache = "hit" if reader is not None else "miss"
                 if reader is None:
                     continue  # this source does not hold the object (a cache miss)
                 try:
@@ -372,6 +394,8 @@ class PullPath:
                 finally:
                     reader.close()
             except _NEXT_SOURCE as exc:
+                if source.name == CACHE_SOURCE:
+                    notes.cache = "miss"  # a damaged or unreadable entry did not serve
                 if isinstance(exc, (IntegrityError, KeyUnavailableError)):
                     source.discard()
                 error = exc
@@ -421,10 +445,15 @@ class PullPath:
         ref, coordinate = opened.ref, opened.coordinate
         with _read_errors(ref, coordinate):
             cipher = self._cipher(layout, opened)
-            payload = read_frames(
-                layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self.pools.frames.get(),
-                cipher=cipher,
-            )
+            try:
+                payload = read_frames(
+                    layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self.pools.frames.get(),
+                    cipher=cipher,
+                )
+            finally:
+                if cipher is not None:
+                    opened.notes.crypto_seconds += cipher.seconds
+        opened.notes.raw_size = layout.raw_size
         codec = self._codec_for(layout.header, opened)
         with _decode_errors(codec, opened):
             return codec.decode(memoryview(payload), layout.header.codec_meta), None
@@ -449,7 +478,12 @@ class PullPath:
         with _read_errors(opened.ref, opened.coordinate):
             cipher = self._cipher(layout, opened)
             source = FramedFile(layout, reader, cipher)
-            table = read_arrow_subset(source, columns, rows, int(meta.get("batch_rows", 1 << 20)))
+            try:
+                table = read_arrow_subset(source, columns, rows, int(meta.get("batch_rows", 1 << 20)))
+            finally:
+                if cipher is not None:
+                    opened.notes.crypto_seconds += cipher.seconds
+        opened.notes.raw_size = layout.raw_size
         codec = self._codec_for(layout.header, opened)
         with _decode_errors(codec, opened):
             value = codec.from_table(table, meta)  # type: ignore[attr-defined]
@@ -465,14 +499,24 @@ class PullPath:
 
     # --------------------------------------------------------------- helpers
 
-    def _emit(self, op: str, opened: Opened, started: float, *, source: str = "", error: BaseException | None = None) -> None:
-        ref = opened.ref
+    def _emit(
+        self,
+        op: str,
+        opened: Opened,
+        started: float,
+        *,
+        source: str = "",
+        error: BaseException | None = None,
+        fetched: int | None = None,
+    ) -> None:
+        ref, notes = opened.ref, opened.notes
         self.observer.emit(
             Event(
                 op, outcome_of(error) if error is not None else OK, ref.xcom or opened.coordinate,
                 uri=ref.uri, size=ref.size, digest=ref.digest, key_id=opened.key_id, codec=ref.codec,
                 summary=ref.summary, seconds=time.perf_counter() - started, source=source, error=error,
-                failover=tuple(opened.failover),
+                failover=tuple(opened.failover), raw_size=notes.raw_size, fetched=fetched, cache=notes.cache,
+                crypto_seconds=notes.crypto_seconds,
             )
         )
 

@@ -69,6 +69,8 @@ class PushPath:
             self.observer.emit(dataclasses.replace(event, seconds=time.perf_counter() - started))
         elif self.observer.wants_inline:
             self.observer.emit(inline_event("push", value, stored, coordinate, started, self.registry, self.json_codec))
+        elif self.observer.counts_inline:
+            self.observer.count_inline("push", coordinate)
         return stored
 
     def _push(self, value: Any, coordinate: XComCoordinate) -> tuple[Any, Event | None]:
@@ -117,7 +119,8 @@ class PushPath:
         event = Event(
             "push", OK, coordinate, uri=ref.uri, size=ref.size, digest=ref.digest, codec=ref.codec,
             summary=ref.summary, key_id=str(doc.get("mac", "")).partition(":")[0],
-            extra={"raw_bytes": placed.raw_bytes},
+            extra={"raw_bytes": placed.raw_bytes}, raw_size=placed.raw_bytes, crypto_seconds=placed.crypto_seconds,
+            failover=placed.missed,
         )
         return doc, event
 

@@ -54,6 +54,8 @@ RESCAN_EVERY = 64
 #: A temporary file older than this belongs to a writer that died: a scan removes it.
 STALE_TEMP_SECONDS = 3600.0
 ENTRY_SUFFIX = ".xcs"
+#: The name of the cache's read source (what a pull's ``source`` says when the cache served).
+CACHE_SOURCE = "cache"
 TEMP_PREFIX = ".tmp-"
 
 
@@ -136,7 +138,7 @@ class CachingStore(WrapperStore):
         inner_sources = self.inner.read_sources(key, size_hint=size_hint, whole=whole, prefer=prefer)
         sources: list[ReadSource] = []
         if self._may_hold(size_hint):
-            sources.append(ReadSource("cache", partial(self.open_cached, key), partial(self.evict, key)))
+            sources.append(ReadSource(CACHE_SOURCE, partial(self.open_cached, key), partial(self.evict, key)))
         if not whole:
             return sources + inner_sources
         for source in inner_sources:

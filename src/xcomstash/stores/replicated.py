@@ -91,13 +91,15 @@ class ReplicatedStore(Store):
         with ExitStack() as stack:
             members: list[PendingObject | None] = []
             failures: list[str] = []
-            for loc in self.locations:
+            missed: list[str] = []
+            for i, loc in enumerate(self.locations):
                 try:
                     members.append(stack.enter_context(loc.new_object(staged_key)))
                 except StoreError as exc:
                     members.append(None)
                     failures.append(f"{loc.root_uri}: {exc}")
-            pending = _FanOut(self, members, failures)
+                    missed.append(f"replica:{i}: {type(exc).__name__}")
+            pending = _FanOut(self, members, failures, missed)
             pending.check_quorum()
             yield pending
 
@@ -203,10 +205,16 @@ class _FanOut:
     """One pending object per location; a location that fails drops out, the others go on,
     and publishing needs the quorum."""
 
-    def __init__(self, store: ReplicatedStore, members: list[PendingObject | None], failures: list[str]) -> None:
+    def __init__(
+        self, store: ReplicatedStore, members: list[PendingObject | None], failures: list[str], missed: list[str]
+    ) -> None:
         self._store = store
         self._members = members
         self._failures = failures
+        #: The locations that dropped out, as ``"replica:<i>: <error type>"`` (named like
+        #: their read sources), for the push's event: a push that reached the quorum without
+        #: every location still met those errors.
+        self.missed = missed
         #: After publish: the root URIs of the locations holding the object.
         self.holders: tuple[str, ...] | None = None
 
@@ -217,6 +225,7 @@ class _FanOut:
         member = self._members[index]
         self._members[index] = None
         self._failures.append(f"{self._store.locations[index].root_uri}: {exc}")
+        self.missed.append(f"replica:{index}: {type(exc).__name__}")
         if member is not None:
             try:
                 member.discard()
