@@ -78,7 +78,7 @@ def links_run(make_airflow_env) -> Iterator[LinksRun]:
     env.config["AIRFLOW__XCOMSTASH__EXCLUSIVE"] = "True"
     port = free_port()
     server = spawn(
-        "api-server", [str(AIRFLOW_BIN), "api-server"],
+        "api-server", [str(AIRFLOW_BIN), "api-server", "--apps", "core"],  # dags test has its own execution API
         env.environ({
             "AIRFLOW__API__HOST": LOOPBACK,
             "AIRFLOW__API__PORT": str(port),
