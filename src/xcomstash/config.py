@@ -35,7 +35,8 @@ class StashConfig:
     compression: str = "zstd"
     compression_level: int = 1
     #: Offload every value; the database only ever holds references, and a plain value
-    #: found in a row is refused (:class:`~xcomstash.errors.PlainRowError`).
+    #: found in a row is refused (:class:`~xcomstash.errors.PlainRowError`). Operator extra
+    #: links excepted: see :mod:`xcomstash.pipeline.links`.
     exclusive: bool = False
     #: With ``exclusive``: still read plain rows written before it was switched on (until
     #: ``xcomstash migrate`` has turned them into references).

@@ -159,3 +159,10 @@ class ValueTooLargeError(PolicyViolationError):
 
 class SensitiveDataError(PolicyViolationError):
     """The value holds what looks like a secret or personal data, and the policy is ``reject``."""
+
+
+class ExtraLinkValueError(PolicyViolationError):
+    """In exclusive mode, a value pushed under an operator extra-link key (``_link_*``) is kept
+    as a plain row so that Airflow's API server can build the link from it; only a JSON string
+    (a URL) or a small plain JSON value qualifies, so anything else under such a key (large,
+    binary, a DataFrame) is refused rather than let through as a plain row."""

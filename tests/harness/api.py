@@ -212,6 +212,16 @@ class AirflowAPI:
         )
         return _log_text(body.get("content"))
 
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
+        """Mark a DAG run ``success`` or ``failed`` (its unfinished task instances with it)."""
+        return self._request("PATCH", f"/dags/{q(dag_id)}/dagRuns/{q(run_id)}", json={"state": state})
+
+    def extra_links(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str | None]:
+        """A task instance's operator extra links as the UI gets them: link name -> URL."""
+        return self.get(
+            f"/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances/{q(task_id)}/links", map_index=map_index
+        )["extra_links"]
+
     def delete_run(self, dag_id: str, run_id: str) -> None:
         """Delete a DAG run (its task instances and xcom rows go with it; no backend is told)."""
         self._request("DELETE", f"/dags/{q(dag_id)}/dagRuns/{q(run_id)}")

@@ -112,3 +112,33 @@ def test_crash_at_any_step_then_resume(tmp_path, step: str, at: int) -> None:
     assert {i.key for i in store.list()} == referenced | links, "no duplicate left by the crashed attempt"
     assert [p for p in legacy_dir.rglob("*") if p.is_file()] == [], "legacy objects deleted, also the one the crash left"
     assert not journal.path.exists()
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_exclusive_migration_keeps_operator_link_rows_and_reports_those_that_are_not_links(tmp_path, dry_run) -> None:
+    """Airflow's API server builds extra links from ``_link_*`` rows: a reference there would
+    break the link, so exclusive mode keeps them plain, and migrate leaves them so."""
+    store = LocalStore(tmp_path / "store")
+    engine = Engine(StashConfig(store_url=store.root_uri, exclusive=True, read_ahead=False), store=store)
+    link = XComCoordinate("d", "r", "trigger", -1, "_link_TriggerDagRunLink")
+    not_a_link = XComCoordinate("d", "r", "other", -1, "_link_Big")
+    plain = XComCoordinate("d", "r", "trigger", -1, "trigger_run_id")
+    table: dict[XComCoordinate, object] = {
+        link: "/dags/target/runs/manual__1", not_a_link: "x" * 10_000, plain: "manual__1",
+    }
+    before = dict(table)
+
+    def replace(c, expected, new):
+        table[c] = new
+        return True
+
+    report = Migrator(
+        engine, to_value=lambda stored: stored, replace=replace, get_value=lambda c: (c in table, table.get(c)),
+        dry_run=dry_run,
+    ).run([XComRow(c, v) for c, v in before.items()])
+    assert (report.migrated_basexcom, report.inline_kept, report.failed) == (1, 1, 1)
+    (problem,) = report.problems
+    assert problem["xcom"]["key"] == "_link_Big" and "not a link" in problem["problem"]
+    assert table[link] == before[link] and table[not_a_link] == before[not_a_link]
+    if not dry_run:
+        assert "__xcomstash__" in table[plain] and engine.deserialize(table[plain], plain) == "manual__1"

@@ -96,7 +96,11 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "exclusive": {
         "description": (
             "Offload every value, whatever its size, so the metadata database only ever holds "
-            "references; a plain value found in a row is refused (PlainRowError).\n"
+            "references; a plain value found in a row is refused (PlainRowError). One exception: "
+            "operator extra links (keys starting with _link_) stay plain rows, since Airflow's API "
+            "server builds the links from the rows, if they are a JSON string (a URL) or a plain "
+            "JSON value of at most 4096 bytes; anything else under such a key is refused "
+            "(ExtraLinkValueError).\n"
         ),
         "version_added": "0.1.0",
         "type": "boolean",

@@ -35,6 +35,7 @@ from xcomstash.maintenance.report import SAMPLE_SIZE
 from xcomstash.maintenance.rows import XComRow, decode_value
 from xcomstash.maintenance.verify import OK, check_object
 from xcomstash.format.reference import MARKER, Reference
+from xcomstash.pipeline import links
 
 #: Steps at which a fault can be injected (tests) and after which a crash must be harmless.
 STEPS = ("written", "verified", "replaced", "legacy_deleted")
@@ -239,6 +240,16 @@ class Migrator:
                 self.legacy.delete(path)  # type: ignore[union-attr]
                 report.legacy_deleted += 1
                 self.fault("legacy_deleted")
+            return
+        if self.engine.config.exclusive and links.is_link_key(row.coordinate.key):
+            # An operator extra link stays in its row in exclusive mode (Airflow's API server
+            # reads it there): kept if it has a link's shape, reported otherwise.
+            problem = links.link_problem(value)
+            if problem is None:
+                report.inline_kept += 1
+            else:
+                report.failed += 1
+                report.note(row.coordinate, "extra-link row is not a link (left as it is)", problem)
             return
         if report.dry_run:
             # BaseXCom rows hold serde JSON: its length is what routing measures.

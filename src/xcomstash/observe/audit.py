@@ -71,7 +71,7 @@ class AuditEvent:
     #: Who acted: the task instance running this code (dag_id, run_id, task_id, map_index,
     #: try_number), when known; for a pull it may differ from ``xcom`` (cross-task, cross-DAG).
     actor: dict[str, Any] = field(default_factory=dict)
-    route: str = ""  # inline | stored
+    route: str = ""  # inline | stored | link
     uri: str = ""
     size: int | None = None
     digest: str = ""

@@ -19,6 +19,9 @@ log = logging.getLogger("xcomstash")
 
 OK, DENIED, REJECTED, FAILED = "ok", "denied", "rejected", "failed"
 INLINE, STORED = "inline", "stored"
+#: An operator extra link kept as a plain row in exclusive mode (see
+#: :mod:`xcomstash.pipeline.links`): observed like a stored value, whatever ``audit_inline`` says.
+LINK = "link"
 
 
 @dataclass(frozen=True)

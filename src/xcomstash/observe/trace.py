@@ -20,7 +20,7 @@ log = logging.getLogger("xcomstash")
 @dataclass(frozen=True)
 class TraceEvent:
     op: str  # push | pull | purge
-    route: str  # inline | stored
+    route: str  # inline | stored | link
     xcom: dict[str, Any]
     summary: str = ""
     codec: str = ""

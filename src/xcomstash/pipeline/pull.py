@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from xcomstash.codecs import CodecRegistry
 from xcomstash.codecs.arrow import ArrowTableCodec
 from xcomstash.codecs.base import Codec
-from xcomstash.codecs.json import JsonCodec
+from xcomstash.codecs.json import JsonCodec, json_summary
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import (
@@ -45,7 +45,8 @@ from xcomstash.codecs.pandas import PandasDataFrameCodec
 from xcomstash.format import container, keyspace
 from xcomstash.format.frames import FrameError, read_frames
 from xcomstash.format.reference import Reference, is_reference
-from xcomstash.observe.events import OK, Event, Observer, outcome_of
+from xcomstash.observe.events import LINK, OK, Event, Observer, outcome_of
+from xcomstash.pipeline import links
 from xcomstash.pipeline.deadline import within
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.pools import Pools
@@ -132,7 +133,8 @@ class PullPath:
         self.pools = pools
         self.config = config
         self.readahead = ReadAhead(self._prefetch, pools.fanin.get) if config.read_ahead else None
-        #: Exclusive mode: every row a worker writes is a reference, so a plain one is refused.
+        #: Exclusive mode: every row a worker writes is a reference, so a plain one is refused
+        #: (but for an operator extra link: see :mod:`xcomstash.pipeline.links`).
         self.refuse_plain_rows = config.exclusive and not config.accept_plain_rows
 
     # ---------------------------------------------------------- entry points
@@ -250,6 +252,9 @@ class PullPath:
     def _inline(self, stored: Any, coordinate: XComCoordinate | None, expected: Expected | None) -> Any:
         started = time.perf_counter()
         if self.refuse_plain_rows:
+            key = coordinate.key if coordinate is not None else expected.key if expected is not None else None
+            if links.is_link_key(key):
+                return self._link_row(stored, coordinate, expected, started)
             self._refuse_plain_row(coordinate, expected)
         value = self.converter.from_structure(stored)
         if self.observer.wants_inline:
@@ -259,13 +264,44 @@ class PullPath:
             self.observer.count_inline("pull", coordinate or _expected_dict(expected))
         return value
 
-    def _refuse_plain_row(self, coordinate: XComCoordinate | None, expected: Expected | None) -> None:
+    def _link_row(
+        self, stored: Any, coordinate: XComCoordinate | None, expected: Expected | None, started: float
+    ) -> Any:
+        """A plain row under an operator extra-link key, in exclusive mode: read as the plain
+        JSON it is (never through the structure converter) if it has a link's shape, refused
+        otherwise; observed on the link route either way."""
+        problem = links.link_problem(stored)
+        if problem is not None:
+            self._refuse_plain_row(
+                coordinate, expected,
+                f"holds a plain value under an operator extra-link key that is not a link ({problem}): "
+                f"exclusive mode keeps only a JSON string or a plain JSON value of at most "
+                f"{links.MAX_LINK_BYTES:,} bytes there, so the row was not written through it (by the REST "
+                "API or SQL, or by Airflow itself, which writes each operator link's URL when a task "
+                "finishes without calling the XCom backend: a link larger than that)",
+            )
+        if self.observer.active:
+            self.observer.emit(
+                Event(
+                    "pull", OK, coordinate or _expected_dict(expected), route=LINK, codec=JsonCodec.name,
+                    summary=json_summary(stored), size=len(self.json_codec.dumps(stored)),
+                    seconds=time.perf_counter() - started,
+                )
+            )
+        return stored
+
+    def _refuse_plain_row(
+        self, coordinate: XComCoordinate | None, expected: Expected | None, why: str | None = None
+    ) -> None:
         xcom = coordinate or _expected_dict(expected)
         error = PlainRowError(
-            f"the xcom row of {xcom or 'this XCom'} holds a plain value, but exclusive mode writes only "
-            "references: the row was written around xcomstash (REST API, SQL). Rows written before "
-            "exclusive was switched on: run 'xcomstash migrate', or set [xcomstash] accept_plain_rows "
-            "= True until it has run"
+            f"the xcom row of {xcom or 'this XCom'} "
+            + (
+                why
+                or "holds a plain value, but exclusive mode writes only references: the row was written "
+                "around xcomstash (REST API, SQL). Rows written before exclusive was switched on: run "
+                "'xcomstash migrate', or set [xcomstash] accept_plain_rows = True until it has run"
+            )
         )
         self.observer.emit(Event("pull", outcome_of(error), xcom, error=error))
         raise error

@@ -1,7 +1,8 @@
 """The one push path: every value an Airflow task returns or pushes goes through these stages.
 
 admit  -> the guard: DAG rules, readers (``Restricted``, ``read_scope``)
-route  -> inline in the xcom row, or stored (by size, ``exclusive``, readers)
+route  -> inline in the xcom row, or stored (by size, ``exclusive``, readers); in exclusive
+          mode an operator extra link stays in the row (:mod:`xcomstash.pipeline.links`)
 encode -> the codec the registry picks for the type (JSON for the rest), [sensitive-data scan]
 frame, place, publish -> :mod:`xcomstash.pipeline.place` ([encrypted], [deduplicated])
 reference -> the reference for the row, [readers], [signed]
@@ -23,11 +24,12 @@ from xcomstash.codecs.json import JsonCodec, StructureConverter, json_summary
 from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.errors import StoreError, UnsupportedTypeError, XComStashError
-from xcomstash.observe.events import INLINE, OK, Event, Observer, outcome_of
-from xcomstash.pipeline import route
+from xcomstash.observe.events import INLINE, LINK, OK, Event, Observer, outcome_of
+from xcomstash.pipeline import links, route
 from xcomstash.pipeline.deadline import within
 from xcomstash.pipeline.place import Placer
 from xcomstash.security.guard import Admission, Guard
+from xcomstash.security.readers import Restricted
 
 #: Codecs whose values are scanned as tables (sampled string columns) or as raw bytes.
 _TABLE_CODECS = ("pandas.arrow-ipc", "polars.arrow-ipc", "arrow.ipc")
@@ -74,8 +76,15 @@ class PushPath:
         return stored
 
     def _push(self, value: Any, coordinate: XComCoordinate) -> tuple[Any, Event | None]:
-        """The stored form and, for a stored value, its event (None: the value went inline)."""
+        """The stored form and, for a stored value or a link row, its event (None: the value
+        went inline)."""
+        # In exclusive mode an operator extra link stays in the row, unless its producer wrapped
+        # it in Restricted (a read_scope rule cannot protect a link: Airflow itself writes each
+        # operator link's URL into its row, in plain, when the task finishes).
+        link = self.config.exclusive and links.is_link_key(coordinate.key) and not isinstance(value, Restricted)
         admission = self.guard.admit(value, coordinate)
+        if link:
+            return self._link_row(admission, coordinate)
         value, rules = admission.value, admission.rules
         # A value with restricted readers is always offloaded: an inline row has no readers.
         exclusive = self.config.exclusive or admission.readers is not None
@@ -123,6 +132,25 @@ class PushPath:
             failover=placed.missed,
         )
         return doc, event
+
+    def _link_row(self, admission: Admission, coordinate: XComCoordinate) -> tuple[Any, Event]:
+        """An operator extra link in exclusive mode: the plain JSON value itself goes into the
+        row (Airflow's API server reads it there), after the same rules as any JSON value;
+        anything but a link-shaped value is refused. Observed on its own route."""
+        value, rules = admission.value, admission.rules
+        what = f"value of XCom {coordinate}"
+        links.link_value(value, what)
+        if rules.allowed_types is not None:
+            rules.check_type(short_type_name(value), JsonCodec.name, True)
+        structure = self.guard.screen_structure(rules, value, what)
+        if structure is not value:  # masked: check the shape of what goes into the row
+            links.link_value(structure, what)
+        body = self.json_codec.dumps(structure)
+        rules.check_size(len(body))
+        event = Event(
+            "push", OK, coordinate, route=LINK, codec=JsonCodec.name, summary=json_summary(value), size=len(body)
+        )
+        return structure, event
 
     def _inline_structure(self, value: Any) -> Any:
         try:
