@@ -153,3 +153,17 @@ class ValueTooLargeError(PolicyViolationError):
 
 class SensitiveDataError(PolicyViolationError):
     """The value holds what looks like a secret or personal data, and the policy is ``reject``."""
+
+
+# ------------------------------------------------------------------ deployment checks
+
+
+class ProbeError(StoreError):
+    """``xcomstash check`` could not write, read back or delete its probe object in one store
+    location; ``location`` is that location's root URI, ``step`` the operation that failed."""
+
+    def __init__(self, message: str, *, location: str, step: str) -> None:
+        self.location = location
+        self.step = step
+        self.reason = message
+        super().__init__(f"{location}: {step} of the probe object failed: {message}")

@@ -1,0 +1,60 @@
+"""The deployment checks (:mod:`xcomstash.maintenance.check`) with this host's Airflow
+configuration: ``[xcomstash]`` options, store clients from Airflow connections, keysets from
+files, env vars and Airflow Variables, and the metadata database's clock. What ``xcomstash
+check`` prints and what the plugin's overview page shows as the API server sees it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from xcomstash.errors import XComStashError
+from xcomstash.maintenance.check import CheckResult, KeysetSettings, run_checks
+
+__all__ = ["checks_here", "database_time"]
+
+
+def checks_here() -> list[CheckResult]:
+    """Every check, as this host sees the deployment. A configuration that does not parse is
+    one ``fail`` line (nothing else can be checked without it); never raises for a failure."""
+    from xcomstash.airflow.connections import client_for
+    from xcomstash.airflow.security_settings import SECTION, _tristate, local_keyset_path, variable_source
+    from xcomstash.airflow.settings import _conf, read_config
+    from xcomstash.security.rules import parse_dag_policies
+
+    try:
+        config = read_config()[0]
+        conf = _conf()
+        keysets = KeysetSettings(
+            spec=conf.get(SECTION, "keysets", fallback="") or "",
+            sign_references=_tristate(conf, "sign_references"),
+            default_path=local_keyset_path(),
+            dag_patterns=tuple(rule.dags for rule in parse_dag_policies(conf.get(SECTION, "dag_policies", fallback="") or "")),
+        )
+    except (XComStashError, ValueError) as exc:
+        return [
+            CheckResult(
+                "config", "fail", f"the [xcomstash] configuration does not parse: {exc}",
+                "fix the option the message names (airflow config get-value xcomstash <option>; "
+                "AIRFLOW__XCOMSTASH__<OPTION> in the environment overrides airflow.cfg)",
+            )
+        ]
+    return run_checks(
+        config, clients=client_for, keysets=keysets, resolvers={"variable": variable_source}, database_time=database_time
+    )
+
+
+def database_time() -> float:
+    """The metadata database's clock (POSIX seconds), by ``SELECT CURRENT_TIMESTAMP``."""
+    from sqlalchemy import text
+
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.execute(text("SELECT CURRENT_TIMESTAMP")).scalar()
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS", UTC
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"the database answered {type(value).__name__} for CURRENT_TIMESTAMP")
+    if value.tzinfo is None:  # SQLite, and MySQL sessions Airflow keeps in UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
