@@ -30,10 +30,11 @@ def checks_here() -> list[CheckResult]:
             default_path=local_keyset_path(),
             dag_patterns=tuple(rule.dags for rule in parse_dag_policies(conf.get(SECTION, "dag_policies", fallback="") or "")),
         )
-    except (XComStashError, ValueError) as exc:
+    except Exception as exc:  # ConfigError, or Airflow's own (an option that is not a number)
+        what = str(exc) if isinstance(exc, XComStashError) else f"{type(exc).__name__}: {exc}"
         return [
             CheckResult(
-                "config", "fail", f"the [xcomstash] configuration does not parse: {exc}",
+                "config", "fail", f"the [xcomstash] configuration does not parse: {what}",
                 "fix the option the message names (airflow config get-value xcomstash <option>; "
                 "AIRFLOW__XCOMSTASH__<OPTION> in the environment overrides airflow.cfg)",
             )

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the checks report failures as lines; this is a bug or a broken install
         return _common.fail(f"the checks could not run: {type(exc).__name__}: {exc}")
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "warn", "fail")}
-    summary = f"check: {counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed"
+    warnings = f"{counts['warn']} warning{'' if counts['warn'] == 1 else 's'}"
+    summary = f"check: {counts['ok']} ok, {warnings}, {counts['fail']} failed"
 
     def render() -> None:
         width = max((len(r.name) for r in results), default=0)
