@@ -161,6 +161,10 @@ def test_keyset_patterns_must_cover_the_dag_policies_patterns(tmp_path: Path, ke
         spec=f"team_a_*=file:{keyset_file}", dag_patterns=("team_a_etl_*",)
     )))["keyset coverage"]
     assert no_catch_all.status == "warn" and "'*=file:" in no_catch_all.fix
+    shadowed = keys_only(run_checks(config, keysets=KeysetSettings(
+        spec=f"*=file:{keyset_file}; pii_*=file:{keyset_file}", dag_patterns=("pii_*",)
+    )))["keyset coverage"]
+    assert shadowed.status == "warn" and "'pii_*' comes after '*'" in shadowed.detail
 
 
 def test_without_keysets_a_local_store_uses_the_single_machine_keyset(tmp_path: Path, keyset_file: Path) -> None:

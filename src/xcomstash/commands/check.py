@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import sys
 
 from xcomstash.commands import _common
 
@@ -43,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from xcomstash.airflow.preflight import checks_here
 
     try:
-        results = checks_here()
+        # Airflow logs what it does (e.g. the AWS connection's "credentials retrieved") to the
+        # stdout it finds: the report's lines are the only thing on stdout.
+        with contextlib.redirect_stdout(sys.stderr):
+            results = checks_here()
     except Exception as exc:  # the checks report failures as lines; this is a bug or a broken install
         return _common.fail(f"the checks could not run: {type(exc).__name__}: {exc}")
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "warn", "fail")}

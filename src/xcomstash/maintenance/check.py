@@ -189,9 +189,16 @@ def _locations(config: StashConfig) -> list[_Location]:
     return out
 
 
-def _open_fix(location: StoreLocation) -> str:
+def _setting(role: str) -> str:
+    """The option that names a location: ``[xcomstash] store_url``, or a dag_policies entry's."""
+    if role.startswith("dag_policies"):
+        return f"the store_url of the {role.split(' location ')[0]} entry"
+    return "[xcomstash] store_url"
+
+
+def _open_fix(location: StoreLocation, role: str) -> str:
     if location.kind == "file":
-        return f"create {location.path} (writable by {_user()}) or set [xcomstash] store_url to a directory that exists"
+        return f"create {location.path} (writable by {_user()}) or point {_setting(role)} at a directory that exists"
     named = f"the Airflow connection {location.conn_id!r} it names" if location.conn_id else "its kind's default Airflow connection"
     return (
         f"check the URL {location.url} and {named} (airflow connections get <conn_id>): endpoint, credentials, "
@@ -199,11 +206,11 @@ def _open_fix(location: StoreLocation) -> str:
     )
 
 
-def _write_fix(location: StoreLocation, root: str) -> str:
+def _write_fix(location: StoreLocation, root: str, role: str) -> str:
     if location.kind == "file":
         return (
             f"make {location.path} a directory writable by {_user()} on every host that pushes or reads "
-            f"(mkdir -p {location.path} && chown {_user()} {location.path}), or set [xcomstash] store_url elsewhere"
+            f"(mkdir -p {location.path} && chown {_user()} {location.path}), or point {_setting(role)} elsewhere"
         )
     grants = {
         "s3": f"s3:PutObject, s3:GetObject, s3:DeleteObject and s3:ListBucket on {root}",
@@ -240,7 +247,7 @@ def _location_checks(
     try:
         store = open_store(loc.url, clients=clients)
     except Exception as exc:
-        return [CheckResult(name, FAIL, f"{loc.role}: cannot open the store: {_describe(exc)}", _open_fix(location))]
+        return [CheckResult(name, FAIL, f"{loc.role}: cannot open the store: {_describe(exc)}", _open_fix(location, loc.role))]
     try:
         results: list[CheckResult] = []
         try:
@@ -249,7 +256,7 @@ def _location_checks(
                 CheckResult(name, OK, f"{loc.role}: wrote, read back and deleted a probe object ({seconds * 1000:.0f} ms)")
             )
         except ProbeError as exc:
-            fix = _write_fix(location, store.root_uri)
+            fix = _write_fix(location, store.root_uri, loc.role)
             if exc.step == "read back":
                 fix = (
                     "the store took the write but did not serve it back: check read permission on "
@@ -537,6 +544,19 @@ def _coverage(keyset_patterns: list[str], dag_patterns: tuple[str, ...]) -> Chec
             f"dag_policies patterns {', '.join(map(repr, uncovered))} match no keyset pattern ({shown}): their "
             "values cannot be signed or encrypted",
             "add '" + "; ".join(f"{p}=file:/path/keyset.json" for p in uncovered) + "' to [xcomstash] keysets",
+        )
+    shadowed = [
+        (later, earlier)
+        for j, later in enumerate(keyset_patterns)
+        for earlier in keyset_patterns[:j]
+        if fnmatch.fnmatchcase(later, earlier)
+    ]
+    if shadowed:
+        later, earlier = shadowed[0]
+        return CheckResult(
+            name, WARN,
+            f"keyset pattern {later!r} comes after {earlier!r}, which matches its DAGs first: its keyset is never used",
+            f"list {later!r} before {earlier!r} in [xcomstash] keysets (the first matching pattern decides)",
         )
     if not any(set(q) == {"*"} for q in keyset_patterns):
         return CheckResult(
