@@ -375,6 +375,7 @@ def test_cli_check_json_under_airflow_config(make_airflow_env, s3: S3Server, tmp
     assert status["keyset ops_*"] == "fail" and checks["keyset ops_*"]["fix"] == f"chmod 600 {exposed}"
     assert status["keyset coverage"] == "fail" and "'pii_*'" in checks["keyset coverage"]["detail"]
     assert status["clock database"] == "ok", checks["clock database"]
+    assert status[f"cache {env.cache_dir}"] in ("ok", "warn")  # warn: less free space than cache_max_bytes
     assert document["fail"] == 2 and document["summary"].startswith("check: ")
     assert bucket_keys(s3, prefix) == [] and files_under(env.store) == [] and files_under(pii) == []
 
@@ -387,3 +388,19 @@ def test_a_store_that_cannot_be_opened_fails_with_the_url_to_check(tmp_path: Pat
     assert line.status == "fail" and "cannot open the store: ConfigError" in line.detail
     assert "store_url location 2 of 2" in line.detail and f"check the URL {url}" in line.fix
     assert by_name(results)[f"store file://{tmp_path / 'store'}"].status == "ok"
+
+
+def test_read_cache_must_be_writable_and_have_room(tmp_path: Path) -> None:
+    from xcomstash.maintenance.check import cache_check
+
+    cache = tmp_path / "cache"
+    fresh = cache_check(str(cache / "xcs"), 1024)
+    assert fresh.status == "ok" and "created on first use" in fresh.detail and not cache.exists()
+    cache.mkdir()
+    assert cache_check(str(cache), 1024).status == "ok" and os.listdir(cache) == []
+    huge = cache_check(str(cache), 1 << 60)
+    assert huge.status == "warn" and "less than cache_max_bytes" in huge.detail
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    broken = cache_check(str(blocker), 1024)
+    assert broken.status == "fail" and f"set [xcomstash] cache_dir" in broken.fix

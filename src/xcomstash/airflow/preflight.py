@@ -46,9 +46,18 @@ def checks_here() -> list[CheckResult]:
 
 def database_time() -> float:
     """The metadata database's clock (POSIX seconds), by ``SELECT CURRENT_TIMESTAMP``."""
+    import os
+
     from sqlalchemy import text
+    from sqlalchemy.engine import make_url
 
     from airflow.utils.session import create_session
+    from xcomstash.airflow.settings import _conf
+
+    url = make_url(_conf().get("database", "sql_alchemy_conn", fallback="") or "sqlite://")
+    if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        # Connecting would create an empty database file: a host without one (a worker) keeps none.
+        raise FileNotFoundError(f"the SQLite database {url.database} does not exist on this host")
 
     with create_session() as session:
         value = session.execute(text("SELECT CURRENT_TIMESTAMP")).scalar()

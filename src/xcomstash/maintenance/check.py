@@ -12,6 +12,7 @@ What is checked:
   store in ``dag_policies``): opened with this host's credentials, then a probe object is
   written, read back and deleted (see :func:`probe`);
 - the transport to each remote location: TLS, and how long its certificate is still valid;
+- the read cache of remote stores (``cache_dir``): writable, with room for ``cache_max_bytes``;
 - clocks: each service's time where it reports one (the S3, GCS and Azure ``Date`` header,
   Redis ``TIME``) and the metadata database's, against this host's;
 - keys: each configured keyset is present, readable by this user only, and parses; the
@@ -416,6 +417,46 @@ def database_clock_check(
     return _clock_result(name, "the metadata database", server, before, after, warn, fail, 1.0)
 
 
+# ----------------------------------------------------------------------------- read cache
+
+
+def cache_check(cache_dir: str, max_bytes: int) -> CheckResult:
+    """The read cache of remote stores: a directory this user may write, on a filesystem with
+    room for ``max_bytes`` (the cache evicts down to it, but a disk that fills first fails the
+    pulls that fill the cache). A directory that does not exist yet is left alone: the first
+    pull creates it, so its nearest existing parent must be writable."""
+    import shutil
+    import tempfile
+
+    from xcomstash.maintenance.report import human_bytes
+
+    name = f"cache {cache_dir}"
+    fix = f"make {cache_dir} writable by {_user()}, or set [xcomstash] cache_dir to another directory (or off)"
+    existing = cache_dir
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    try:
+        if existing == cache_dir:
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-check-")
+            os.close(fd)
+            os.unlink(tmp)
+            state = "writable"
+        elif os.access(existing, os.W_OK | os.X_OK):
+            state = f"created on first use (in {existing}, writable)"
+        else:
+            return CheckResult(name, FAIL, f"{cache_dir} does not exist and {existing} is not writable by {_user()}", fix)
+        free = shutil.disk_usage(existing).free
+    except OSError as exc:
+        return CheckResult(name, FAIL, f"cannot write in {cache_dir}: {exc.strerror or exc}", fix)
+    if free < max_bytes:
+        return CheckResult(
+            name, WARN,
+            f"{state}; {human_bytes(free)} free on its filesystem, less than cache_max_bytes ({human_bytes(max_bytes)})",
+            "free space there, lower [xcomstash] cache_max_bytes, or move cache_dir to a larger filesystem",
+        )
+    return CheckResult(name, OK, f"{state}; {human_bytes(free)} free, cache bounded to {human_bytes(max_bytes)}")
+
+
 # ------------------------------------------------------------------------------------ keys
 
 
@@ -583,7 +624,8 @@ def run_checks(
     clock_fail: float = CLOCK_FAIL_SECONDS,
 ) -> list[CheckResult]:
     """Every check of this deployment from this host, in a stable order: the configuration,
-    then per store location its probe, TLS and clock, then keys, then the database clock.
+    then per store location its probe, TLS and clock, then the read cache, keys, and the
+    database clock.
 
     ``clients`` builds each remote location's service client (the Airflow adapter reads
     Airflow connections); ``keysets`` the key options (``None``: keys not checked);
@@ -606,8 +648,10 @@ def run_checks(
         ]
         for future in futures:
             results.extend(future.result())
+    local = all(parse_store_url(loc.url).kind == "file" for loc in locations)
+    if config.cache_dir and not local:  # a local store is never cached
+        results.extend(_guarded("cache", lambda: [cache_check(config.cache_dir or "", config.cache_max_bytes)]))
     if keysets is not None:
-        local = all(parse_store_url(loc.url).kind == "file" for loc in locations)
         results.extend(
             _guarded("keyset", keyset_checks, keysets, store_is_local=local, store_url=config.store_url, resolvers=resolvers)
         )
