@@ -341,13 +341,19 @@ def test_shared_store_without_keysets_fails_unless_signing_is_switched_off(s3: S
 # --------------------------------------------------------------------- the CLI under Airflow
 
 
+@pytest.fixture(scope="module")
+def airflow_env(make_airflow_env):
+    """One Airflow installation (home, migrated SQLite database, no scheduler) for this module."""
+    return make_airflow_env("check")
+
+
 @pytest.mark.airflow
 @pytest.mark.s3
-def test_cli_check_json_under_airflow_config(make_airflow_env, s3: S3Server, tmp_path: Path) -> None:
+def test_cli_check_json_under_airflow_config(airflow_env, s3: S3Server, tmp_path: Path) -> None:
     """One real ``xcomstash check --json`` in a subprocess with an Airflow home: a replicated
     store (local directory + SeaweedFS through an Airflow connection), a per-DAG store, keysets
     that miss a dag_policies pattern, one of them world-readable, and the metadata database."""
-    env = make_airflow_env("check-cli")
+    env = airflow_env
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     team = tmp_path / "team.json"
     write_keyset_file(team, Keyset.generate())
@@ -404,3 +410,33 @@ def test_read_cache_must_be_writable_and_have_room(tmp_path: Path) -> None:
     blocker.write_text("x")
     broken = cache_check(str(blocker), 1024)
     assert broken.status == "fail" and f"set [xcomstash] cache_dir" in broken.fix
+
+
+ADAPTER_CHILD = """
+import json, os, sys
+from xcomstash.airflow.preflight import checks_here, database_time
+out = {}
+missing = sys.argv[1]
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = "sqlite:///" + missing
+try:
+    database_time()
+except FileNotFoundError as exc:
+    out["database"] = str(exc)
+out["created"] = os.path.exists(missing)
+os.environ["AIRFLOW__XCOMSTASH__THRESHOLD"] = "a lot"
+out["broken"] = [r.__dict__ for r in checks_here()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.airflow
+def test_adapter_reports_an_unparsable_config_as_one_line_and_creates_no_database(airflow_env, tmp_path: Path) -> None:
+    env = airflow_env
+    missing = tmp_path / "worker" / "airflow.db"
+    result = env.python(ADAPTER_CHILD, str(missing))
+    assert result.returncode == 0, result.describe()
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["database"] == f"the SQLite database {missing} does not exist on this host" and out["created"] is False
+    [broken] = out["broken"]
+    assert broken["name"] == "config" and broken["status"] == "fail"
+    assert "threshold" in broken["detail"] and "AIRFLOW__XCOMSTASH__" in broken["fix"]
