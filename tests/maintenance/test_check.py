@@ -440,3 +440,25 @@ def test_adapter_reports_an_unparsable_config_as_one_line_and_creates_no_databas
     [broken] = out["broken"]
     assert broken["name"] == "config" and broken["status"] == "fail"
     assert "threshold" in broken["detail"] and "AIRFLOW__XCOMSTASH__" in broken["fix"]
+
+
+def test_a_location_that_does_not_answer_fails_after_the_timeout(tmp_path: Path) -> None:
+    """A TCP server that accepts and never answers (a hung gateway): the S3 client waits
+    longer than the check's bound, so the check gives up on it and reports it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        silent = s3_client(
+            f"http://127.0.0.1:{listener.getsockname()[1]}", "k", "s", read_timeout=20, retries={"max_attempts": 1}
+        )
+        url = "s3://xcom/hung"
+        started = time.perf_counter()
+        results = run_checks(
+            StashConfig(store_url=f"file://{tmp_path / 'store'} {url}"), clients=lambda loc: silent, location_timeout=1.0
+        )
+        assert time.perf_counter() - started < 10
+    finally:
+        listener.close()
+    checks = by_name(results)
+    assert checks[f"store {url}"].status == "fail" and "no answer within 1 s" in checks[f"store {url}"].detail
+    assert checks[f"store file://{tmp_path / 'store'}"].status == "ok"

@@ -30,8 +30,8 @@ import secrets
 import socket
 import ssl
 import stat
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Mapping
@@ -66,6 +66,9 @@ CLOCK_FAIL_SECONDS = 300.0
 CERT_WARN_DAYS = 21
 #: Seconds allowed for one TLS handshake of the certificate check.
 TLS_TIMEOUT = 5.0
+#: Seconds the checks of all store locations (run at once) may take before an unfinished one
+#: is reported as failed.
+LOCATION_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ def probe(store: Store, *, size: int = 4096) -> float:
             )
     except ProbeError as exc:
         error = exc
+    except BaseException:  # interrupted (Ctrl-C, the check's deadline): still leave nothing behind
+        _remove(store, key, True)
+        raise
     left = _remove(store, key, written)
     if error is not None:
         if left:
@@ -622,6 +628,7 @@ def run_checks(
     now: Callable[[], float] = time.time,
     clock_warn: float = CLOCK_WARN_SECONDS,
     clock_fail: float = CLOCK_FAIL_SECONDS,
+    location_timeout: float = LOCATION_TIMEOUT,
 ) -> list[CheckResult]:
     """Every check of this deployment from this host, in a stable order: the configuration,
     then per store location its probe, TLS and clock, then the read cache, keys, and the
@@ -630,7 +637,9 @@ def run_checks(
     ``clients`` builds each remote location's service client (the Airflow adapter reads
     Airflow connections); ``keysets`` the key options (``None``: keys not checked);
     ``resolvers`` keyset sources beyond ``file:`` and ``env:``; ``database_time`` returns
-    the metadata database's clock (``None``: not checked); ``now`` this host's clock."""
+    the metadata database's clock (``None``: not checked); ``now`` this host's clock;
+    ``location_timeout`` how long the checks of the store locations (run at once) may take
+    in all before an unfinished one is a ``fail`` line."""
     locations = _locations(config)
     stores = len(store_urls(config.store_url))
     summary = f"store_url: {stores} location{'s' if stores != 1 else ''}"
@@ -640,14 +649,23 @@ def run_checks(
     if dag_stores:
         summary += f"; per-DAG stores for {', '.join(map(repr, dag_stores))}"
     results = [CheckResult("config", OK, summary)]
-    # Locations are checked at once: one that is down costs its timeout once, not in turn.
-    with ThreadPoolExecutor(max_workers=min(8, len(locations)), thread_name_prefix="xcomstash-check") as pool:
-        futures = [
-            pool.submit(_guarded, f"store {loc.url}", _location_checks, loc, clients, now, clock_warn, clock_fail)
-            for loc in locations
-        ]
-        for future in futures:
-            results.extend(future.result())
+    # Locations are checked at once, each in a thread of its own: one that is down costs its
+    # timeout once, not in turn, and none is waited for beyond ``location_timeout``.
+    deadline = time.monotonic() + location_timeout
+    runs = [
+        _Background(_guarded, f"store {loc.url}", _location_checks, loc, clients, now, clock_warn, clock_fail)
+        for loc in locations
+    ]
+    for loc, run in zip(locations, runs):
+        outcome = run.wait(max(0.0, deadline - time.monotonic()))
+        if outcome is None:
+            outcome = [CheckResult(
+                f"store {loc.url}", FAIL,
+                f"{loc.role}: no answer within {location_timeout:g} s (opening the store, or its probe, is still waiting)",
+                "make sure this host reaches the service (network, firewall, proxy, DNS) and that the connection names "
+                "the right endpoint",
+            )]
+        results.extend(outcome)
     local = all(parse_store_url(loc.url).kind == "file" for loc in locations)
     if config.cache_dir and not local:  # a local store is never cached
         results.extend(_guarded("cache", lambda: [cache_check(config.cache_dir or "", config.cache_max_bytes)]))
@@ -658,6 +676,26 @@ def run_checks(
     if database_time is not None:
         results.append(database_clock_check(database_time, now=now, warn=clock_warn, fail=clock_fail))
     return results
+
+
+class _Background:
+    """A function run in a daemon thread: a location that hangs must not keep the command (or
+    the API server's request) waiting, nor the process from exiting."""
+
+    def __init__(self, function: Callable[..., list[CheckResult]], *args: object) -> None:
+        self._result: list[CheckResult] | None = None
+        self._done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._result = function(*args)
+            finally:
+                self._done.set()
+
+        threading.Thread(target=run, name="xcomstash-check", daemon=True).start()
+
+    def wait(self, timeout: float) -> list[CheckResult] | None:
+        return self._result if self._done.wait(timeout) else None
 
 
 def _guarded(name: str, check: Callable[..., list[CheckResult]], *args: object, **kwargs: object) -> list[CheckResult]:
