@@ -50,9 +50,12 @@ __all__ = [
     "OK",
     "WARN",
     "FAIL",
+    "cache_check",
+    "check_endpoint_tls",
+    "database_clock_check",
+    "keyset_checks",
     "probe",
     "run_checks",
-    "keyset_checks",
 ]
 
 
@@ -704,7 +707,3 @@ def _guarded(name: str, check: Callable[..., list[CheckResult]], *args: object, 
         return check(*args, **kwargs)
     except Exception as exc:
         return [CheckResult(name, FAIL, f"the check itself failed: {_describe(exc)}", "report this as a bug of xcomstash check")]
-
-
-def has_failures(results: list[CheckResult]) -> bool:
-    return any(r.status == FAIL for r in results)
