@@ -11,14 +11,16 @@ from xcomstash.commands import _common
 
 DESCRIPTION = """\
 Check the deployment as this host sees it, after configuring a worker or an API server:
-the [xcomstash] configuration parses; every store location (each location of a replicated
-store_url, and each per-DAG store of dag_policies) opens with this host's connections and
-takes a probe object that is written, read back and deleted at once (its name starts with
-"!check-"; reconcile and stats skip it); remote endpoints use TLS with a certificate that is
-not about to expire; the read cache directory of remote stores is writable and has room;
-the clocks of the stores (HTTP Date header, Redis TIME) and of the
-metadata database (where reachable) agree with this host's; each keyset is present, readable
-by this user only, and parses, and the keysets' DAG patterns cover those of dag_policies.
+- the [xcomstash] configuration parses;
+- every store location (each location of a replicated store_url, and each per-DAG store of
+  dag_policies) opens with this host's connections and takes a probe object, written, read
+  back and deleted at once (named "!check-...": reconcile and stats skip it);
+- remote endpoints use TLS, with a certificate that is not about to expire;
+- the read cache directory of remote stores is writable and has room;
+- the stores' clocks (HTTP Date header, Redis TIME) and the metadata database's (where
+  reachable) agree with this host's;
+- each keyset is present, readable by this user only, and parses; the keysets' DAG patterns
+  cover those of dag_policies.
 
 One line per check: ok, warn or fail, what was found and, for a warning or failure, the fix.
 
