@@ -166,3 +166,17 @@ class ExtraLinkValueError(PolicyViolationError):
     as a plain row so that Airflow's API server can build the link from it; only a JSON string
     (a URL) or a small plain JSON value qualifies, so anything else under such a key (large,
     binary, a DataFrame) is refused rather than let through as a plain row."""
+
+
+# ------------------------------------------------------------------ deployment checks
+
+
+class ProbeError(StoreError):
+    """``xcomstash check`` could not write, read back or delete its probe object in one store
+    location; ``location`` is that location's root URI, ``step`` the operation that failed."""
+
+    def __init__(self, message: str, *, location: str, step: str) -> None:
+        self.location = location
+        self.step = step
+        self.reason = message
+        super().__init__(f"{location}: {step} of the probe object failed: {message}")

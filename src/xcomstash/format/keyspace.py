@@ -13,6 +13,12 @@ from enum import Enum
 from xcomstash.coordinate import XComCoordinate, decode_component, is_object_key, parse_blob_key, parse_link_key
 
 
+#: How the probe objects of ``xcomstash check`` are named (at the root of a store, deleted at
+#: once): a key no XCom can have (key components are percent-encoded, so never start with
+#: ``!``); reconcile and stats skip it, as they skip the audit log's ``!audit/``.
+PROBE_PREFIX = "!check-"
+
+
 class KeyKind(str, Enum):
     BLOB = "blob"
     LINK = "link"

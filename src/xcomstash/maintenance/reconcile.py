@@ -42,6 +42,7 @@ from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
 from xcomstash.format.reference import MARKER
 from xcomstash.errors import PurgeRefusedError
 from xcomstash.observe.audit import PREFIX as AUDIT_PREFIX
+from xcomstash.format.keyspace import PROBE_PREFIX
 from xcomstash.pipeline.purge import OnDelete, delete_orphan, unlinked_blobs
 from xcomstash.stores.base import ObjectInfo, Store
 
@@ -298,8 +299,8 @@ class Reconciler:
             report.listed += 1
             report.listed_bytes += info.size
             key = info.key
-            if key.startswith(AUDIT_PREFIX + "/"):
-                continue  # the audit log: neither ours to collect nor to report as foreign
+            if key.startswith((AUDIT_PREFIX + "/", PROBE_PREFIX)):
+                continue  # the audit log, check's probes: neither ours to collect nor to report as foreign
             h = hash(key)
             if h in live:
                 live.discard(h)

@@ -382,6 +382,28 @@ class AzureBlobStore(Store):
     def _blob_name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def endpoint(self) -> str | None:
+        return str(self.container.url).split("?", 1)[0]  # never a SAS token
+
+    def server_time(self) -> float | None:
+        """The ``Date`` header of a request for the container's properties."""
+        from email.utils import parsedate_to_datetime
+
+        dates: list[str] = []
+
+        def keep_date(response: Any) -> None:
+            date = response.http_response.headers.get("Date")
+            if date:
+                dates.append(date)
+
+        try:
+            self.container.get_container_properties(raw_response_hook=keep_date)
+        except Exception as exc:
+            if not _is_azure_error(exc):
+                raise
+            raise StoreUnavailableError(f"{self.root_uri}: cannot ask Azure for its time: {type(exc).__name__}: {exc}") from None
+        return parsedate_to_datetime(dates[-1]).timestamp() if dates else None
+
     def close(self) -> None:
         """Stop the block-upload threads (the client is the caller's: it is left open)."""
         self._pool.shutdown(wait=True)

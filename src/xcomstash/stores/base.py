@@ -159,6 +159,18 @@ class Store(ABC):
     def close(self) -> None:
         """Release threads, connections and descriptors. Idempotent; the default holds none."""
 
+    def endpoint(self) -> str | None:
+        """The URL this store's client talks to (its scheme says whether it uses TLS), for
+        ``xcomstash check``; ``None`` for a store on this machine's disk."""
+        return None
+
+    def server_time(self) -> float | None:
+        """The service's own clock (POSIX seconds) as it reports it now (an HTTP ``Date``
+        header, Redis ``TIME``), for ``xcomstash check`` to compare with this host's clock;
+        ``None`` when the service reports none. Raises :class:`StoreUnavailableError` if it
+        cannot be asked."""
+        return None
+
     @contextmanager
     def writer(self, key: str) -> Iterator[PendingObject]:
         """A stream that becomes the object ``key`` atomically when the block exits cleanly.

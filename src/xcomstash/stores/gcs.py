@@ -331,6 +331,21 @@ class GCSStore(Store):
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def endpoint(self) -> str | None:
+        return getattr(getattr(self.client, "_connection", None), "API_BASE_URL", None)
+
+    def server_time(self) -> float | None:
+        """The ``Date`` header of a GET of the bucket's metadata (name only)."""
+        from email.utils import parsedate_to_datetime
+
+        url = f"{self.endpoint() or 'https://storage.googleapis.com'}/storage/v1/b/{self.bucket}?fields=name"
+        try:
+            response = self.client._http.get(url, timeout=self.timeout)
+        except Exception as exc:
+            raise StoreUnavailableError(f"{self.root_uri}: cannot ask GCS for its time: {_short(exc)}") from None
+        date = response.headers.get("Date")
+        return parsedate_to_datetime(date).timestamp() if date else None
+
     def close(self) -> None:
         """Stop the chunk-upload threads (the client is the caller's: it is left open)."""
         self._pool.shutdown(wait=True)

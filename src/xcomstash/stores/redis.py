@@ -476,6 +476,26 @@ class RedisStore(Store):
     def _redis_key(self, key: str) -> str:
         return self._base + key
 
+    def endpoint(self) -> str | None:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            return None
+        kwargs = pool.connection_kwargs
+        if "path" in kwargs:  # a Unix socket: on this machine
+            return f"unix://{kwargs['path']}"
+        scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+        return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+    def server_time(self) -> float | None:
+        """Redis ``TIME``."""
+        try:
+            seconds, micros = self.client.time()
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            raise StoreUnavailableError(f"{self.root_uri}: cannot ask Redis for its time: {type(exc).__name__}: {exc}") from None
+        return int(seconds) + int(micros) / 1e6
+
     def _marker_key(self, upload: str) -> str:
         return self._chunk_base + upload
 

@@ -228,6 +228,22 @@ class S3Store(Store):
         """Stop the part-upload threads (the boto3 client is the caller's: it is left open)."""
         self._pool.shutdown(wait=True)
 
+    def endpoint(self) -> str | None:
+        return getattr(self.client.meta, "endpoint_url", None)
+
+    def server_time(self) -> float | None:
+        """The ``Date`` header of a HEAD of the bucket."""
+        from email.utils import parsedate_to_datetime
+
+        try:
+            response = self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            if not _is_s3_error(exc):
+                raise
+            raise StoreUnavailableError(f"{self.root_uri}: cannot ask S3 for its time: {type(exc).__name__}: {exc}") from None
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        return parsedate_to_datetime(date).timestamp() if date else None
+
     @contextmanager
     def new_object(self, staged_key: str) -> Iterator[PendingObject]:
         pending = _PendingUpload(self, staged_key)

@@ -83,6 +83,12 @@ class WrapperStore(Store):
     def close(self) -> None:
         self.inner.close()
 
+    def endpoint(self) -> str | None:
+        return self.inner.endpoint()
+
+    def server_time(self) -> float | None:
+        return self.inner.server_time()
+
 
 class WrappedPending:
     """A pending object of the inner store, passed through; wrappers override what they
