@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    parser.set_defaults(func=run, json_via_emit=True)
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
