@@ -49,6 +49,13 @@ CHILD = textwrap.dedent(
     stored = engine.serialize(np.arange(12).reshape(3, 4), coordinate)
     result["uri"] = stored["uri"]
     result["array"] = engine.deserialize(stored, coordinate).tolist()
+    # 2b. `xcomstash inspect` on the URI the reference (and the Airflow UI) shows.
+    import contextlib, io
+    from xcomstash.cli import main as cli_main
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = cli_main(["inspect", stored["uri"], "--store-url", f"s3://my_s3@xcom/{prefix}/engine", "--json"])
+    result["inspect"] = [code, json.loads(buffer.getvalue())]
 
     # 3. A connection with a wrong secret is refused by the server, on a read and on an upload,
     #    and the error says the credentials were refused.
@@ -117,6 +124,9 @@ def test_store_and_engine_use_airflow_connection_and_name_credential_problems(
     assert result["listed"] == ["conn/value.xcs"]
     assert result["uri"].startswith(f"s3://xcom/{s3_prefix}/engine/conn_dag/run/.blobs/")
     assert result["array"] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    code, described = result["inspect"]
+    assert code == 0 and described["object"] == result["uri"] and described["codec"] == "numpy.npy"
+    assert described["xcom"]["dag_id"] == "conn_dag" and described["digest"]
     for case in ("bad", "bad_upload"):
         assert result[case] is not None, f"a wrong secret was accepted ({case})"
         name, message = result[case]
