@@ -163,6 +163,14 @@ def progress_bars(args: argparse.Namespace) -> Iterator[Callable[[str, int], Non
         yield advance
 
 
+def xcom_label(xcom: Any) -> str:
+    """``dag/run/task[map_index]/key`` for a report's XCom (a dict, or text already)."""
+    if not isinstance(xcom, dict):
+        return str(xcom)
+    x = xcom
+    return f"{x.get('dag_id')}/{x.get('run_id')}/{x.get('task_id')}[{x.get('map_index', -1)}]/{x.get('key')}"
+
+
 def out(args: argparse.Namespace) -> Any:
     """Where a command's JSON goes: the real stdout (``cli.main`` points ``sys.stdout`` at
     stderr while a ``--json`` command runs, so that nothing else lands in the document)."""

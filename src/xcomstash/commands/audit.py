@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--since", help="ISO 8601 time or relative (30m, 2h, 7d)")
     parser.add_argument("--until", help="ISO 8601 time or relative (30m, 2h, 7d)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no notes on stderr")
     parser.add_argument("--limit", type=int, default=0, help="print at most this many (the newest)")
     parser.add_argument(
         "--verify",
@@ -52,6 +53,27 @@ def open_configured_store(url: str | None) -> Any:
     from xcomstash.stores import open_store
 
     return open_store(url or read_config()[0].store_url, clients=client_for)
+
+
+def _durable_log_off() -> str | None:
+    """Why this installation writes no durable audit log (so an empty answer is expected), or
+    None when it does, or when Airflow's configuration cannot be read here."""
+    try:
+        from xcomstash.airflow.security_settings import read_security
+        from xcomstash.airflow.settings import _conf
+
+        conf = _conf()
+        setting = (conf.get("xcomstash", "audit", fallback="auto") or "auto").strip().lower()
+        secured = read_security(conf).keyring is not None
+    except Exception:
+        return None
+    effective = ("log,store" if secured else "log") if setting == "auto" else setting
+    if "store" in {name.strip() for name in effective.split(",")}:
+        return None
+    return (
+        f"the durable audit log is off here ([xcomstash] audit = {setting}): events go to the task logs "
+        "only. Set audit = log,store (or configure keysets with audit = auto) to keep them in the store"
+    )
 
 
 def _keyring(spec: str | None) -> Any:
@@ -123,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     events = list(audit.read_events(store, query))
     if args.limit > 0:
         events = events[-args.limit :]
+    if not events and not args.quiet and (note := _durable_log_off()):
+        print(f"xcomstash audit: {note}", file=sys.stderr)
     if args.json:
         stream = _common.out(args)
         for event in events:

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     def render() -> None:
         for p in report.problems:
-            print(f"{p['problem']}: {p['xcom']} {p['detail']}")
+            print(f"{p['problem']}: {_common.xcom_label(p['xcom'])}  {p['detail']}")
 
     _common.emit(args, report.to_json(), render, summary)
     return _common.EXIT_FOUND_PROBLEMS if (report.failed or report.missing) else _common.EXIT_OK

@@ -92,11 +92,12 @@ def run(args: argparse.Namespace) -> int:
             t.add_row(name, f"{v['count']:,}", human_bytes(v["bytes"]))
         out.print(t)
         t = Table(title="largest values", title_justify="left")
-        for c in ("bytes", "value", "xcom"):
-            t.add_column(c, justify="right" if c == "bytes" else "left")
+        # The XCom is what an operator acts on: shown whole (folded), the summary cut first.
+        t.add_column("bytes", justify="right", no_wrap=True)
+        t.add_column("xcom", overflow="fold")
+        t.add_column("value", max_width=40, overflow="ellipsis", no_wrap=True)
         for item in doc["largest"]:
-            x = item["xcom"]
-            t.add_row(human_bytes(item["bytes"]), item["summary"], f"{x['dag_id']}/{x['run_id']}/{x['task_id']}[{x['map_index']}]/{x['key']}")
+            t.add_row(human_bytes(item["bytes"]), _common.xcom_label(item["xcom"]), item["summary"])
         out.print(t)
         t = Table(title="growth per day", title_justify="left")
         for c in ("day", "XComs", "bytes"):

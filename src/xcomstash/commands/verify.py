@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def render() -> None:
+        from rich.markup import escape
+
         out = _common.console()
         for p in report.problems:
-            out.print(f"[red]{p.status}[/red] {p.uri or '-'}  {p.xcom}  {p.detail}")
+            out.print(f"[red]{p.status}[/red] {escape(p.uri or '-')}  {escape(_common.xcom_label(p.xcom))}  {escape(p.detail)}")
         if report.skipped_by_sample:
             out.print(f"{report.skipped_by_sample:,} references not in the sample")
 
