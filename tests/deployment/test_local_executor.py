@@ -31,7 +31,7 @@ from tests.deployment.storeview import corrupt, snapshot, unfinished_uploads, ur
 pytestmark = [pytest.mark.deployment, pytest.mark.airflow, pytest.mark.s3]
 
 #: Width of the mapped fan-out: well past the fan-in's read-ahead window (8 values), so the
-#: lazy sequence reads ahead, refills and runs off the end of the window more than once.
+#: lazy sequence reads ahead, refills the window and runs off its end.
 FAN = 12
 #: Figures collected across the module, printed at the end of the soak.
 FIGURES: dict[str, object] = {}
