@@ -98,6 +98,12 @@ class Engine:
         is preserved and the first failure (in order) is raised."""
         return self._pull.pull_many(stored_values, expected=expected)
 
+    def get_stored(self, coordinate: XComCoordinate) -> Any:
+        """The value of an XCom read from the store alone, without its database row (a
+        notebook, a debugging shell): integrity is verified, authorship only where the object
+        is encrypted (see :meth:`PullPath.get_stored` for exactly what is and is not checked)."""
+        return self._pull.get_stored(coordinate)
+
     def read_table(
         self,
         stored: Any,

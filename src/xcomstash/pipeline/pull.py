@@ -27,7 +27,7 @@ from xcomstash.codecs.arrow import ArrowTableCodec
 from xcomstash.codecs.base import Codec
 from xcomstash.codecs.json import JsonCodec, json_summary
 from xcomstash.config import StashConfig
-from xcomstash.coordinate import XComCoordinate
+from xcomstash.coordinate import XComCoordinate, parse_link_key
 from xcomstash.errors import (
     DecodeError,
     DecryptionError,
@@ -73,6 +73,8 @@ _PARTIAL_CODECS = (PandasDataFrameCodec.name, ArrowTableCodec.name)
 #: Errors after which the next source is tried: the bytes were damaged or stale (a cache
 #: copy, a prefetch that predates a retry's overwrite or a key re-wrap), or the source could
 #: not serve them. Anything else (a codec error, a denied read) ends the pull.
+#: The key id of a read made from the store alone (no row, so no reference to verify).
+STORE_ONLY = "store-only"
 _NEXT_SOURCE = (IntegrityError, KeyUnavailableError, StoreReadError, ObjectMissingError)
 
 
@@ -152,6 +154,82 @@ class PullPath:
             return self._inline(stored, coordinate, expected)
         value, _ = self._read("pull", stored, coordinate, expected, self._decode_whole, readahead=readahead)
         return value
+
+    def get_stored(self, coordinate: XComCoordinate) -> Any:
+        """The value of ``coordinate`` found from the store alone, without its xcom row: the
+        object its newest link names, else its per-XCom object.
+
+        Without the row there is no signed reference, so what is checked differs from a pull,
+        and :data:`STORE_ONLY` says so in the audit event: the object's integrity (every frame
+        against its root digest, and that digest against the link's name) and, for an encrypted
+        object, the DAG run its key is bound to and the XCom its authenticated header names.
+        Not checked: that this is the value the row references now (a link of an older try may
+        remain until it is purged), nor the readers a producer restricted the value to (they
+        live in the row). Reading needs what reading the raw object needs: access to the store,
+        and the keyset to decrypt."""
+        started = time.perf_counter()
+        try:
+            key, link_digest = self._locate_stored(coordinate)
+            ref = self._describe_stored(key, coordinate)
+            if link_digest is not None and ref.digest != link_digest:
+                raise IntegrityError(
+                    f"the object a link of {coordinate} names has digest {ref.digest}, not the "
+                    f"{link_digest} the link was written for",
+                    uri=ref.uri,
+                )
+        except XComStashError as exc:
+            self.observer.emit(Event("get", outcome_of(exc), coordinate, error=exc, key_id=STORE_ONLY))
+            raise
+        opened = Opened(ref, key, coordinate, (coordinate.dag_id, coordinate.run_id), STORE_ONLY,
+                        Expected(**coordinate.as_dict()))
+        try:
+            value, _, source = within(
+                self.config.pull_timeout,
+                lambda: self._from_sources(opened, self._decode_whole, None, True),
+                lambda: f"reading {coordinate} from {ref.uri}",
+            )
+        except XComStashError as exc:
+            self._emit("get", opened, started, error=exc)
+            raise
+        self._emit("get", opened, started, source=source, fetched=ref.size)
+        return value
+
+    def _locate_stored(self, coordinate: XComCoordinate) -> tuple[str, str | None]:
+        """The key of the object an XCom's newest link names (with the digest that link was
+        written for), else its per-XCom object's key (no digest to hold it to)."""
+        found = [
+            (info, parsed)
+            for info in self.store.list(coordinate.links_prefix())
+            if (parsed := parse_link_key(info.key)) is not None
+        ]
+        if found:
+            info, parsed = max(found, key=lambda pair: pair[0].modified or 0.0)
+            target = self.placer.link_target(info.key)
+            if target is None:
+                raise IntegrityError(f"the link {info.key} of {coordinate} names no blob of its run",
+                                     uri=self.store.uri_for(info.key))
+            return target, f"sha256:{parsed.hex_digest}"
+        key = coordinate.object_key()
+        if self.store.head(key) is None:
+            raise ObjectMissingError(
+                f"the store holds no value of {coordinate} (no link under {coordinate.links_prefix()}, "
+                "no per-XCom object): it was never offloaded, or was kept inline in the database",
+                uri=self.store.uri_for(key),
+            )
+        return key, None
+
+    def _describe_stored(self, key: str, coordinate: XComCoordinate) -> Reference:
+        """A reference made from the object itself (what the row would hold, unsigned)."""
+        uri = self.store.uri_for(key)
+        with _read_errors(Reference(uri, 0, "", "", "", "", coordinate), coordinate):
+            reader = self.store.open_reader(key)
+            try:
+                layout = container.read_layout(reader.size, reader.read_at)
+            finally:
+                reader.close()
+        header = layout.header
+        return Reference(uri=uri, size=reader.size, digest=layout.digest, codec=header.codec,
+                         python_type=header.python_type, summary="", xcom=coordinate)
 
     def pull_many(self, stored_values: list[Any], *, expected: Expected | None = None) -> list[Any]:
         """Values for many rows at once (a mapped task's fan-in), fetched concurrently by a
