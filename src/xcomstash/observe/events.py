@@ -23,7 +23,7 @@ INLINE, STORED = "inline", "stored"
 
 @dataclass(frozen=True)
 class Event:
-    op: str  # push | pull | purge
+    op: str  # push | pull | purge | preview | ...
     outcome: str  # ok | denied | rejected | failed
     #: The XCom acted on, as a coordinate, or as much of it as is known.
     xcom: XComCoordinate | dict[str, Any] | None
@@ -46,6 +46,9 @@ class Event:
     #: The XCom the row *claimed* (its reference's ``xcom``) when it differs from ``xcom``,
     #: the one asked for: a refused row is filed under the XCom asked for, never its claim.
     claimed: dict[str, Any] | None = None
+    #: Who acted, when the caller knows better than the audit recorder's own actor (a
+    #: preview in the Airflow UI: the signed-in user, not a task).
+    actor: dict[str, Any] | None = None
 
     def xcom_dict(self) -> dict[str, Any]:
         x = self.xcom
