@@ -13,6 +13,16 @@ from enum import Enum
 from xcomstash.coordinate import XComCoordinate, decode_component, is_object_key, parse_blob_key, parse_link_key
 
 
+#: Keys starting with this are xcomstash's own records, not values: the audit log
+#: (``!audit/``) and the maintenance records (``!maintenance/``). ``!`` cannot start a
+#: percent-encoded DAG id, so no value's key does; reconcile, purge and listings skip them.
+RESERVED = "!"
+
+
+def is_reserved(key: str) -> bool:
+    return key.startswith(RESERVED)
+
+
 class KeyKind(str, Enum):
     BLOB = "blob"
     LINK = "link"
