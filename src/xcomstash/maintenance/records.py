@@ -211,16 +211,22 @@ def overview(store: Any, *, visible: Callable[[str | None], bool] = lambda dag_i
     stats = last_runs(store, "stats", 2)
     latest = stats[0] if stats else None
     previous = stats[1] if len(stats) > 1 else None
-    dags = {dag: v for dag, v in growth(latest, previous).items() if visible(dag)}
+    every = growth(latest, previous)
+    dags = {dag: v for dag, v in every.items() if visible(dag)}
+    hidden = len(every) - len(dags)
     largest = [
         item for item in (latest or {}).get("report", {}).get("largest", [])
         if isinstance(item, dict) and visible((item.get("xcom") or {}).get("dag_id"))
     ]
-    runs = {}
-    for command in ("reconcile", "verify", "retention"):
-        last = last_runs(store, command, 1)
-        runs[command] = _run_summary(last[0]) if last else None
+    # A run's summary counts over every DAG: shown only to who may see every DAG.
+    runs: dict[str, Any] | None = None
+    if not hidden and visible(None):
+        runs = {}
+        for command in ("reconcile", "verify", "retention"):
+            last = last_runs(store, command, 1)
+            runs[command] = _run_summary(last[0]) if last else None
     return {
+        "hidden_dags": hidden,
         "stats": {
             "finished": latest.get("finished") if latest else None,
             "previous": previous.get("finished") if previous else None,
