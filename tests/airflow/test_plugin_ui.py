@@ -90,7 +90,7 @@ def ui(make_airflow_env) -> Iterator[UI]:
     run = env.dags_test(DAG)
     run.assert_success()
     # bob is in team_b; this DAG's bundle belongs to team_a.
-    env.execute("INSERT INTO team (name) VALUES ('team_a')")
+    env.execute("INSERT INTO team (name) VALUES ('team_a'), ('team_b')")
     env.execute(
         "INSERT INTO dag_bundle_team (dag_bundle_name, team_name) SELECT bundle_name, 'team_a' FROM dag WHERE dag_id = ?",
         (DAG,),
