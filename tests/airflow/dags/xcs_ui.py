@@ -62,7 +62,7 @@ def xcs_ui():
         raise AssertionError("the restricted value was handed to a task that is not a reader")
 
     @task
-    def fan(x: int) -> dict:
+    def fan(x: int):
         return {"x": x}
 
     produce()
