@@ -15,7 +15,7 @@ from xcomstash.maintenance.report import human_bytes
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;margin:12px;color:#1a202c;background:#fff}
 h1{font-size:18px;margin:0 0 8px} h2{font-size:16px;margin:18px 0 6px} h3{font-size:14px;margin:10px 0 4px}
-table{border-collapse:collapse;margin:4px 0 10px} th,td{border:1px solid #e2e8f0;padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:4px 0 10px;max-width:100%} th,td{border:1px solid #e2e8f0;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f7fafc;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .xcom{border:1px solid #cbd5e0;border-radius:6px;padding:8px 12px;margin:0 0 14px}
 .facts td:first-child{color:#4a5568;white-space:nowrap} .muted{color:#718096} .note{color:#975a16;margin:4px 0}

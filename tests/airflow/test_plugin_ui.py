@@ -85,16 +85,9 @@ def ui(make_airflow_env) -> Iterator[UI]:
     env.config["AIRFLOW__XCOMSTASH__AUDIT"] = "log,store"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # The first stats run: an empty store (growth is measured from it).
-    env.xcomstash("stats", "--quiet").assert_ok()
-    run = env.dags_test(DAG)
-    run.assert_success()
-    # bob is in team_b; this DAG's bundle belongs to team_a.
+    # bob is in team_b; this DAG's bundle will belong to team_a (the teams must exist when
+    # the API server starts; which bundle is whose is read per request).
     env.execute("INSERT INTO team (name) VALUES ('team_a'), ('team_b')")
-    env.execute(
-        "INSERT INTO dag_bundle_team (dag_bundle_name, team_name) SELECT bundle_name, 'team_a' FROM dag WHERE dag_id = ?",
-        (DAG,),
-    )
     api_env = env.environ({
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -105,13 +98,26 @@ def ui(make_airflow_env) -> Iterator[UI]:
     })
     log_path = env.root / "api-server.log"
     log = open(log_path, "wb")
+    # Started first: it boots while the DAG runs.
     server = subprocess.Popen(
         [str(AIRFLOW_BIN), "api-server"], env=api_env, cwd=env.root, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        for command in (["stats"], ["verify"], ["reconcile", "--grace", "1h"]):
-            env.xcomstash(*command, "--quiet").assert_ok()
+        # The first stats run sees an empty store (growth is measured from it); then the run,
+        # and stats, verify and reconcile, in one process.
+        env.xcomstash("stats", "--quiet").assert_ok()
+        run = env.dags_test(DAG)
+        run.assert_success()
+        env.execute(
+            "INSERT INTO dag_bundle_team (dag_bundle_name, team_name) SELECT bundle_name, 'team_a' FROM dag WHERE dag_id = ?",
+            (DAG,),
+        )
+        env.python(
+            "from xcomstash.cli import main\n"
+            "for args in (['stats'], ['verify'], ['reconcile', '--grace', '1h']):\n"
+            "    assert main([*args, '--quiet']) == 0, args\n"
+        ).assert_ok()
         _wait_healthy(url, server, log_path)
         passwords = json.loads((env.home / "simple_auth_manager_passwords.json.generated").read_text())
         shots = env.root / "screenshots"
@@ -198,8 +204,11 @@ def test_the_overview_api_reads_the_maintenance_records(ui: UI) -> None:
     assert doc["stats"]["largest"][0]["xcom"]["dag_id"] == DAG
     assert doc["runs"]["verify"]["exit_code"] == 0 and doc["runs"]["reconcile"]["exit_code"] == 0
     assert doc["runs"]["retention"] is None
-    (denied,) = [e for e in doc["events"] if e["outcome"] == "denied"]
-    assert denied["op"] == "pull" and denied["xcom"]["task_id"] == "secret" and "AccessDeniedError" in denied["why"]
+    denied = {(e["op"], e["xcom"]["task_id"], e["why"]) for e in doc["events"] if e["outcome"] == "denied"}
+    # The task's denied pull, and the tab's denied preview (alice is no reader either).
+    assert ("pull", "secret", "pull denied (AccessDeniedError)") in denied
+    assert ("preview", "secret", "preview denied (AccessDeniedError)") in denied
+    assert {"user": "alice", "via": "airflow ui"} in [e["actor"] for e in doc["events"] if e["op"] == "preview"]
 
 
 # ---------------------------------------------------------------------------- the browser
@@ -218,7 +227,7 @@ def browser(ui: UI) -> Iterator[Any]:
     for flag in (
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1050",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)

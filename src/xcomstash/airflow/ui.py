@@ -81,7 +81,8 @@ def _rows(dag_id: str, run_id: str, task_id: str, map_index: int | None, offset:
         rows = session.execute(
             select(XComModel.map_index, XComModel.key, XComModel.value)
             .where(*where)
-            .order_by(XComModel.map_index, XComModel.key)
+            # The return value first (what a task is about), then the other keys by name.
+            .order_by(XComModel.map_index, XComModel.key != "return_value", XComModel.key)
             .offset(offset)
             .limit(limit)
         ).all()
