@@ -221,6 +221,9 @@ def _pandas_dtypes(schema: Any) -> dict[str, str]:
         numpy_type = column.get("numpy_type")
         if isinstance(name, str) and isinstance(numpy_type, str):
             out[name] = numpy_type if numpy_type != "object" or dtype is None else str(dtype)
+            timezone = (column.get("metadata") or {}).get("timezone")
+            if timezone and numpy_type.startswith("datetime64[") and numpy_type.endswith("]"):
+                out[name] = f"{numpy_type[:-1]}, {timezone}]"  # as pandas names it
     return out
 
 
