@@ -6,25 +6,41 @@ The UI puts an ``external_views`` entry in an iframe; for destination ``task_ins
 substitutes ``{DAG_ID}``, ``{RUN_ID}``, ``{TASK_ID}`` and (on a mapped instance's page)
 ``{MAP_INDEX}`` into the href. The iframe is same-origin, so the browser sends the UI's
 ``_token`` cookie and the app authenticates the user exactly as Airflow's own API does.
+
+Every task process loads the plugins (for their macros), so this module stays cheap to
+import: the app (FastAPI, Airflow's API security) is built only when the API server asks for
+``fastapi_apps``.
 """
 
 from __future__ import annotations
 
-from airflow.plugins_manager import AirflowPlugin
+from typing import Any
+
+try:  # the task SDK's class (what a worker without Airflow core has); core accepts it too
+    from airflow.sdk.plugins_manager import AirflowPlugin
+except ImportError:  # pragma: no cover - Airflow before the SDK's plugins manager
+    from airflow.plugins_manager import AirflowPlugin
 
 #: Where the app is mounted on the API server.
 URL_PREFIX = "/xcomstash"
 
 
-def _app() -> object:
-    from xcomstash.airflow.ui import create_app
+class _FastAPIApps:
+    """``fastapi_apps``, built on first access (only the API server reads it)."""
 
-    return create_app()
+    _apps: list[dict[str, Any]] | None = None
+
+    def __get__(self, instance: object, owner: type) -> list[dict[str, Any]]:
+        if _FastAPIApps._apps is None:
+            from xcomstash.airflow.ui import create_app
+
+            _FastAPIApps._apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "xcomstash"}]
+        return _FastAPIApps._apps
 
 
 class XComStashPlugin(AirflowPlugin):
     name = "xcomstash"
-    fastapi_apps = [{"app": _app(), "url_prefix": URL_PREFIX, "name": "xcomstash"}]
+    fastapi_apps = _FastAPIApps()  # type: ignore[assignment]
     external_views = [
         {
             "name": "XCom storage",

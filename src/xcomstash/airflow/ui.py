@@ -128,6 +128,9 @@ def task_instance_doc(
                     "location": "store", "uri": str(stored.get("uri", ""))[:500], "size": stored.get("size"),
                     "codec": stored.get("codec"), "python_type": stored.get("type"),
                 }
+        except Exception as exc:  # one value's preview must not take the whole tab down
+            log.exception("xcomstash: the preview of %s failed", coordinate)
+            entry["error"] = f"Not previewed: {type(exc).__name__}: {str(exc)[:500]}"
         else:
             entry |= result.to_json()
         xcoms.append(entry)
