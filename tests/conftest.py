@@ -39,7 +39,7 @@ _FILE_WEIGHTS = {
     "tests/maintenance/test_retention_verify_airflow.py": 100,
     "tests/airflow/test_cross_dag.py": 80,
     "tests/airflow/test_rerun.py": 60,
-    "tests/airflow/test_plugin_ui.py": 55,
+    "tests/airflow/test_plugin_ui.py": 45,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
 #: installation fixture): about one or two Airflow commands, 10-20 s each.

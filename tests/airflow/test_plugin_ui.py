@@ -326,3 +326,17 @@ def test_the_tab_in_the_browser_is_403_for_a_user_without_access(ui: UI, browser
     assert error.get_attribute("data-status") == "403" and "may not read the XComs" in error.text
     assert "Lisbon" not in browser.page_source
     browser.save_screenshot(str(ui.shots / "forbidden.png"))
+
+
+def test_a_task_process_loads_the_plugin_without_building_the_app(ui: UI) -> None:
+    """Every task process loads the plugins (for their macros): the FastAPI app, and with it
+    Airflow's API security, is built only where the API server reads ``fastapi_apps``."""
+    result = ui.env.python(
+        "import sys\n"
+        "from airflow.sdk.plugins_manager import _get_plugins\n"
+        "plugins, errors = _get_plugins()\n"
+        "assert 'xcomstash' in [p.name for p in plugins] and not errors, (plugins, errors)\n"
+        "assert 'xcomstash.airflow.ui' not in sys.modules and 'fastapi' not in sys.modules\n"
+        "print('lazy')\n"
+    )
+    assert result.returncode == 0 and "lazy" in result.stdout, result.describe()
