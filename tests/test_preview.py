@@ -186,3 +186,13 @@ def test_previews_are_audited_with_the_person_who_looked(tmp_path: Path) -> None
         ("ok", {"user": "alice", "via": "airflow ui"}), ("denied", {"user": "bob", "via": "airflow ui"})
     ]
     assert previews[0].xcom == XCOM.as_dict() and previews[0].uri == stored["uri"]
+
+
+def test_a_stored_frames_index_is_shown_by_its_name(tmp_path: Path) -> None:
+    engine = engine_over(LocalStore(tmp_path))
+    df = pd.DataFrame({"v": [1.5, 2.5]}, index=pd.Index(["a", "b"], name="code"))
+    unnamed = pd.DataFrame({"v": [1, 2]}, index=pd.Index([10, 20]))
+    named = engine.preview(engine.serialize(df, XCOM), XCOM).preview.data
+    assert [c["name"] for c in named["columns"]] == ["v", "(code)"] and named["rows"] == [[1.5, "a"], [2.5, "b"]]
+    other = engine.preview(engine.serialize(unnamed, XCOM), XCOM).preview.data
+    assert [c["name"] for c in other["columns"]] == ["v", "(index)"] and other["columns"][1]["index"]

@@ -156,9 +156,12 @@ def cell(value: Any, limit: int) -> Any:
 def table_from_head(head: TableHead, limits: PreviewLimits, mask: Masker) -> Preview:
     """The preview of a table whose head was read from storage (no whole read)."""
     pandas_types = _pandas_dtypes(head.schema)
+    index_names = _pandas_index_names(head.schema)
     columns = []
     for c in head.columns:
-        entry: dict[str, Any] = {"name": c.name, "type": c.type, "nullable": c.nullable}
+        entry: dict[str, Any] = {"name": index_names.get(c.name, c.name), "type": c.type, "nullable": c.nullable}
+        if c.name in index_names:
+            entry["index"] = True
         if c.name in pandas_types:
             entry["dtype"] = pandas_types[c.name]
         if c.note:
@@ -211,6 +214,17 @@ def _table(columns: list[dict[str, Any]], rows: list[list[Any]], num_rows: int, 
     if not exact:
         data["num_rows_estimated"] = True
     return Preview("table", data)
+
+
+def _pandas_index_names(schema: Any) -> dict[str, str]:
+    """Stored pandas index columns (``__index_level_0__``) by the name a person knows them by."""
+    meta = schema.pandas_metadata or {}
+    out = {}
+    for column in meta.get("columns", []):
+        field = column.get("field_name")
+        if isinstance(field, str) and field in meta.get("index_columns", []):
+            out[field] = f"({column.get('name') or 'index'})"
+    return out
 
 
 def _pandas_dtypes(schema: Any) -> dict[str, str]:
