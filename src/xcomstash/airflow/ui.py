@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -196,18 +198,33 @@ def overview_doc(user: Any) -> dict[str, Any]:
     return doc
 
 
+#: ``xcomstash check`` results are reused this long: the checks probe every store location,
+#: which a page load should not do each time.
+CHECKS_TTL = 300.0
+_checks_cache: tuple[float, list[dict[str, Any]]] | None = None
+_checks_lock = threading.Lock()
+
+
 def _checks() -> list[dict[str, Any]] | None:
-    """``xcomstash check`` results of this host, where that module is installed."""
+    """``xcomstash check`` results of this host (where that module is installed), at most
+    :data:`CHECKS_TTL` seconds old."""
+    global _checks_cache
     try:
         from xcomstash.airflow.preflight import checks_here  # type: ignore[import-not-found]
     except ImportError:
         return None
-    try:
-        return [
-            {"name": c.name, "status": c.status, "detail": c.detail, "fix": getattr(c, "fix", "")} for c in checks_here()
-        ]
-    except Exception as exc:
-        return [{"name": "xcomstash check", "status": "fail", "detail": f"{type(exc).__name__}: {exc}", "fix": ""}]
+    with _checks_lock:
+        if _checks_cache is not None and time.monotonic() - _checks_cache[0] < CHECKS_TTL:
+            return _checks_cache[1]
+        try:
+            found = [
+                {"name": c.name, "status": c.status, "detail": c.detail, "fix": getattr(c, "fix", "")}
+                for c in checks_here()
+            ]
+        except Exception as exc:
+            found = [{"name": "xcomstash check", "status": "fail", "detail": f"{type(exc).__name__}: {exc}", "fix": ""}]
+        _checks_cache = (time.monotonic(), found)
+        return found
 
 
 # ------------------------------------------------------------------------------- the app
