@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond .venv: redis-server (the Celery broker of the
-# deployment tests). PostgreSQL 15 server binaries come with the machine image; if absent,
+# deployment tests), chromium and chromium-driver (headless browser of the UI tests, driven by
+# selenium from .venv: no browser download). PostgreSQL 15 server binaries come with the machine image; if absent,
 # they are installed too. Azurite (Azure Blob Storage emulator) comes from npm, see the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

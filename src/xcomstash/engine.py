@@ -31,6 +31,7 @@ from xcomstash.pipeline.purge import PurgeResult, purge_objects
 from xcomstash.pipeline.repair import RepairResult
 from xcomstash.pipeline.push import PushPath
 from xcomstash.pipeline.selection import PartialRead
+from xcomstash.preview import PreviewLimits, PreviewResult
 from xcomstash.security.guard import Guard, open_guard
 from xcomstash.security.readers import Expected
 from xcomstash.stores import ClientFactory, Store, open_store, with_cache
@@ -117,6 +118,22 @@ class Engine:
         (inline rows, polars, non-string pandas labels) are read whole and
         then sliced. The second item says what was fetched (None for a whole read)."""
         return self._pull.read_table(stored, columns, rows, expected=expected)
+
+    def preview(
+        self,
+        stored: Any,
+        coordinate: XComCoordinate,
+        limits: PreviewLimits = PreviewLimits(),
+        *,
+        actor: dict[str, Any] | None = None,
+    ) -> PreviewResult:
+        """What a person is shown of the value a row holds (the Airflow UI's XCom tab): a
+        table's schema, row count and first rows (a partial read of a bounded number of
+        bytes), an array's shape and statistics, JSON cut at a limit, a hex head of bytes,
+        masked for sensitive data. ``coordinate``: the row's own XCom. The same pull path and
+        checks as :meth:`deserialize` (a refused or damaged value raises the same errors),
+        audited as a ``preview`` by ``actor`` (e.g. ``{"user": "alice", "via": "airflow ui"}``)."""
+        return self._pull.preview(stored, coordinate, limits, actor)
 
     # ----------------------------------------------------------------- purge
 

@@ -703,8 +703,11 @@ class AirflowEnv:
         base = self.store / under if under else self.store
         if not base.exists():
             return {}
+        # The maintenance commands' run records (!maintenance/) are no values: left out.
         return {
-            str(p.relative_to(self.store)): p.stat().st_size for p in sorted(base.rglob("*")) if p.is_file()
+            key: p.stat().st_size
+            for p in sorted(base.rglob("*"))
+            if p.is_file() and not (key := str(p.relative_to(self.store))).startswith("!maintenance/")
         }
 
     def store_files(self) -> dict[str, int]:
@@ -713,10 +716,11 @@ class AirflowEnv:
 
     def store_keys(self) -> set[str]:
         """Every object and link in the local store, temporary upload files and the audit log
-        (``!audit/``, written by maintenance commands too) excluded."""
+        (``!audit/``, written by maintenance commands too) and the maintenance records
+        (``!maintenance/``) excluded."""
         return {
             k for k in self.store_files()
-            if not k.rsplit("/", 1)[-1].startswith(".tmp-") and not k.startswith("!audit/")
+            if not k.rsplit("/", 1)[-1].startswith(".tmp-") and not k.startswith(("!audit/", "!maintenance/"))
         }
 
     def referenced_keys(self) -> set[str]:

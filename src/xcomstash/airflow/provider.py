@@ -201,6 +201,23 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "False",
         "default": "True",
     },
+    "preview_rows": {
+        "description": "First rows of a table the XCom tab of the Airflow UI shows.\n",
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "50",
+        "default": "20",
+    },
+    "preview_max_whole_bytes": {
+        "description": (
+            "The XCom tab reads a table's first rows in part whatever its size; other values "
+            "(JSON, arrays, polars) are read whole for their preview only up to this many bytes.\n"
+        ),
+        "version_added": "0.1.0",
+        "type": "integer",
+        "example": "8388608",
+        "default": "33554432",
+    },
     "reconcile_grace_period": {
         "description": (
             "xcomstash reconcile only deletes unreferenced objects last written longer ago than "

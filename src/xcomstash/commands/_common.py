@@ -129,6 +129,15 @@ def row_source(args: argparse.Namespace) -> Any:
     return DatabaseRows()
 
 
+def record_run(store: Any, command: str, document: dict[str, Any], summary: str, exit_code: int) -> int:
+    """Leave the record of this run in the store for the storage overview (see
+    :mod:`xcomstash.maintenance.records`); returns ``exit_code``. Never fails the command."""
+    from xcomstash.maintenance.records import record_run as _record
+
+    _record(store, command, document, summary=summary, exit_code=exit_code)
+    return exit_code
+
+
 def config_option(name: str, fallback: str) -> str:
     from xcomstash.airflow.settings import SECTION, _conf
 

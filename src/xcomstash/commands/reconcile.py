@@ -132,9 +132,12 @@ def run(args: argparse.Namespace) -> int:
         if report.invalid_references:
             out.print(f"{report.invalid_references:,} rows carry a malformed reference (their URIs were kept)")
 
-    _common.emit(args, report.to_json(), render, summary)
+    document = report.to_json()
+    _common.emit(args, document, render, summary)
     if report.errors:
-        return _common.EXIT_FAILED
-    if report.missing_count:
-        return _common.EXIT_FOUND_PROBLEMS
-    return _common.EXIT_OK
+        code = _common.EXIT_FAILED
+    elif report.missing_count:
+        code = _common.EXIT_FOUND_PROBLEMS
+    else:
+        code = _common.EXIT_OK
+    return _common.record_run(store, "reconcile", document, summary, code)

@@ -146,6 +146,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {e}")
 
     _common.emit(args, document, render, summary)
-    if errors:
-        return _common.EXIT_FAILED
-    return _common.EXIT_FOUND_PROBLEMS if refused else _common.EXIT_OK
+    code = _common.EXIT_FAILED if errors else _common.EXIT_FOUND_PROBLEMS if refused else _common.EXIT_OK
+    return _common.record_run(store, "retention", document, summary, code)

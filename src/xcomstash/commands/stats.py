@@ -107,4 +107,5 @@ def run(args: argparse.Namespace) -> int:
         out.print(t)
 
     _common.emit(args, doc, render, summary)
-    return _common.EXIT_OK
+    # The record keeps more DAGs than the printed ranking: the overview shows each DAG's growth.
+    return _common.record_run(store, "stats", report.to_json(top=max(args.top, 50)), summary, _common.EXIT_OK)

@@ -97,5 +97,7 @@ def run(args: argparse.Namespace) -> int:
         if report.skipped_by_sample:
             out.print(f"{report.skipped_by_sample:,} references not in the sample")
 
-    _common.emit(args, report.to_json(), render, summary)
-    return _common.EXIT_OK if report.healthy else _common.EXIT_FOUND_PROBLEMS
+    document = report.to_json()
+    _common.emit(args, document, render, summary)
+    code = _common.EXIT_OK if report.healthy else _common.EXIT_FOUND_PROBLEMS
+    return _common.record_run(store, "verify", document, summary, code)

@@ -18,6 +18,15 @@ from xcomstash.coordinate import XComCoordinate, decode_component, is_object_key
 #: ``!``); reconcile and stats skip it, as they skip the audit log's ``!audit/``.
 PROBE_PREFIX = "!check-"
 
+#: Keys starting with this are xcomstash's own records, not values: the audit log
+#: (``!audit/``) and the maintenance records (``!maintenance/``). ``!`` cannot start a
+#: percent-encoded DAG id, so no value's key does; reconcile, purge and listings skip them.
+RESERVED = "!"
+
+
+def is_reserved(key: str) -> bool:
+    return key.startswith(RESERVED)
+
 
 class KeyKind(str, Enum):
     BLOB = "blob"

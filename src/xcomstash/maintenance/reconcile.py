@@ -36,13 +36,11 @@ from xcomstash.format import container
 from xcomstash.coordinate import XComCoordinate, hex_of, is_blob_key, parse_blob_key, parse_link_key
 from xcomstash.errors import InvalidReferenceError, StoreError
 from xcomstash.maintenance.listing import BackgroundListing
-from xcomstash.format.keyspace import KeyKind, classify, dag_of, run_group, xcom_of_key
+from xcomstash.format.keyspace import KeyKind, classify, dag_of, is_reserved, run_group, xcom_of_key
 from xcomstash.maintenance.report import SAMPLE_SIZE, Tally, iso
 from xcomstash.maintenance.rows import XComRow, decode_value, reference_or_error
 from xcomstash.format.reference import MARKER
 from xcomstash.errors import PurgeRefusedError
-from xcomstash.observe.audit import PREFIX as AUDIT_PREFIX
-from xcomstash.format.keyspace import PROBE_PREFIX
 from xcomstash.pipeline.purge import OnDelete, delete_orphan, unlinked_blobs
 from xcomstash.stores.base import ObjectInfo, Store
 
@@ -299,8 +297,8 @@ class Reconciler:
             report.listed += 1
             report.listed_bytes += info.size
             key = info.key
-            if key.startswith((AUDIT_PREFIX + "/", PROBE_PREFIX)):
-                continue  # the audit log, check's probes: neither ours to collect nor to report as foreign
+            if is_reserved(key):
+                continue  # the audit log, maintenance records: neither ours to collect nor foreign
             h = hash(key)
             if h in live:
                 live.discard(h)

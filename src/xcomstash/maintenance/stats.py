@@ -180,8 +180,7 @@ def location_usage(store: Store) -> dict[str, dict[str, int]]:
     """Objects and bytes each location holds, by listing it: with several locations
     (replicas, per-DAG stores) what each one holds, so a location that fell behind shows.
     Empty for a store with one location (the row-based totals say it all)."""
-    from xcomstash.format.keyspace import PROBE_PREFIX
-    from xcomstash.observe.audit import PREFIX as AUDIT_PREFIX
+    from xcomstash.format.keyspace import is_reserved
     from xcomstash.pipeline.repair import _unwrapped
 
     inner = _unwrapped(store)
@@ -194,7 +193,7 @@ def location_usage(store: Store) -> dict[str, dict[str, int]]:
         count = size = 0
         try:
             for info in loc.list():
-                if info.key.startswith((AUDIT_PREFIX + "/", PROBE_PREFIX)):
+                if is_reserved(info.key):
                     continue
                 count += 1
                 size += info.size

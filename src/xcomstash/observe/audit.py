@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 log = logging.getLogger("xcomstash.observe.audit")
 
 PREFIX = "!audit"
-OPS = ("push", "pull", "purge", "rewrap", "reencrypt", "repair")
+OPS = ("push", "pull", "preview", "purge", "rewrap", "reencrypt", "repair")
 OK, DENIED, REJECTED, FAILED = "ok", "denied", "rejected", "failed"
 OUTCOMES = (OK, DENIED, REJECTED, FAILED)
 _MAX_ERROR_CHARS = 500
@@ -306,7 +306,7 @@ class AuditRecorder:
     def __call__(self, event: Any) -> None:
         if event.route == "inline" and event.outcome == OK and not self.wants_inline:
             return
-        actor = _call_quietly(self._actor)
+        actor = getattr(event, "actor", None) or _call_quietly(self._actor)
         xcom = event.xcom_dict()
         if actor is None and event.op == "push" and "task_id" in xcom:
             # Airflow pushes a task's return value after leaving the task's context; only the

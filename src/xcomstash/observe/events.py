@@ -26,7 +26,7 @@ LINK = "link"
 
 @dataclass(frozen=True)
 class Event:
-    op: str  # push | pull | purge
+    op: str  # push | pull | purge | preview | ...
     outcome: str  # ok | denied | rejected | failed
     #: The XCom acted on, as a coordinate, or as much of it as is known.
     xcom: XComCoordinate | dict[str, Any] | None
@@ -60,6 +60,9 @@ class Event:
     #: Seconds spent sealing or opening frames (summed over the frame threads); 0 when the
     #: object is not encrypted.
     crypto_seconds: float = 0.0
+    #: Who acted, when the caller knows better than the audit recorder's own actor (a
+    #: preview in the Airflow UI: the signed-in user, not a task).
+    actor: dict[str, Any] | None = None
 
     def xcom_dict(self) -> dict[str, Any]:
         x = self.xcom

@@ -17,6 +17,7 @@ A wrong value is never returned: either every check passes or a typed
 from __future__ import annotations
 
 import dataclasses
+import struct
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,7 +62,19 @@ from xcomstash.pipeline.selection import (
     rows_of_range_index,
     select_in_memory,
 )
-from xcomstash.security.crypto.stream import FrameCipher
+from xcomstash.pipeline.head import HeadError, read_table_head
+from xcomstash.preview import (
+    Preview,
+    PreviewLimits,
+    PreviewResult,
+    StoredInfo,
+    array_header_preview,
+    bytes_preview,
+    masker_for,
+    table_from_head,
+    value_preview,
+)
+from xcomstash.security.crypto.stream import FrameCipher, KeySlot
 from xcomstash.security.guard import UNSIGNED, Guard
 from xcomstash.security.readers import Expected
 from xcomstash.stores.base import ObjectReader, ReadSource, Store
@@ -254,6 +267,36 @@ class PullPath:
         consume = lambda reader, layout, opened: self._decode_table(reader, layout, opened, columns, rows)  # noqa: E731
         return self._read("pull", stored, None, expected, consume, readahead=True, whole=False)
 
+    def preview(
+        self,
+        stored: Any,
+        coordinate: XComCoordinate,
+        limits: PreviewLimits,
+        actor: dict[str, Any] | None = None,
+    ) -> PreviewResult:
+        """A preview of the value a row holds, for a person (the Airflow UI). The same checks
+        as a task's pull (MAC, the row's own XCom, readers, integrity of every frame read),
+        observed (audited) once as a ``preview`` by ``actor``. A table is previewed from its
+        first rows, read in part (:mod:`xcomstash.pipeline.head`); bytes from their first
+        frame; anything else is read whole only up to ``limits.whole_bytes``."""
+        if not is_reference(stored):
+            value = self._inline(stored, coordinate, None, op="preview", actor=actor)
+            codec = self.registry.for_value(value)
+            info = StoredInfo(
+                "inline",
+                size=len(self.json_codec.dumps(stored)),
+                codec=codec.name if codec is not None else JsonCodec.name,
+                python_type=f"{type(value).__module__}.{type(value).__qualname__}".replace("builtins.", ""),
+            )
+            return PreviewResult(info, value_preview(value, limits, self.guard.config.scanner))
+        consume = lambda reader, layout, opened: self._decode_preview(reader, layout, opened, limits)  # noqa: E731
+        (preview, info), read = self._read(
+            "preview", stored, coordinate, None, consume, readahead=False, whole=False, actor=actor
+        )
+        assert read is not None
+        fetched = {"bytes_fetched": read.bytes_fetched, "frames_fetched": read.frames_fetched, "frames_total": read.frames_total}
+        return PreviewResult(info, preview, fetched)
+
     def purge(
         self, items: Iterable[tuple[Any, XComCoordinate]], delete: Callable[[list[Opened]], PurgeResult]
     ) -> PurgeResult:
@@ -327,19 +370,28 @@ class PullPath:
 
     # ---------------------------------------------------------------- stages
 
-    def _inline(self, stored: Any, coordinate: XComCoordinate | None, expected: Expected | None) -> Any:
+    def _inline(
+        self,
+        stored: Any,
+        coordinate: XComCoordinate | None,
+        expected: Expected | None,
+        *,
+        op: str = "pull",
+        actor: dict[str, Any] | None = None,
+    ) -> Any:
         started = time.perf_counter()
         if self.refuse_plain_rows:
             key = coordinate.key if coordinate is not None else expected.key if expected is not None else None
             if links.is_link_key(key):
                 return self._link_row(stored, coordinate, expected, started)
-            self._refuse_plain_row(coordinate, expected)
+            self._refuse_plain_row(coordinate, expected, op=op, actor=actor)
         value = self.converter.from_structure(stored)
         if self.observer.wants_inline:
             xcom = coordinate or _expected_dict(expected)
-            self.observer.emit(inline_event("pull", value, stored, xcom, started, self.registry, self.json_codec))
+            event = inline_event(op, value, stored, xcom, started, self.registry, self.json_codec)
+            self.observer.emit(dataclasses.replace(event, actor=actor) if actor is not None else event)
         elif self.observer.counts_inline:
-            self.observer.count_inline("pull", coordinate or _expected_dict(expected))
+            self.observer.count_inline(op, coordinate or _expected_dict(expected))
         return value
 
     def _link_row(
@@ -369,7 +421,13 @@ class PullPath:
         return stored
 
     def _refuse_plain_row(
-        self, coordinate: XComCoordinate | None, expected: Expected | None, why: str | None = None
+        self,
+        coordinate: XComCoordinate | None,
+        expected: Expected | None,
+        why: str | None = None,
+        *,
+        op: str = "pull",
+        actor: dict[str, Any] | None = None,
     ) -> None:
         xcom = coordinate or _expected_dict(expected)
         error = PlainRowError(
@@ -381,7 +439,7 @@ class PullPath:
                 "'xcomstash migrate', or set [xcomstash] accept_plain_rows = True until it has run"
             )
         )
-        self.observer.emit(Event("pull", outcome_of(error), xcom, error=error))
+        self.observer.emit(Event(op, outcome_of(error), xcom, error=error, actor=actor))
         raise error
 
     def _read(
@@ -394,9 +452,10 @@ class PullPath:
         *,
         readahead: bool,
         whole: bool = True,
+        actor: dict[str, Any] | None = None,
     ) -> tuple[Any, PartialRead | None]:
         started = time.perf_counter()
-        opened = self._open(op, stored, coordinate, expected, check_readers=True)
+        opened = self._open(op, stored, coordinate, expected, check_readers=True, actor=actor)
         ahead = self.readahead if readahead else None
         try:
             value, stats, source = within(
@@ -405,13 +464,13 @@ class PullPath:
                 lambda: f"the pull of {opened.coordinate or opened.ref.uri} from {opened.ref.uri}",
             )
         except XComStashError as exc:
-            self._emit(op, opened, started, error=exc)
+            self._emit(op, opened, started, error=exc, actor=actor)
             raise
         finally:
             if ahead is not None:
                 ahead.note_read(opened.coordinate)
         fetched = stats.bytes_fetched if stats is not None else opened.ref.size
-        self._emit(op, opened, started, source=source, fetched=fetched)
+        self._emit(op, opened, started, source=source, fetched=fetched, actor=actor)
         return value, stats
 
     def _open(
@@ -422,6 +481,7 @@ class PullPath:
         expected: Expected | None,
         *,
         check_readers: bool,
+        actor: dict[str, Any] | None = None,
     ) -> Opened:
         """MAC, shape, expected XCom, readers and location: everything checked before any
         store access. A refusal is observed (audited) here."""
@@ -450,7 +510,7 @@ class PullPath:
             self.observer.emit(
                 Event(
                     op, outcome_of(exc), xcom, uri=str(stored.get("uri", ""))[:300], error=exc,
-                    claimed=claimed if claimed is not None and claimed != xcom else None,
+                    claimed=claimed if claimed is not None and claimed != xcom else None, actor=actor,
                 )
             )
             raise
@@ -605,6 +665,71 @@ class PullPath:
             value.index = rows_of_range_index(meta["range_index"], rows[0], len(value))
         return value, PartialRead(source.bytes_fetched, source.frames_fetched, len(layout.frames), opened.ref.size)
 
+    def _decode_preview(
+        self, reader: ObjectReader, layout: container.ObjectLayout, opened: Opened, limits: PreviewLimits
+    ) -> tuple[tuple[Preview, StoredInfo], PartialRead]:
+        ref, header = opened.ref, layout.header
+        scanner = self.guard.config.scanner
+        info = StoredInfo(
+            "store", uri=ref.uri, size=ref.size, codec=ref.codec, python_type=ref.python_type, summary=ref.summary,
+            raw_bytes=layout.raw_size, body_bytes=layout.body_size, compression=header.compression,
+            encrypted=layout.key_slot is not None, key_id=_slot_key_id(layout.key_slot), frames=len(layout.frames),
+            readers=ref.readers.to_json() if ref.readers is not None else None,
+        )
+        with _read_errors(ref, opened.coordinate):
+            cipher = self._cipher(layout, opened)
+            source = FramedFile(layout, reader, cipher)
+        meta = header.codec_meta
+        if header.codec in _PARTIAL_CODECS:
+            try:
+                with _read_errors(ref, opened.coordinate):
+                    head = read_table_head(source, limits.rows, int(meta.get("batch_rows", 1 << 20)))
+            except XComStashError:
+                raise
+            except OSError:  # Arrow wraps what FramedFile raised while it read the schema
+                if source.error is None:
+                    raise
+                with _read_errors(ref, opened.coordinate):
+                    raise source.error from None
+            except (HeadError, struct.error, IndexError, ValueError) as exc:
+                raise DecodeError(f"could not read the table's first rows: {exc}", uri=ref.uri, coordinate=opened.coordinate) from None
+            preview = table_from_head(head, limits, masker_for(scanner))
+        elif header.codec == "bytes":
+            with _read_errors(ref, opened.coordinate):
+                data = source.read(min(limits.hex_bytes, layout.raw_size))
+            preview = bytes_preview(data, layout.raw_size, limits, scanner)
+        elif layout.raw_size <= limits.whole_bytes:
+            value, _ = self._decode_whole(reader, layout, opened)
+            return (value_preview(value, limits, scanner), info), PartialRead(
+                layout.body_size, len(layout.frames), len(layout.frames), ref.size
+            )
+        elif header.codec == "numpy.npy":
+            preview = self._array_header(source, ref, opened, limits)
+        else:
+            preview = Preview(
+                "none", note=f"not previewed: {ref.codec} values are read whole, and this one is larger "
+                f"({layout.raw_size:,} bytes) than the preview limit ({limits.whole_bytes:,} bytes)",
+            )
+        return (preview, info), PartialRead(source.bytes_fetched, source.frames_fetched, len(layout.frames), ref.size)
+
+    def _array_header(self, source: FramedFile, ref: Reference, opened: Opened, limits: PreviewLimits) -> Preview:
+        """Shape, dtype and order from the ``.npy`` header (the first bytes): no statistics."""
+        import numpy as np
+
+        with _read_errors(ref, opened.coordinate):
+            source.seek(0)
+            try:
+                version = np.lib.format.read_magic(source)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(source)
+            except ValueError as exc:
+                raise DecodeError(f"not an .npy header: {exc}", uri=ref.uri, coordinate=opened.coordinate) from None
+        return array_header_preview(
+            shape, str(dtype), fortran,
+            f"statistics not computed: the array ({ref.size:,} bytes) is larger than the preview limit "
+            f"({limits.whole_bytes:,} bytes)",
+        )
+
     def _codec_for(self, header: container.ObjectHeader, opened: Opened) -> Codec:
         try:
             return self.json_codec if header.codec == JsonCodec.name else self.registry.by_name(header.codec)
@@ -622,6 +747,7 @@ class PullPath:
         source: str = "",
         error: BaseException | None = None,
         fetched: int | None = None,
+        actor: dict[str, Any] | None = None,
     ) -> None:
         ref, notes = opened.ref, opened.notes
         self.observer.emit(
@@ -630,7 +756,7 @@ class PullPath:
                 uri=ref.uri, size=ref.size, digest=ref.digest, key_id=opened.key_id, codec=ref.codec,
                 summary=ref.summary, seconds=time.perf_counter() - started, source=source, error=error,
                 failover=tuple(opened.failover), raw_size=notes.raw_size, fetched=fetched, cache=notes.cache,
-                crypto_seconds=notes.crypto_seconds,
+                crypto_seconds=notes.crypto_seconds, actor=actor,
             )
         )
 
@@ -645,6 +771,16 @@ class PullPath:
             return key, reader.read_at(0, reader.size)
         finally:
             reader.close()
+
+
+def _slot_key_id(slot: bytes | None) -> str:
+    """The id of the key an encrypted object's data key is wrapped with ("" if none)."""
+    if slot is None:
+        return ""
+    try:
+        return KeySlot.parse(slot).key_id
+    except XComStashError:
+        return ""
 
 
 def _scope(ref: Reference, coordinate: XComCoordinate | None, expected: Expected | None) -> tuple[str, str] | None:

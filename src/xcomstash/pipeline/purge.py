@@ -22,10 +22,9 @@ from typing import Callable, Iterable, TypeVar
 from xcomstash.coordinate import XComCoordinate, hex_of, parse_blob_key, parse_link_key, run_links_prefix
 from xcomstash.errors import InvalidReferenceError, PurgeRefusedError, StoreError
 from xcomstash.format import container
-from xcomstash.format.keyspace import KeyKind, classify
+from xcomstash.format.keyspace import KeyKind, classify, is_reserved
 from xcomstash.maintenance.listing import list_objects
 from xcomstash.format.reference import Reference
-from xcomstash.observe.audit import PREFIX as AUDIT_PREFIX
 from xcomstash.stores.base import Store
 
 #: Told of every object deleted: ``(the XCom it was deleted for, key, size)``. The XCom is
@@ -74,7 +73,7 @@ def check_deletable(key: str) -> KeyKind:
     """The kind of a key reconcile wants to delete as an orphan; :class:`PurgeRefusedError`
     for the audit log and anything not in the object layout (never deleted by maintenance)."""
     kind = classify(key)
-    if key.startswith(AUDIT_PREFIX + "/") or kind is KeyKind.FOREIGN:
+    if is_reserved(key) or kind is KeyKind.FOREIGN:
         raise PurgeRefusedError(f"not deleting {key!r:.300}: not an xcomstash object, link or upload")
     return kind
 
