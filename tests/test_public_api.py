@@ -43,6 +43,7 @@ def test_engine_offers_push_pull_purge_repair_and_lifetime_and_nothing_else() ->
     assert public == {
         "serialize", "deserialize", "deserialize_many", "read_table",  # push, pull
         "preview",  # pull for people: what the Airflow UI shows of a value
+        "get_stored",  # pull without the row: a notebook or debugging shell (xcomstash get)
         "purge", "purge_rows", "observe_deletion",  # purge (maintenance: many rows; orphans audited)
         "repair_rows",  # maintenance: copies to the locations of a replicated store that lack a value
         "flush", "close",
