@@ -213,6 +213,10 @@ def test_the_overview_api_reads_the_maintenance_records(ui: UI) -> None:
     assert ("pull", "secret", "pull denied (AccessDeniedError)") in denied
     assert ("preview", "secret", "preview denied (AccessDeniedError)") in denied
     assert {"user": "alice", "via": "airflow ui"} in [e["actor"] for e in doc["events"] if e["op"] == "preview"]
+    # `xcomstash check` as the API server sees it: its store probed, its keyset found.
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert any(name.startswith("store ") and c["status"] == "ok" for name, c in checks.items()), checks
+    assert checks["config"]["status"] == "ok", checks
 
 
 # ---------------------------------------------------------------------------- the browser
@@ -310,6 +314,7 @@ def test_the_overview_page_in_the_airflow_ui(ui: UI, browser: Any) -> None:
     runs = {tr.get_attribute("data-command"): tr.text for tr in browser.find_elements(By.CSS_SELECTOR, "[data-testid='runs'] tr[data-command]")}
     assert "verify" in runs["verify"] and "0 corrupt" in runs["verify"] and "never run" in runs["retention"]
     assert "pull denied" in browser.find_element(By.CSS_SELECTOR, "[data-testid='events']").text
+    assert "store " in browser.find_element(By.CSS_SELECTOR, "[data-testid='checks']").text
     browser.switch_to.default_content()
     browser.save_screenshot(str(ui.shots / "overview.png"))
 
