@@ -62,6 +62,21 @@ def _wait_for_link(api: AirflowAPI, run_id: str, server: Process, runner: thread
         time.sleep(0.3)
 
 
+def _wait_for_triggered_run(api: AirflowAPI, runner: threading.Thread) -> None:
+    """The run the operator triggers exists (its link may be pushed before the run is
+    committed, and a busy machine shows the gap)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            api.get(f"/dags/{TARGET}/dagRuns/{TRIGGERED}")
+            return
+        except APIError:
+            pass
+        assert runner.is_alive(), "airflow dags test ended before the triggered run appeared"
+        assert time.monotonic() < deadline, "the triggered run did not appear in 120 s"
+        time.sleep(0.3)
+
+
 def _running_run_id(env: AirflowEnv) -> str:
     deadline = time.monotonic() + 120
     while True:
@@ -100,6 +115,7 @@ def links_run(make_airflow_env) -> Iterator[LinksRun]:
         links = _wait_for_link(api, run_id, server, runner)
         timings["link_served_s"] = time.monotonic() - started
         (row,) = env.xcom_rows(DAG_ID, run_id, "trigger", TRIGGER_LINK_KEY)
+        _wait_for_triggered_run(api, runner)
         api.set_run_state(TARGET, TRIGGERED, "success")  # ends the operator's wait
         runner.join(timeout=180)
         assert not runner.is_alive(), "airflow dags test did not end after the triggered run succeeded"
