@@ -54,20 +54,21 @@ def secured(make_airflow_env) -> dict[str, Any]:
     made = cli(env, "keys", "generate", str(keyfile))
     assert made.returncode == 0, made.stderr
     env.config["AIRFLOW__XCOMSTASH__KEYSETS"] = f"file:{keyfile}"
-    source = env.dags_test(SOURCE, logical_date="2026-02-01T00:00:00+00:00")
-    refs = {r.key: r.value for r in env.xcom_rows(SOURCE, source.run_id, "produce")}
+    with env.one_process():  # the rows edited between the two runs are read fresh by the sink
+        source = env.dags_test(SOURCE, logical_date="2026-02-01T00:00:00+00:00")
+        refs = {r.key: r.value for r in env.xcom_rows(SOURCE, source.run_id, "produce")}
 
-    # Edited: a genuine reference re-pointed at another genuine object. Forged: written without
-    # the key. Hostile: outside the store. All three objects/URIs exist or are readable files.
-    env.set_xcom_value(SOURCE, source.run_id, "produce", "edited", {**refs["edited"], "uri": refs["first"]["uri"], "digest": refs["first"]["digest"], "size": refs["first"]["size"]})
-    forged = {k: v for k, v in refs["first"].items() if k != "mac"}
-    env.set_xcom_value(SOURCE, source.run_id, "produce", "forged", {**forged, "xcom": refs["forged"]["xcom"]})
-    env.set_xcom_value(SOURCE, source.run_id, "produce", "hostile", {**forged, "uri": "file:///etc/passwd"})
-    sink = env.dags_test(
-        SINK,
-        logical_date="2026-02-02T00:00:00+00:00",
-        conf={"source_run_id": source.run_id, "keys": ["first", "second", "edited", "forged", "hostile"]},
-    )
+        # Edited: a genuine reference re-pointed at another genuine object. Forged: written without
+        # the key. Hostile: outside the store. All three objects/URIs exist or are readable files.
+        env.set_xcom_value(SOURCE, source.run_id, "produce", "edited", {**refs["edited"], "uri": refs["first"]["uri"], "digest": refs["first"]["digest"], "size": refs["first"]["size"]})
+        forged = {k: v for k, v in refs["first"].items() if k != "mac"}
+        env.set_xcom_value(SOURCE, source.run_id, "produce", "forged", {**forged, "xcom": refs["forged"]["xcom"]})
+        env.set_xcom_value(SOURCE, source.run_id, "produce", "hostile", {**forged, "uri": "file:///etc/passwd"})
+        sink = env.dags_test(
+            SINK,
+            logical_date="2026-02-02T00:00:00+00:00",
+            conf={"source_run_id": source.run_id, "keys": ["first", "second", "edited", "forged", "hostile"]},
+        )
     return {"env": env, "keyfile": keyfile, "source": source, "sink": sink, "refs": refs}
 
 

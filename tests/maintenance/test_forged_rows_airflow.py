@@ -77,10 +77,11 @@ def forged(make_env):
     keyfile = env.root / "keyset.json"
     env.xcomstash("keys", "generate", str(keyfile)).assert_ok()
     env.config["AIRFLOW__XCOMSTASH__KEYSETS"] = f"file:{keyfile}"
-    a = env.dags_test(A, logical_date="2026-03-01T00:00:00+00:00")
-    a.assert_success()
-    b = env.dags_test(B, logical_date="2026-03-02T00:00:00+00:00")
-    b.assert_success()
+    with env.one_process():  # both runs in one Airflow process (it flushes the audit log on exit)
+        a = env.dags_test(A, logical_date="2026-03-01T00:00:00+00:00")
+        a.assert_success()
+        b = env.dags_test(B, logical_date="2026-03-02T00:00:00+00:00")
+        b.assert_success()
     a_ref = env.xcom_value(A, a.run_id, "only")
     assert "mac" in a_ref and a_ref["uri"].endswith("/only/-1/return_value.xcs"), a_ref
     audit = sorted(audit_files(env))
