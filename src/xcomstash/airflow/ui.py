@@ -190,11 +190,14 @@ def _dag_visibility(user: Any) -> Callable[[str | None], bool]:
 def overview_doc(user: Any) -> dict[str, Any]:
     from xcomstash.maintenance.records import overview
 
+    from airflow.api_fastapi.app import get_auth_manager
+
     visible = _dag_visibility(user)
     doc = overview(_engine().store, visible=visible)
-    checks = _checks()
-    if checks is not None:
-        doc["checks"] = checks
+    # The checks name store URLs, keyset paths and settings: shown to those who may read
+    # Airflow's configuration.
+    if get_auth_manager().is_authorized_configuration(method="GET", user=user):
+        doc["checks"] = _checks()
     return doc
 
 
@@ -205,14 +208,11 @@ _checks_cache: tuple[float, list[dict[str, Any]]] | None = None
 _checks_lock = threading.Lock()
 
 
-def _checks() -> list[dict[str, Any]] | None:
-    """``xcomstash check`` results of this host (where that module is installed), at most
-    :data:`CHECKS_TTL` seconds old."""
+def _checks() -> list[dict[str, Any]]:
+    """``xcomstash check`` results of this host, at most :data:`CHECKS_TTL` seconds old."""
     global _checks_cache
-    try:
-        from xcomstash.airflow.preflight import checks_here  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    from xcomstash.airflow.preflight import checks_here
+
     with _checks_lock:
         if _checks_cache is not None and time.monotonic() - _checks_cache[0] < CHECKS_TTL:
             return _checks_cache[1]
