@@ -29,6 +29,10 @@ class StashConfig:
     #: Per-DAG stores: ``(DAG id pattern, store URL or None)`` in order, the first match
     #: deciding (``None``: ``store_url``). See :mod:`xcomstash.stores.routed`.
     dag_stores: tuple[tuple[str, str | None], ...] = ()
+    #: Stores values were written to before ``store_url`` moved (a new bucket or prefix):
+    #: references into them stay readable (never written to) until ``xcomstash move`` has
+    #: copied their objects into the current store and rewritten the references.
+    previous_store_urls: tuple[str, ...] = ()
     #: Values whose encoded size is at least this many bytes are offloaded.
     threshold: int = DEFAULT_THRESHOLD
     #: Compression of stored object bodies: ``zstd`` or ``none``.
@@ -61,6 +65,8 @@ class StashConfig:
         for _, url in self.dag_stores:
             if url is not None:
                 store_urls(url)
+        for url in self.previous_store_urls:
+            store_urls(url)
         if self.read_order is not None and sorted(self.read_order) != list(range(locations)):
             raise ConfigError(
                 f"read_order must list each location of store_url once (0..{locations - 1}), got {list(self.read_order)}"

@@ -28,6 +28,7 @@ from xcomstash.pipeline.pools import Pools
 from xcomstash.pipeline.pull import Opened, PullPath
 from xcomstash.errors import PurgeRefusedError
 from xcomstash.pipeline.purge import PurgeResult, purge_objects
+from xcomstash.pipeline.move import MoveResult
 from xcomstash.pipeline.repair import RepairResult
 from xcomstash.pipeline.push import PushPath
 from xcomstash.pipeline.selection import PartialRead
@@ -57,7 +58,7 @@ class Engine:
         self.config = config
         store = store or open_store(
             config.store_url, clients=clients, write_quorum=config.write_quorum, read_order=config.read_order,
-            dag_stores=config.dag_stores,
+            dag_stores=config.dag_stores, previous=config.previous_store_urls,
         )
         self.store = with_cache(store, config.cache_dir, config.cache_max_bytes)
         #: Security checks and keys; with nothing configured it still checks readers.
@@ -98,6 +99,18 @@ class Engine:
         """Values for many rows at once (a mapped task's fan-in), fetched concurrently; order
         is preserved and the first failure (in order) is raised."""
         return self._pull.pull_many(stored_values, expected=expected)
+
+    def move_rows(
+        self,
+        rows: Iterable[tuple[Any, XComCoordinate]],
+        replace: Callable[[XComCoordinate, Any, Any], bool],
+        *,
+        dry_run: bool = False,
+    ) -> MoveResult:
+        """Maintenance (``xcomstash move``): copy values out of previous stores into the
+        store their DAG writes to now and rewrite their rows (``replace(coordinate, new, old)``,
+        a compare-and-set)."""
+        return self._pull.move(rows, replace, dry_run=dry_run)
 
     def get_stored(self, coordinate: XComCoordinate) -> Any:
         """The value of an XCom read from the store alone, without its database row (a

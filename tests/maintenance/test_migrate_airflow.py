@@ -100,3 +100,27 @@ def test_interrupted_migration_resumes_without_losing_or_duplicating_a_value(leg
                                "doomed": "common_io"})
     for label in ("basexcom", "common_io"):
         assert sink.task_state(f"read_{label}") == "success", sink.task_log(f"read_{label}")[-4000:]
+
+
+def test_a_moved_store_keeps_old_values_readable_and_move_brings_them_over(legacy_env) -> None:
+    """store_url moves to a new directory with the old one in previous_store_urls: verify
+    reads every value where it is; ``xcomstash move`` copies them over and rewrites the rows;
+    then the new store alone serves them and the old one holds no value."""
+    env, _ = legacy_env
+    old, new = env.store, env.root / "store-moved"
+    references = len([r for r in env.xcom_rows() if r.is_reference])
+    env.config["AIRFLOW__XCOMSTASH__STORE_URL"] = f"file://{new}"
+    env.config["AIRFLOW__XCOMSTASH__PREVIOUS_STORE_URLS"] = f"file://{old}"
+    before = env.xcomstash_json("verify", "--quiet")
+    assert before["ok"] == before["references"] == references and before["corrupt"] == 0, before
+    dry = env.xcomstash_json("move", "--dry-run", "--quiet")
+    assert dry["moved"] == references and dry["deleted"] == 0, dry
+    moved = env.xcomstash_json("move", "--quiet")
+    assert moved["moved"] == references and moved["complete"] and moved["deleted"] > 0, moved
+    del env.config["AIRFLOW__XCOMSTASH__PREVIOUS_STORE_URLS"]
+    after = env.xcomstash_json("verify", "--quiet")
+    assert after["ok"] == references and after["corrupt"] == after["missing"] == 0, after
+    assert all(r.value["uri"].startswith(f"file://{new.resolve()}/") for r in env.xcom_rows() if r.is_reference)
+    left = [k for k in (str(p.relative_to(old)) for p in old.rglob("*") if p.is_file())
+            if not k.startswith("!") and ".tmp-" not in k]
+    assert left == [], left

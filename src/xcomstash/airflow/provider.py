@@ -22,6 +22,18 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "s3://aws_default@my-bucket/xcom",
         "default": "",
     },
+    "previous_store_urls": {
+        "description": (
+            "Stores values were written to before store_url moved (a new bucket or prefix), "
+            "separated by spaces: references into them stay readable, nothing new is written "
+            "there, and 'xcomstash move' copies their objects into store_url and rewrites the "
+            "references.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "string",
+        "example": "s3://aws_default@old-bucket/xcom",
+        "default": "",
+    },
     "write_quorum": {
         "description": (
             "With several locations in store_url: how many must hold a value for its push to "

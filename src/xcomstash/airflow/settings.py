@@ -40,6 +40,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         write_quorum=conf.getint(SECTION, "write_quorum", fallback=0) or None,
         read_order=_read_order(conf.get(SECTION, "read_order", fallback="") or ""),
         dag_stores=dag_store_urls(parse_dag_policies(conf.get(SECTION, "dag_policies", fallback="") or "")),
+        previous_store_urls=tuple((conf.get(SECTION, "previous_store_urls", fallback="") or "").split()),
         accept_plain_rows=conf.getboolean(SECTION, "accept_plain_rows", fallback=False),
     )
     cache_dir = conf.get(SECTION, "cache_dir", fallback="") or ""
@@ -103,7 +104,7 @@ def engine() -> Engine:
 
     store = open_store(
         config.store_url, clients=client_for, write_quorum=config.write_quorum, read_order=config.read_order,
-        dag_stores=config.dag_stores,
+        dag_stores=config.dag_stores, previous=config.previous_store_urls,
     )
     return Engine(
         config,

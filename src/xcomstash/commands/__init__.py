@@ -10,5 +10,5 @@ from __future__ import annotations
 
 #: Module names under ``xcomstash.commands``, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "check", "get", "inspect", "reconcile", "verify", "repair", "retention", "stats", "migrate", "audit", "keys"
+    "check", "get", "inspect", "move", "reconcile", "verify", "repair", "retention", "stats", "migrate", "audit", "keys"
 )

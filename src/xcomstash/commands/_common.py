@@ -62,7 +62,7 @@ def open_store(args: argparse.Namespace) -> Any:
     config = read_config()[0]
     return _open(
         config.store_url, clients=client_for, write_quorum=config.write_quorum, read_order=config.read_order,
-        dag_stores=config.dag_stores,
+        dag_stores=config.dag_stores, previous=config.previous_store_urls,
     )
 
 

@@ -120,13 +120,16 @@ def check_copies(store: Store, ref: Reference, full: bool, pool: ThreadPoolExecu
     """:func:`check_object` in every location that should hold the object (one, or each of a
     replicated store's). Intact everywhere: ``ok``; intact somewhere: ``degraded``, naming the
     locations that are not; intact nowhere: the first location's status."""
+    from xcomstash.pipeline.move import source_store
     from xcomstash.pipeline.repair import locations_of
 
     try:
         key = store.key_for(ref.uri)
     except InvalidReferenceError as exc:
         return CORRUPT, str(exc), 0
-    locations = locations_of(store, key)
+    # The store the reference names (a previous store, or the default one for a value written
+    # before its DAG got a store of its own), not necessarily where its DAG writes now.
+    locations = locations_of(source_store(store, ref.uri) or store, key)
     if len(locations) == 1:
         return check_object(locations[0], dataclasses.replace(ref, uri=locations[0].uri_for(key)), full, pool)
     results = [

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 log = logging.getLogger("xcomstash.observe.audit")
 
 PREFIX = "!audit"
-OPS = ("push", "pull", "preview", "purge", "rewrap", "reencrypt", "repair")
+OPS = ("push", "pull", "preview", "get", "purge", "rewrap", "reencrypt", "repair", "move")
 OK, DENIED, REJECTED, FAILED = "ok", "denied", "rejected", "failed"
 OUTCOMES = (OK, DENIED, REJECTED, FAILED)
 _MAX_ERROR_CHARS = 500

@@ -50,6 +50,7 @@ from xcomstash.observe.events import LINK, OK, Event, Observer, outcome_of
 from xcomstash.pipeline import links
 from xcomstash.pipeline.deadline import within
 from xcomstash.pipeline.place import Placer
+from xcomstash.pipeline.move import MoveResult, home_store, move_object, source_store
 from xcomstash.pipeline.pools import Pools
 from xcomstash.pipeline.repair import Repaired, RepairResult, repair_object
 from xcomstash.pipeline.purge import PurgeResult, owned_key
@@ -368,6 +369,71 @@ class PullPath:
                 )
         return result
 
+    def move(
+        self,
+        items: Iterable[tuple[Any, XComCoordinate]],
+        replace: Callable[[XComCoordinate, Any, Any], bool],
+        *,
+        dry_run: bool = False,
+    ) -> MoveResult:
+        """Move each row's value out of a previous store into the store its DAG writes to (see
+        :mod:`xcomstash.pipeline.move`). References are opened with the same checks as a
+        repair; the new reference is re-signed and set with ``replace(coordinate, new, old)``
+        (a compare-and-set on the row). An old object goes once every row naming it moved.
+        Every reference moved or failed is observed (audited) as a ``move`` event."""
+        result = MoveResult(dry_run=dry_run)
+        names: dict[tuple[str, str], list[bool]] = {}  # (old URI, key) -> did each row move
+        old_links: dict[tuple[str, str], list[str]] = {}  # the rows' links beside the old object
+        for stored, coordinate in items:
+            if not is_reference(stored):
+                continue
+            started = time.perf_counter()
+            try:
+                opened = self._open("move", stored, coordinate, Expected(**coordinate.as_dict()), check_readers=False)
+            except XComStashError as exc:
+                result.refused.append(f"{coordinate}: {exc}")
+                continue
+            result.references += 1
+            ref, error = opened.ref, None
+            try:
+                link = coordinate.link_key(ref.digest)
+                moved, copied = move_object(self.store, opened.key, ref, link, dry_run=dry_run)
+                if moved is None:
+                    result.in_place += 1
+                    continue
+                result.moved_bytes += copied
+                if not dry_run:
+                    doc = self.guard.seal_reference(moved.to_json(), ref.readers, coordinate.dag_id)
+                    if not replace(coordinate, doc, stored):
+                        raise StoreError(f"the row of {coordinate} changed while its value was moved; left as it is")
+                result.moved += 1
+            except XComStashError as exc:
+                error = exc
+                result.errors.append(f"{coordinate}: {exc}")
+            names.setdefault((ref.uri, opened.key), []).append(error is None)
+            old_links.setdefault((ref.uri, opened.key), []).append(coordinate.link_key(ref.digest))
+            if not dry_run:
+                self.observer.emit(
+                    Event(
+                        "move", outcome_of(error) if error is not None else OK, ref.xcom or coordinate,
+                        uri=ref.uri, size=ref.size, digest=ref.digest, key_id=opened.key_id,
+                        seconds=time.perf_counter() - started, error=error,
+                    )
+                )
+        if not dry_run:
+            for (uri, key), outcomes in names.items():
+                source = source_store(self.store, uri)
+                if source is None or not all(outcomes) or source is home_store(self.store, key):
+                    continue
+                try:
+                    source.delete(key)
+                    result.deleted += 1
+                    for link in old_links.get((uri, key), []):
+                        source.delete(link)
+                except StoreError as exc:
+                    result.errors.append(f"{uri}: moved, but the old object was not deleted: {exc}")
+        return result
+
     # ---------------------------------------------------------------- stages
 
     def _inline(
@@ -500,7 +566,7 @@ class PullPath:
             key = self.store.key_for(ref.uri)
             if key_id == UNSIGNED:
                 self._admit_unsigned(ref, key, expected)
-            if op in ("purge", "repair") and coordinate is not None:  # it deletes or writes there
+            if op in ("purge", "repair", "move") and coordinate is not None:  # it deletes or writes there
                 owned_key(self.store, coordinate, ref)
         except XComStashError as exc:
             # Filed under the XCom asked for (a forged row must not decide where its refusal

@@ -130,7 +130,7 @@ def repair_object(store: Store, key: str, ref: Reference, *, dry_run: bool = Fal
             result.copied.append(target.root_uri)
             continue
         try:
-            result.copied_bytes += _copy(source, target, key)
+            result.copied_bytes += copy_object(source, target, key)
             status, detail, _ = check_object(target, _at(target, key, ref), full=True)
             if status != OK:
                 raise StoreError(f"the copy does not verify ({status}: {detail})")
@@ -146,7 +146,8 @@ def _at(location: Store, key: str, ref: Reference) -> Reference:
     return dataclasses.replace(ref, uri=location.uri_for(key))
 
 
-def _copy(source: Store, target: Store, key: str) -> int:
+def copy_object(source: Store, target: Store, key: str) -> int:
+    """Stream ``key`` from ``source`` into ``target`` (published atomically); the bytes copied."""
     reader: Any = source.open_reader(key)
     try:
         with target.writer(key) as sink:

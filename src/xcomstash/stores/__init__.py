@@ -84,6 +84,7 @@ def open_store(
     write_quorum: int | None = None,
     read_order: Sequence[int] | None = None,
     dag_stores: Sequence[tuple[str, str | None]] = (),
+    previous: Sequence[str] = (),
 ) -> Store:
     """Open the store a URL names; ``clients`` builds each remote location's service client
     (the Airflow adapter passes one that reads Airflow connections). Several URLs: a
@@ -92,12 +93,16 @@ def open_store(
 
     With ``cache_dir``, a remote store comes wrapped in a :class:`CachingStore` bounded to
     ``cache_max_bytes``; a local store never does (a cached copy would cost what a read costs).
+
+    ``previous``: URLs of stores values were written to before ``url`` (read, never written).
     """
     store = _open_locations(url, clients, write_quorum, read_order)
-    if dag_stores:
+    if dag_stores or previous:
         # write_quorum and read_order are positions in store_url: other stores take the defaults.
         store = RoutedStore(
-            store, [(pattern, _open_locations(u, clients, None, None) if u else None) for pattern, u in dag_stores]
+            store,
+            [(pattern, _open_locations(u, clients, None, None) if u else None) for pattern, u in dag_stores],
+            previous=[_open_locations(u, clients, None, None) for u in previous],
         )
     return with_cache(store, cache_dir, cache_max_bytes)
 

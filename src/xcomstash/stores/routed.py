@@ -38,14 +38,19 @@ from xcomstash.stores.base import (
 
 
 class RoutedStore(Store):
-    def __init__(self, default: Store, routes: Sequence[tuple[str, Store | None]]) -> None:
-        """``routes``: ``(DAG id pattern, store)`` in order; ``None``: the default store."""
-        if not routes:
-            raise ConfigError("a routed store needs at least one DAG pattern")
+    def __init__(
+        self, default: Store, routes: Sequence[tuple[str, Store | None]], *, previous: Sequence[Store] = ()
+    ) -> None:
+        """``routes``: ``(DAG id pattern, store)`` in order; ``None``: the default store.
+        ``previous``: stores values were written to before (``previous_store_urls``): read
+        and deleted from like the others, never written to."""
+        if not routes and not previous:
+            raise ConfigError("a routed store needs at least one DAG pattern or previous store")
         self.default = default
         self.routes = tuple((pattern, store or default) for pattern, store in routes)
+        self.previous = tuple(previous)
         stores: list[Store] = [default]
-        for _, store in self.routes:
+        for store in [s for _, s in self.routes] + list(self.previous):
             if all(store is not s for s in stores):
                 stores.append(store)
         roots = [s.root_uri for s in stores]
