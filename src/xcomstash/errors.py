@@ -25,7 +25,7 @@ class UnsupportedTypeError(XComStashError, TypeError):
             f"xcomstash has no codec for values of type {type_name}. Return a supported type "
             "(pandas/polars DataFrame, pyarrow Table/RecordBatch, numpy array or scalar, bytes, "
             "or anything Airflow's serde handles), or register a codec for it: "
-            "xcomstash.codecs.register_codec(MyCodec()) -- see README 'Adding a codec'."
+            "xcomstash.codecs.register_codec(MyCodec()) -- see the user guide, 'Adding a codec'."
         )
         super().__init__(f"{hint} ({detail})" if detail else hint)
 

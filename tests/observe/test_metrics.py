@@ -23,7 +23,7 @@ from xcomstash.security.guard import Guard, SecurityConfig
 from xcomstash.stores.caching import CachingStore
 from xcomstash.stores.local import LocalStore
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "ui-and-metrics.md"
 COORD = XComCoordinate("etl", "run_1", "extract", -1, "return_value")
 TAGS = (("dag_id", "etl"), ("task_id", "extract"))
 

@@ -398,7 +398,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
             "Scan values for secrets and personal data (Airflow's masked secrets, sensitive key "
             "names, cloud keys, private keys, tokens, emails, card numbers): off, warn, mask "
             "(redact with *** before storing) or reject (fail the task). Tables are sampled "
-            "(string columns, 1,000 rows each); see the README.\n"
+            "(string columns, 1,000 rows each); see the security documentation.\n"
         ),
         "version_added": "0.1.0",
         "type": "string",

@@ -57,7 +57,7 @@ class Metric:
 
 
 #: Every metric this module can produce: name (``<type>`` stands for an error class name),
-#: type, and meaning. The README's table is this list; a test keeps them in step.
+#: type, and meaning. The metrics table of docs/ui-and-metrics.md is this list; a test keeps them in step.
 CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("xcomstash.push.offloaded", COUNTER, "values pushed to the store (a reference went into the xcom row)"),
     ("xcomstash.push.inline", COUNTER, "values pushed inline into the xcom row"),
