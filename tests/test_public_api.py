@@ -46,5 +46,6 @@ def test_engine_offers_push_pull_purge_repair_and_lifetime_and_nothing_else() ->
         "get_stored",  # pull without the row: a notebook or debugging shell (xcomstash get)
         "purge", "purge_rows", "observe_deletion",  # purge (maintenance: many rows; orphans audited)
         "repair_rows",  # maintenance: copies to the locations of a replicated store that lack a value
+        "move_rows",  # maintenance: values out of previous_store_urls into store_url (xcomstash move)
         "flush", "close",
     }
