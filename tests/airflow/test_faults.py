@@ -42,17 +42,18 @@ def damage(env: AirflowEnv, refs: dict[str, dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def faults(make_airflow_env) -> tuple[AirflowEnv, DagRunResult, DagRunResult, dict[str, dict[str, Any]]]:
     env = make_airflow_env("faults", dags=["xcs_faults.py"])
-    source = env.dags_test(SOURCE, logical_date="2026-01-01T00:00:00+00:00")
-    source.assert_success()
-    refs = {r.key: r.value for r in env.xcom_rows(SOURCE, source.run_id, "produce")}
-    assert all(r.get("__xcomstash__") == 1 for r in refs.values()), refs
+    with env.one_process():  # the objects damaged between the runs are read afresh
+        source = env.dags_test(SOURCE, logical_date="2026-01-01T00:00:00+00:00")
+        source.assert_success()
+        refs = {r.key: r.value for r in env.xcom_rows(SOURCE, source.run_id, "produce")}
+        assert all(r.get("__xcomstash__") == 1 for r in refs.values()), refs
 
-    damage(env, refs)
-    local = env.dags_test(
-        SINK,
-        logical_date="2026-01-02T00:00:00+00:00",
-        conf={"source_run_id": source.run_id, "keys": ["intact", "deleted", "truncated", "flipped"]},
-    )
+        damage(env, refs)
+        local = env.dags_test(
+            SINK,
+            logical_date="2026-01-02T00:00:00+00:00",
+            conf={"source_run_id": source.run_id, "keys": ["intact", "deleted", "truncated", "flipped"]},
+        )
 
     # The unreachable store: the row now points into an S3 store whose endpoint is a local
     # port nothing listens on, and the sink's store is that S3 store.

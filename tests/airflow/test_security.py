@@ -105,10 +105,11 @@ def test_restricted_value_is_read_only_by_the_task_it_names(secured) -> None:
 
 def test_signed_reference_copied_into_another_dags_row_is_rejected(secured) -> None:
     env, refs = secured["env"], secured["refs"]
-    first = env.dags_test(OTHER, logical_date="2026-02-03T00:00:00+00:00")
-    first.assert_success()
-    env.set_xcom_value(OTHER, first.run_id, "own", "copied", refs["copied"])
-    again = env.tasks_test(OTHER, "read_copied", first.run_id)
+    with env.one_process():
+        first = env.dags_test(OTHER, logical_date="2026-02-03T00:00:00+00:00")
+        first.assert_success()
+        env.set_xcom_value(OTHER, first.run_id, "own", "copied", refs["copied"])
+        again = env.tasks_test(OTHER, "read_copied", first.run_id)
     log = again.output
     assert "XCS-WRONG-VALUE" not in log
     names = [n for n, _ in raised_exceptions(log)]

@@ -107,8 +107,9 @@ def test_two_step_rotation_rewrap_and_remove_keep_every_value_readable(make_airf
     env.xcomstash("keys", "generate", str(keyfile)).assert_ok()
     env.config["AIRFLOW__XCOMSTASH__KEYSETS"] = f"file:{keyfile}"
     old = _keyset(keyfile)["primary"]
-    first = env.dags_test(SOURCE, logical_date="2026-03-01T00:00:00+00:00")
-    busy_run = env.dags_test(SOURCE, logical_date="2026-03-02T00:00:00+00:00")
+    with env.one_process():
+        first = env.dags_test(SOURCE, logical_date="2026-03-01T00:00:00+00:00")
+        busy_run = env.dags_test(SOURCE, logical_date="2026-03-02T00:00:00+00:00")
     for run in (first, busy_run):
         assert run.task_state("produce") == "success", run.task_log("produce")[-3000:]
         assert run.task_state("restricted") == "success", run.task_log("restricted")[-3000:]

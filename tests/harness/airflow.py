@@ -422,13 +422,11 @@ class AirflowEnv:
         ``tasks_clear``, ``airflow``) in one Airflow process, one after another, with this
         environment plus ``env``: for a test that runs several commands in a row. Each command
         runs as the ``airflow`` script runs it and returns the same results; the test may look
-        at the database and store between them. What is not the same as separate processes:
-        in-process state survives from one command to the next (as it does from task to task
-        within one ``dags test``), so a test that tampers with stored values or keys between
-        commands to see a later one fail keeps separate processes. A command inside the block
-        that asks for a different environment (``env=`` other than the block's) is an error;
-        ``xcomstash`` and ``python`` runs still get processes of their own, with the env's own
-        environment."""
+        at (and change) the database, the store and the keyset files between them: xcomstash's
+        process-wide engine is closed after each command and built afresh by the next, as in a
+        new process. A command inside the block that asks for a different environment (``env=``
+        other than the block's) is an error; ``xcomstash`` and ``python`` runs still get
+        processes of their own, with the env's own environment."""
         if self._one_environ is not None:
             raise RuntimeError("one_process() blocks do not nest")
         self._one_overrides = dict(env or {})

@@ -72,6 +72,22 @@ def run(argv: list[str], main) -> int:
     finally:
         for handler, stream in handlers:
             handler.stream = stream
+        _fresh_xcomstash()
+
+
+def _fresh_xcomstash() -> None:
+    """Start the next command with what a new process would have: xcomstash's process-wide
+    engine (its stores, keysets, caches, read-ahead) is closed, so the next command builds it
+    again from the configuration and files as they are then. A test that edits rows, objects
+    or keys between commands sees them read afresh, as in separate processes."""
+    settings = sys.modules.get("xcomstash.airflow.settings")
+    if settings is None or not settings.engine.cache_info().currsize:
+        return
+    try:
+        settings.engine().close()  # writes out its audit events
+    except Exception:
+        traceback.print_exc()
+    settings.engine.cache_clear()
 
 
 def _flush() -> None:
