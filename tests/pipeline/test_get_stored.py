@@ -11,27 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.harness.events import Collector
+
 from xcomstash import Engine, StashConfig, XComCoordinate
 from xcomstash.errors import IntegrityError, ObjectMissingError
-from xcomstash.observe.events import Event
 from xcomstash.pipeline.pull import STORE_ONLY
 from xcomstash.security.crypto.keyset import Keyset, KeyRing
 
 FRAME = pd.DataFrame({"a": np.arange(20_000), "b": [f"v{i}" for i in range(20_000)]})
 COORD = XComCoordinate("etl", "manual__1", "load", -1, "return_value")
 
-
-class Collector:
-    wants_inline = False
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
 
 
 def engine_at(root: Path, seen: Collector | None = None, **options) -> Engine:

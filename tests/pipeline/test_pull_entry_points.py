@@ -24,7 +24,7 @@ from xcomstash.config import StashConfig
 from xcomstash.coordinate import XComCoordinate
 from xcomstash.engine import Engine
 from xcomstash.errors import AccessDeniedError, IntegrityError, ReferenceSignatureError
-from xcomstash.observe.events import Event
+from tests.harness.events import Collector
 from xcomstash.security.guard import Guard, SecurityConfig
 from xcomstash.security.readers import Actor, Expected
 from xcomstash.stores.caching import CachingStore
@@ -55,21 +55,6 @@ def frame(i: int) -> pd.DataFrame:
 
 def coord(i: int, run_id: str = RUN) -> XComCoordinate:
     return XComCoordinate(DAG, run_id, TASK, i, KEY)
-
-
-class Collector:
-    """A subscriber keeping every event (what an audit log or metrics exporter receives)."""
-
-    wants_inline = False
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
 
 
 class Channel:

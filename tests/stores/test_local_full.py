@@ -13,25 +13,15 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from tests.harness.events import Collector
+
 from xcomstash import Engine, StashConfig, XComCoordinate
 from xcomstash.errors import StoreFullError
-from xcomstash.observe.events import FAILED, Event
+from xcomstash.observe.events import FAILED
 
 SIZE_MB = 8
 COORD = XComCoordinate("etl", "manual__1", "big_array", -1, "return_value")
 
-
-class Collector:
-    wants_inline = False
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -119,7 +119,12 @@ class XComStashBackend(BaseXCom):
         if not is_reference(stored):  # inline: nothing to fetch, nothing to check it against
             if legacy.looks_legacy(stored):
                 return _read_legacy(stored, expected or _own_run())
-            if isinstance(stored, str) and (problem := legacy.unconfigured_row(stored, expected or _own_run())):
+            # Only a URL-shaped string can be a common.io row: the others cost one check.
+            if (
+                isinstance(stored, str)
+                and "://" in stored[:16]
+                and (problem := legacy.unconfigured_row(stored, expected or _own_run()))
+            ):
                 _refuse_legacy(stored, expected or _own_run(), LegacyRowError(problem))
             return engine().deserialize(stored, expected=expected)
         return engine().deserialize(stored, expected=expected or _own_run())
