@@ -116,18 +116,15 @@ class XComStashBackend(BaseXCom):
         sequence of a mapped task's outputs, always of the reader's own run) give none: then
         the reference must at least belong to the running task's DAG run."""
         stored = result.value
-        if not is_reference(stored):  # inline: nothing to fetch, nothing to check it against
+        if is_reference(stored):
+            return engine().deserialize(stored, expected=expected or _own_run())
+        # Only a URL-shaped string can be a common.io row: other inline values cost one check.
+        if isinstance(stored, str) and "://" in stored[:16]:
             if legacy.looks_legacy(stored):
                 return _read_legacy(stored, expected or _own_run())
-            # Only a URL-shaped string can be a common.io row: the others cost one check.
-            if (
-                isinstance(stored, str)
-                and "://" in stored[:16]
-                and (problem := legacy.unconfigured_row(stored, expected or _own_run()))
-            ):
+            if problem := legacy.unconfigured_row(stored, expected or _own_run()):
                 _refuse_legacy(stored, expected or _own_run(), LegacyRowError(problem))
-            return engine().deserialize(stored, expected=expected)
-        return engine().deserialize(stored, expected=expected or _own_run())
+        return engine().deserialize(stored, expected=expected)  # inline: nothing to check it against
 
     @classmethod
     def deserialize_many(cls, stored_values: list[Any], expected: Expected | None = None) -> list[Any]:

@@ -86,10 +86,16 @@ def s3_client_from_connection(conn_id: str | None) -> Any:
     return s3_client(StoreLocation(kind="s3", conn_id=conn_id))
 
 
-def serde_converter() -> StructureConverter:
-    from airflow.sdk.serde import deserialize, serialize
+#: serde's names of the dict keys its serialize refuses in a user's dict (the others it leaves
+#: alone, so a dict holding them is still stored as it is).
+_SERDE_MARKER_NAMES = ("CLASSNAME", "SCHEMA_ID")
 
-    return StructureConverter(to_structure=serialize, from_structure=deserialize)
+
+def serde_converter() -> StructureConverter:
+    from airflow.sdk import serde
+
+    reserved = frozenset(getattr(serde, name) for name in _SERDE_MARKER_NAMES if hasattr(serde, name))
+    return StructureConverter(to_structure=serde.serialize, from_structure=serde.deserialize, reserved_keys=reserved)
 
 
 @cache

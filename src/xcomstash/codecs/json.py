@@ -28,6 +28,10 @@ class StructureConverter:
 
     to_structure: Callable[[Any], Any] = _identity
     from_structure: Callable[[Any], Any] = _identity
+    #: Dict keys the converter gives a meaning of its own (serde's class markers). A plain JSON
+    #: value free of them converts to an equal structure, so the push keeps such a value as it
+    #: is when it is small (:func:`xcomstash.pipeline.route.inline_as_is`).
+    reserved_keys: frozenset[str] = frozenset()
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))

@@ -445,7 +445,7 @@ class PullPath:
         op: str = "pull",
         actor: dict[str, Any] | None = None,
     ) -> Any:
-        started = time.perf_counter()
+        started = time.perf_counter() if self.refuse_plain_rows or self.observer.wants_inline else 0.0
         if self.refuse_plain_rows:
             key = coordinate.key if coordinate is not None else expected.key if expected is not None else None
             if links.is_link_key(key):

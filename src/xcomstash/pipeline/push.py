@@ -94,8 +94,8 @@ class PushPath:
         if rules.allowed_types is not None:
             rules.check_type(short_type_name(value), codec.name if codec else JsonCodec.name, codec is None)
         if codec is None:
-            if not exclusive and not admission.screens and route.trivially_small(value, threshold):
-                return self.converter.to_structure(value), None
+            if not exclusive and not admission.screens and route.inline_as_is(value, threshold, self.converter.reserved_keys):
+                return value, None
             structure = self.guard.screen_structure(rules, self._to_structure(value), what)
             body = self.json_codec.dumps(structure)
             rules.check_size(len(body))
