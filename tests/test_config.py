@@ -14,7 +14,7 @@ from xcomstash.config import DEFAULT_THRESHOLD
 def test_defaults_are_valid() -> None:
     config = StashConfig()
     assert config.threshold == DEFAULT_THRESHOLD == 64 * 1024
-    assert config.compression == "zstd"
+    assert config.compression == "auto"
     assert config.exclusive is False
 
 

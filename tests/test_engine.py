@@ -472,8 +472,9 @@ REGIONS = [
 @pytest.mark.parametrize("region", REGIONS)
 @pytest.mark.parametrize("payload", ["incompressible", "compressible"])
 def test_one_byte_flipped_in_each_region_of_a_multi_frame_object_raises_integrity_error(
-    engine: Engine, root: Path, region: str, payload: str
+    root: Path, region: str, payload: str
 ) -> None:
+    engine = make_engine(root, threshold=0, compression="zstd")
     data = os.urandom(9 * 1024 * 1024) if payload == "incompressible" else b"0123456789" * 900_000
     stored = engine.serialize(data, COORD)
     path = object_path(root, stored)

@@ -37,7 +37,8 @@ def frame(rows: int) -> pd.DataFrame:
 
 
 def engine_over(store, guard: Guard | None = None, **extra) -> Engine:
-    return Engine(StashConfig(store_url=store.root_uri, threshold=0, read_ahead=False), store=store, guard=guard, **extra)
+    config = StashConfig(store_url=store.root_uri, threshold=0, read_ahead=False, compression="zstd")
+    return Engine(config, store=store, guard=guard, **extra)
 
 
 # ----------------------------------------------------------------------- value previews

@@ -35,8 +35,9 @@ class StashConfig:
     previous_store_urls: tuple[str, ...] = ()
     #: Values whose encoded size is at least this many bytes are offloaded.
     threshold: int = DEFAULT_THRESHOLD
-    #: Compression of stored object bodies: ``zstd`` or ``none``.
-    compression: str = "zstd"
+    #: Compression of stored object bodies: ``zstd``, ``none`` or ``auto`` (zstd on remote
+    #: stores, none on a local one: :func:`xcomstash.format.compression.resolve`).
+    compression: str = "auto"
     compression_level: int = 1
     #: Offload every value; the database only ever holds references, and a plain value
     #: found in a row is refused (:class:`~xcomstash.errors.PlainRowError`). Operator extra

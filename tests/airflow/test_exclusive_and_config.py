@@ -54,5 +54,5 @@ def test_config_section_is_listed_with_descriptions(make_airflow_env) -> None:
         assert description[:60] in " ".join(out.split()), f"description of {name} missing"
         assert re.search(rf"^{name} = ", out, re.M), f"option {name} missing"
     assert re.search(r"^threshold = 12345$", out, re.M)
-    assert re.search(r"^compression = zstd$", out, re.M)
+    assert re.search(r"^compression = auto$", out, re.M)
     assert re.search(r"^exclusive = False$", out, re.M)

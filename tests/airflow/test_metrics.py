@@ -96,6 +96,7 @@ def metrics_run(make_airflow_env) -> dict[str, Any]:
         "AIRFLOW__XCOMSTASH__KEYSETS": f"file:{keyset}",
         "AIRFLOW__XCOMSTASH__ENCRYPT": "True",
         "AIRFLOW__XCOMSTASH__COMPRESS_ENCRYPTED": DAG_ID,
+        "AIRFLOW__XCOMSTASH__COMPRESSION": "zstd",  # the local store's default (auto) is none
     })
     listener = StatsdListener()
     try:

@@ -86,6 +86,7 @@ def ui(make_airflow_env) -> Iterator[UI]:
     env = make_airflow_env("ui", dags=["xcs_ui.py"])
     # Audit events go to the store too: the overview shows the denied pull.
     env.config["AIRFLOW__XCOMSTASH__AUDIT"] = "log,store"
+    env.config["AIRFLOW__XCOMSTASH__COMPRESSION"] = "zstd"  # the tab shows a compression ratio
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # bob is in team_b; this DAG's bundle will belong to team_a (the teams must exist when

@@ -54,7 +54,8 @@ def test_numpy_bytes_scalar_comes_back_as_numpy_bytes_keeping_trailing_nul(round
     assert bytes(out) == b"ab\x00"
 
 
-def test_repetitive_bytes_are_compressed_in_the_store(engine: Engine, store_root: Path) -> None:
+def test_repetitive_bytes_are_compressed_in_the_store(store_root: Path) -> None:
+    engine = Engine(StashConfig(store_url=f"file://{store_root}", threshold=0, compression="zstd"))
     data = b"abc" * 1_000_000
     stored = engine.serialize(data, COORDINATE)
     assert stored["size"] < len(data) // 10

@@ -61,7 +61,7 @@ def layout_of(data: bytes) -> ObjectLayout:
 
 def written(root: Path, value: Any, **config: Any) -> tuple[bytes, dict]:
     """Store ``value`` with the engine on a LocalStore; returns the object's bytes and the row."""
-    engine = Engine(StashConfig(store_url=f"file://{root}", threshold=0, **config))
+    engine = Engine(StashConfig(store_url=f"file://{root}", threshold=0, **{"compression": "zstd", **config}))
     stored = engine.serialize(value, COORD)
     path = Path(stored["uri"][len("file://") :])
     return path.read_bytes(), stored

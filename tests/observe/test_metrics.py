@@ -239,7 +239,7 @@ def test_observer_counts_inline_values_without_events_only_when_no_subscriber_wa
 def engine_with_metrics(root: Path, **kwargs: Any) -> tuple[Engine, Sink]:
     sink = Sink()
     recorder = MetricsRecorder(sink, flush_seconds=3600)
-    config = kwargs.pop("config", StashConfig(store_url=f"file://{root}", read_ahead=False))
+    config = kwargs.pop("config", StashConfig(store_url=f"file://{root}", read_ahead=False, compression="zstd"))
     return Engine(config, subscribers=[recorder], **kwargs), sink
 
 

@@ -297,7 +297,7 @@ def layout_of(path: Path) -> container.ObjectLayout:
 
 
 def test_large_value_with_a_flipped_byte_in_any_frame_raises_integrity_error(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path, threshold=0)
+    engine = make_engine(tmp_path, threshold=0, compression="zstd")
     value = big_value()
     row = engine.serialize(value, coord(0, "big"))
     path = path_of(row)

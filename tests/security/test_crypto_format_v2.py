@@ -32,7 +32,7 @@ B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def make_engine(root: Path, keyset: Keyset, **security: Any) -> Engine:
-    config = StashConfig(store_url=f"file://{root}", threshold=0, read_ahead=False)
+    config = StashConfig(store_url=f"file://{root}", threshold=0, read_ahead=False, compression="zstd")
     security = {"keyring": KeyRing.single(keyset), "encrypt": True, "sign_references": True, **security}
     return Engine(config, open_store(config.store_url), guard=Guard(SecurityConfig(**security)))
 

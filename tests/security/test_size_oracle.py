@@ -28,7 +28,7 @@ DAG = "team_a_etl"
 
 
 def make_engine(root: Path, keyset: Keyset | None, **security: Any) -> Engine:
-    config = StashConfig(store_url=f"file://{root}", threshold=0, read_ahead=False)
+    config = StashConfig(store_url=f"file://{root}", threshold=0, read_ahead=False, compression="zstd")
     if keyset is not None:
         security = {"keyring": KeyRing.single(keyset), "encrypt": True, "sign_references": True, **security}
     return Engine(config, open_store(config.store_url), guard=Guard(SecurityConfig(**security)))

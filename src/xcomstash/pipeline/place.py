@@ -27,6 +27,7 @@ from xcomstash.coordinate import (
 )
 from xcomstash.errors import StoreError
 from xcomstash.format import container
+from xcomstash.format.compression import resolve as resolve_compression
 from xcomstash.format.frames import FrameError, FrameWriter
 from xcomstash.format.reference import Reference, clip_summary
 from xcomstash.pipeline.pools import LazyPool
@@ -70,7 +71,7 @@ class Placer:
         # Nor compressed, unless their DAG opts in: compressing a secret next to data someone
         # else chose turns the stored size into an oracle for the secret (CRIME). Their frames
         # are padded besides (see xcomstash.format.frames), so sizes come in buckets.
-        compression = self.config.compression
+        compression = resolve_compression(self.config.compression, self.store.capabilities.local)
         if envelope is not None and not self.guard.compresses_encrypted(coordinate.dag_id):
             compression = "none"
         header = container.ObjectHeader(
