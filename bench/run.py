@@ -505,8 +505,8 @@ def raw_lines(results: list[dict[str, Any]], store: str, cases: list[str]) -> li
     lines: list[str] = []
     limit = 1 / RAW_TARGET
     for name in cases:
-        if "raw" not in contenders_for(CASES[name]):
-            continue
+        if "raw" not in contenders_for(CASES[name]) or CASES[name]["kind"] == "concurrency":
+            continue  # a concurrency group's comparison is its own table (bench.sweeps.render)
         group = _by(results, name, store)
         x, raw = group.get("xcomstash"), group.get("raw")
         if x is None and raw is None:
