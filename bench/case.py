@@ -15,6 +15,13 @@ cannot serialize the type) is ``unsupported``.
 
 The ``raw`` contender (:func:`_raw`) does the same with the store's own client (``bench.stores``):
 one upload and one download of one object, the bytes compared.
+
+A worker of a concurrency group (spec field ``ready_file``; see ``bench.sweeps``) is the same
+single-value case with its own seed and map_index; once its payload is built it creates the
+ready file and blocks on a line from stdin, which the orchestrator writes to every worker of the
+group at once: the common start. It reports when it read that line and when its pull ended
+(``started_at`` / ``finished_at``, ``time.time()``), so the orchestrator can measure from the
+common start to the last finish.
 """
 
 from __future__ import annotations
@@ -84,9 +91,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "s3raw":
         result.update(_s3_raw(case, store))
         return result
+    gate = _gate(spec.get("ready_file"))
     if spec["contender"] == "raw":
         try:
-            result.update(_raw(case, store, spec.get("raw_bytes"), payloads))
+            result.update(_raw(case, store, spec.get("raw_bytes"), payloads, gate))
         except Outcome as out:
             result.update(status=out.status, error=out.error, push_s=None, pull_s=None, total_s=None)
             if out.tb:
@@ -98,16 +106,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     result["import_s"] = round(time.perf_counter() - t0, 3)
     result["batch_pull"] = getattr(contender, "batch_helper", None) is not None
 
-    # Warm-up: same kind of value, another dag_id (not counted in stored bytes).
+    # Warm-up: same kind of value, another dag_id (not counted in stored bytes); the workers of
+    # a concurrency group each under their own map_index.
+    map_index = case.get("map_index", -1)
     t0 = time.perf_counter()
     try:
-        if kind in ("frame", "fanin"):
+        if kind in ("frame", "fanin", "concurrency"):
             warm = payloads.make_frame(2000, seed=1)
         elif kind == "array":
             warm = payloads.make_array(0.2, seed=1)
         else:
             warm = payloads.make_small(0)
-        contender.pull(contender.push(warm, "warmup", dag_id="warmup"))
+        contender.pull(contender.push(warm, "warmup", map_index, dag_id="warmup"))
         result["warmup_error"] = None
     except Exception as exc:  # the measured push reports the real problem
         result["warmup_error"] = _first_line(exc)
@@ -116,8 +126,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     result["rss_start_mb"] = round(rss_mb(), 1)
 
     try:
-        if kind in ("frame", "array"):
-            measured = _single(contender, case, payloads)
+        if kind in ("frame", "array", "concurrency"):
+            measured = _single(contender, case, payloads, gate)
         elif kind == "small":
             measured = _small(contender, case, payloads)
         elif kind == "fanin":
@@ -155,37 +165,63 @@ def _verify(expected: Any, got: Any, payloads: Any) -> None:
         raise Outcome("FAILED", f"wrong value pulled back: {str(exc)[:600]}") from None
 
 
+def _gate(ready_file: str | None) -> Any:
+    """The common start of a concurrency group: a callable that returns ``time.time()`` once the
+    group may start (at once when this process is not part of a group, else after creating
+    ``ready_file`` and reading one line from stdin), and whether it waited."""
+
+    def open_gate() -> tuple[float, bool]:
+        if not ready_file:
+            return time.time(), False
+        with open(ready_file, "w") as f:
+            f.write(str(os.getpid()))
+        sys.stdin.buffer.readline()
+        return time.time(), True
+
+    return open_gate
+
+
+def _is_frame(case: dict[str, Any]) -> bool:
+    return case["kind"] in ("frame", "concurrency")
+
+
 def _build(case: dict[str, Any], payloads: Any) -> Any:
-    if case["kind"] == "frame":
-        return payloads.make_frame(case["rows"])
+    if _is_frame(case):
+        return payloads.make_frame(case["rows"], seed=case.get("seed", payloads.SEED))
     return payloads.make_array(case["mib"])
 
 
-def _single(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any]:
+def _single(contender: Any, case: dict[str, Any], payloads: Any, gate: Any) -> dict[str, Any]:
     value = _build(case, payloads)
     payload_bytes = payloads.nbytes(value)
     reset_peak()
     rss_payload = rss_mb()
 
+    started_at, gated = gate()
     t0 = time.perf_counter()
-    row = _guard("push", contender.push, value, "producer")
+    row = _guard("push", contender.push, value, "producer", case.get("map_index", -1))
     push_s = time.perf_counter() - t0
     peak_push = hwm_mb()
 
     del value
-    reset_peak()
+    if not gated:  # a group's wall time runs on: no gc.collect() between push and pull
+        reset_peak()
     rss_before_pull = rss_mb()
     t0 = time.perf_counter()
     got = _guard("pull", contender.pull, row)
     pull_s = time.perf_counter() - t0
+    finished_at = time.time()
     peak_pull = hwm_mb()
 
     t0 = time.perf_counter()
     _verify(_build(case, payloads), got, payloads)
-    return _measures(
+    out = _measures(
         push_s, pull_s, payload_bytes, rss_payload, rss_before_pull, peak_push, peak_pull,
         row_bytes=len(row.encode()), items=1, verify_s=time.perf_counter() - t0,
     )
+    if gated:
+        out.update(started_at=started_at, finished_at=finished_at)
+    return out
 
 
 def _small(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any]:
@@ -223,7 +259,7 @@ def _small(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any
 def _fanin(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any]:
     """Push ``count`` ~1 MB frames with map_index 0..count-1 (each built, pushed, dropped, as
     by separate mapped tasks), then pull all of them into one list (the fan-in task)."""
-    n, item_mib = case["count"], case["item_mib"]
+    n, item_mib, item_rows = case["count"], case["item_mib"], case.get("item_rows")
     reset_peak()
     rss_payload = rss_mb()
     rows: list[str] = []
@@ -231,7 +267,7 @@ def _fanin(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any
     payload_bytes = 0
     push = contender.push
     for i in range(n):
-        item = payloads.make_fanin_item(i, item_mib)
+        item = payloads.make_fanin_item(i, item_mib, item_rows)
         payload_bytes += payloads.nbytes(item)
         t0 = time.perf_counter()
         rows.append(_guard("push", push, item, "mapped", i))
@@ -249,7 +285,7 @@ def _fanin(contender: Any, case: dict[str, Any], payloads: Any) -> dict[str, Any
     t0 = time.perf_counter()
     _verify(n, len(got), payloads)
     for i, value in enumerate(got):
-        _verify(payloads.make_fanin_item(i, item_mib), value, payloads)
+        _verify(payloads.make_fanin_item(i, item_mib, item_rows), value, payloads)
     return _measures(
         push_s, pull_s, payload_bytes, rss_payload, rss_before_pull, peak_push, peak_pull,
         row_bytes=sum(len(r.encode()) for r in rows), items=n, verify_s=time.perf_counter() - t0,
@@ -297,10 +333,10 @@ def _raw_bytes(case: dict[str, Any], size: int | None, payloads: Any) -> tuple[b
     import numpy as np
 
     if size:
-        return np.random.default_rng(11).bytes(size), "random bytes, as many as xcomstash stored"
+        return np.random.default_rng(case.get("seed", 11)).bytes(size), "random bytes, as many as xcomstash stored"
     value = _build(case, payloads)
     buf = io.BytesIO()
-    if case["kind"] == "frame":
+    if _is_frame(case):
         from bench.contenders import _write_ipc
 
         _write_ipc(value, buf)
@@ -309,7 +345,9 @@ def _raw_bytes(case: dict[str, Any], size: int | None, payloads: Any) -> tuple[b
     return buf.getvalue(), "the array's .npy bytes (no xcomstash result to size it)"
 
 
-def _raw(case: dict[str, Any], store: dict[str, Any], size: int | None, payloads: Any) -> dict[str, Any]:
+def _raw(
+    case: dict[str, Any], store: dict[str, Any], size: int | None, payloads: Any, gate: Any
+) -> dict[str, Any]:
     """One upload and one download of one object through the store's own client (see
     ``bench.stores``), after a small warm-up object; the downloaded bytes must be identical."""
     from bench import contenders, stores
@@ -318,27 +356,32 @@ def _raw(case: dict[str, Any], store: dict[str, Any], size: int | None, payloads
     client = stores.raw_client(store)
     import_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    # The workers of a concurrency group each use keys of their own.
+    suffix = f"-{case['map_index']}" if "map_index" in case else ""
     warm = b"w" * (256 * 1024)
-    client.put("warmup/raw.bin", warm)
-    if bytes(client.get("warmup/raw.bin", len(warm))) != warm:
+    client.put(f"warmup/raw{suffix}.bin", warm)
+    if bytes(client.get(f"warmup/raw{suffix}.bin", len(warm))) != warm:
         raise RuntimeError("warm-up object came back different")
     warmup_s = time.perf_counter() - t0
     rss_start = rss_mb()
     data, source = _raw_bytes(case, size, payloads)
-    key = f"{contenders.DAG_ID}/raw/object.bin"
+    key = f"{contenders.DAG_ID}/raw/object{suffix}.bin"
     reset_peak()
     rss_payload = rss_mb()
 
+    started_at, gated = gate()
     t0 = time.perf_counter()
     _guard("push", client.put, key, data)
     push_s = time.perf_counter() - t0
     peak_push = hwm_mb()
 
-    reset_peak()
+    if not gated:  # a group's wall time runs on: no gc.collect() between upload and download
+        reset_peak()
     rss_before_pull = rss_mb()
     t0 = time.perf_counter()
     got = _guard("pull", client.get, key, len(data))
     pull_s = time.perf_counter() - t0
+    finished_at = time.time()
     peak_pull = hwm_mb()
 
     t0 = time.perf_counter()
@@ -350,6 +393,8 @@ def _raw(case: dict[str, Any], store: dict[str, Any], size: int | None, payloads
     )
     out.update(import_s=round(import_s, 3), warmup_s=round(warmup_s, 3), rss_start_mb=round(rss_start, 1),
                raw_source=source, raw_how=client.how)
+    if gated:
+        out.update(started_at=started_at, finished_at=finished_at)
     client.close()
     return out
 

@@ -93,8 +93,16 @@ def fanin_rows(item_mib: float) -> int:
     return rows_for_mib(item_mib)
 
 
-def make_fanin_item(map_index: int, item_mib: float):
-    return make_frame(fanin_rows(item_mib), seed=SEED + 1 + map_index)
+def rows_for_kib(kib: float) -> int:
+    """Rows giving about ``kib`` KiB in memory, rounded to 100 rows (100 KiB -> 1,300 rows):
+    :func:`rows_for_mib` rounds to 1,000 rows, too coarse below 1 MiB."""
+    return max(100, int(round(kib * 1024 / ROW_BYTES / 100.0)) * 100)
+
+
+def make_fanin_item(map_index: int, item_mib: float, rows: int | None = None):
+    """The item of ``map_index``: ``rows`` rows when given (the fan-in sweep's small items),
+    else about ``item_mib`` MiB."""
+    return make_frame(rows or fanin_rows(item_mib), seed=SEED + 1 + map_index)
 
 
 def nbytes(value: Any) -> int:

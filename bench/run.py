@@ -3,6 +3,10 @@
     .venv/bin/python -m bench.run [--quick] [--json bench/results/latest.json]
                                   [--stores local,s3,gcs,azure,redis,replicated] [--cases df10,df300,...]
                                   [--contenders xcomstash,common.io,BaseXCom,baseline,raw]
+                                  [--sweep size,fanin,concurrency] [--max-mib N] [--max-width N] [--max-workers N]
+
+``--sweep`` adds the series of cases of ``bench.sweeps`` (how cost grows with the value's size,
+the fan-in width and the number of concurrent workers); ``bench.plots`` draws them.
 
 Each selected store's server (SeaweedFS, fake-gcs-server, redis-server on 127.0.0.1, from
 ``tests/harness``; see ``bench/stores.py``) is started once and stopped at the end, also on
@@ -29,6 +33,7 @@ from typing import Any
 from bench import contenders as C
 from bench import payloads
 from bench import stores as S
+from bench import sweeps as W
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -82,6 +87,8 @@ def contenders_for(case: dict[str, Any]) -> list[str]:
     kind = case["kind"]
     if kind == "s3raw":
         return ["boto3"]
+    if kind == "concurrency":  # N processes at once: xcomstash against the store's own client
+        return list(W.CONCURRENCY_CONTENDERS)
     if kind == "small":  # xcomstash keeps these inline: the comparison is with BaseXCom
         return ["xcomstash", "BaseXCom", "baseline"]
     if kind == "fanin":  # many small objects: no single object for a raw transfer
@@ -129,19 +136,20 @@ class Runner:
         self.workdir = workdir
         self.timeout = timeout
         self.console = console
-        self.proc: subprocess.Popen | None = None
+        self.procs: list[subprocess.Popen] = []
         self.count = 0
         self.base_env = _child_base_env()
         self.keyset: str | None = None
 
-    def run_case(
-        self, case: dict[str, Any], store: dict[str, Any], contender: str, total: int, raw_bytes: int | None = None
-    ) -> dict[str, Any]:
+    def _prepare(
+        self, case: dict[str, Any], store: dict[str, Any], contender: str, raw_bytes: int | None
+    ) -> tuple[Path, dict[str, Any], dict[str, Any], dict[str, str]]:
+        """The case's directory, its store (a fresh root or prefix), its spec and environment."""
         self.count += 1
         tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{self.count:03d}-{store['kind']}-{case['name']}-{contender}")
         cdir = self.workdir / tag
         store = S.for_case(store, tag, str(cdir / "store"))
-        spec = {"case": case, "contender": contender, "store": store, "airflow_home": str(cdir / "home")}
+        spec: dict[str, Any] = {"case": case, "contender": contender, "store": store, "airflow_home": str(cdir / "home")}
         if self.keyset:
             spec["keyset"] = self.keyset
         if raw_bytes:
@@ -152,33 +160,116 @@ class Runner:
         if contender == "xcomstash":
             env.update(xcomstash_overrides())
         cdir.mkdir(parents=True, exist_ok=True)
-        err_path = cdir / "stderr.log"
-        started = time.perf_counter()
+        return cdir, store, spec, env
+
+    def _spawn(self, spec: dict[str, Any], env: dict[str, str], err_path: Path, stdin: Any) -> subprocess.Popen:
         with open(err_path, "wb") as err:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.case", json.dumps(spec)],
                 cwd=ROOT,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=err,
                 start_new_session=True,
             )
-            try:
-                out, _ = self.proc.communicate(timeout=self.timeout)
-                result = _parse(out)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                result = {"status": "TIMEOUT", "error": f"no result within {self.timeout:.0f} s"}
-            except BaseException:  # Ctrl-C / SIGTERM while the case runs: take it down too
-                self.kill()
-                raise
-            finally:
-                rc = self.proc.returncode
-                self.proc = None
-        wall = time.perf_counter() - started
+        self.procs.append(proc)
+        return proc
+
+    def run_case(
+        self, case: dict[str, Any], store: dict[str, Any], contender: str, total: int, raw_bytes: int | None = None
+    ) -> dict[str, Any]:
+        if case["kind"] == "concurrency":
+            return self.run_group(case, store, contender, total, raw_bytes)
+        cdir, store, spec, env = self._prepare(case, store, contender, raw_bytes)
+        err_path = cdir / "stderr.log"
+        started = time.perf_counter()
+        proc = self._spawn(spec, env, err_path, subprocess.DEVNULL)
+        try:
+            out, _ = proc.communicate(timeout=self.timeout)
+            result = _parse(out)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            result = {"status": "TIMEOUT", "error": f"no result within {self.timeout:.0f} s"}
+        except BaseException:  # Ctrl-C / SIGTERM while the case runs: take it down too
+            self.kill()
+            raise
+        finally:
+            rc = proc.returncode
+            self.procs = []
         if result is None:
             result = {"status": "ERROR", "error": f"case process exited {rc} without a result"}
+        if result.get("status") not in ("ok", "unsupported", "n/a"):
+            result["stderr_tail"] = _tail(err_path)
+        return self._finish(result, case, store, contender, cdir, time.perf_counter() - started, total)
+
+    def run_group(
+        self, case: dict[str, Any], store: dict[str, Any], contender: str, total: int, raw_bytes: int | None = None
+    ) -> dict[str, Any]:
+        """A concurrency point: ``case["workers"]`` case processes on one store prefix, each with
+        its own value and AIRFLOW_HOME, released together once all are ready (see
+        ``bench.sweeps``); one result for the group."""
+        cdir, store, spec, env = self._prepare(case, store, contender, raw_bytes)
+        n = case["workers"]
+        started = time.perf_counter()
+        deadline = started + self.timeout
+        procs: list[subprocess.Popen] = []
+        ready = [cdir / f"ready-{i}" for i in range(n)]
+        try:
+            for i in range(n):
+                wspec = dict(spec, case=W.worker_case(case, i), airflow_home=str(cdir / f"home-{i}"),
+                             ready_file=str(ready[i]))
+                wenv = dict(env, AIRFLOW_HOME=wspec["airflow_home"])
+                if contender == "xcomstash":  # a cold read cache of its own, as in C.child_env
+                    wenv["AIRFLOW__XCOMSTASH__CACHE_DIR"] = str(cdir / f"home-{i}" / "xcomstash-cache")
+                    wenv.update(xcomstash_overrides())
+                procs.append(self._spawn(wspec, wenv, cdir / f"stderr-{i}.log", subprocess.PIPE))
+            # Every worker imports, warms up and builds its value first; then all start at once.
+            while not all(p.exists() for p in ready):
+                if any(proc.poll() is not None for proc in procs) or time.perf_counter() > deadline:
+                    break
+                time.sleep(0.02)
+            all_ready = all(p.exists() for p in ready)
+            start = time.time()
+            for proc in procs:
+                try:
+                    proc.stdin.write(b"go\n")
+                    proc.stdin.close()
+                except (BrokenPipeError, OSError):
+                    pass
+                proc.stdin = None  # closed: communicate() below must not flush it
+            workers: list[dict[str, Any]] = []
+            for i, proc in enumerate(procs):
+                try:
+                    out, _ = proc.communicate(timeout=max(1.0, deadline - time.perf_counter()))
+                    r = _parse(out) or {"status": "ERROR", "error": f"worker {i} exited {proc.returncode} without a result"}
+                except subprocess.TimeoutExpired:
+                    r = {"status": "TIMEOUT", "error": f"no result within {self.timeout:.0f} s"}
+                if r.get("status") not in ("ok", "unsupported", "n/a"):
+                    r["stderr_tail"] = _tail(cdir / f"stderr-{i}.log")
+                workers.append(r)
+            self.kill()  # any worker left over after a timeout
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            self.procs = []
+        result = W.aggregate(case, workers, start)
+        if not all_ready and result["status"] == "ok":  # cannot happen unless a ready file vanished
+            result.update(status="ERROR", error="not every worker reached the start line")
+        if result["status"] != "ok":
+            tails = [w.get("stderr_tail") for w in workers if w.get("stderr_tail")]
+            if tails:
+                result["stderr_tail"] = tails[0]
+        result = self._finish(result, case, store, contender, cdir, time.perf_counter() - started, total)
+        W.moved(result)
+        return result
+
+    def _finish(
+        self, result: dict[str, Any], case: dict[str, Any], store: dict[str, Any], contender: str,
+        cdir: Path, wall: float, total: int,
+    ) -> dict[str, Any]:
+        """Label the result, measure what the case stored, clear its prefix and report progress."""
         result.setdefault("case", case["name"])
         result.setdefault("contender", contender)
         shared = store_independent(case, contender)
@@ -187,8 +278,7 @@ class Runner:
             result["shared"] = shared
         result["ran_on"] = store["kind"]
         result["process_wall_s"] = round(wall, 2)
-        if result.get("status") not in ("ok", "unsupported", "n/a"):
-            result["stderr_tail"] = _tail(err_path)
+        W.tag(result, case)
         try:
             client = S.raw_client(store)
         except Exception as exc:
@@ -231,18 +321,20 @@ class Runner:
         )
 
     def kill(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:  # the child runs in its own session: its group id is its pid
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        """Take down the running case process(es): each runs in its own session, so its group
+        id is its pid."""
+        for proc in self.procs:
+            if proc.poll() is not None:
+                continue
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=5)
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
 
 
 def _parse(out: bytes) -> dict[str, Any] | None:
@@ -311,14 +403,18 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
             table.add_column(col, justify=just, no_wrap=col in ("case", "contender"))
         raw: list[dict[str, Any]] = []
         notes: list[str] = []
+        rows = 0
         for name in cases:
             case = CASES[name]
             group = _by(results, name, store)
             if case["kind"] == "s3raw":
                 raw.extend(group.values())
                 continue
+            if case["kind"] == "concurrency":  # a table of its own (bench.sweeps.render)
+                continue
             if not group:
                 continue
+            rows += 1
             ref_name = "BaseXCom" if case["kind"] == "small" else "common.io"
             ref = group.get(ref_name, {})
             ref_ok = ref.get("status") == "ok"
@@ -364,7 +460,8 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
                     "—" if net is None or payload < MIB else f"{net:.2f}",
                 )
             table.add_section()
-        console.print(table)
+        if rows:  # none when the run was only the concurrency sweep (its own table)
+            console.print(table)
         for note in notes:
             console.print(note, highlight=False)
         for line in raw_lines(results, store, cases) + member_lines(results, store, cases):
@@ -381,6 +478,8 @@ def render(console: Any, results: list[dict[str, Any]], stores: list[str], cases
                 )
             else:
                 console.print(f"[bold red]raw S3 throughput: {r.get('status')}: {r.get('error')}[/]")
+        if not rows:
+            continue
         console.print(
             "[dim]¹ common.io total ÷ this total (BaseXCom for small values). "
             "² (peak RSS − RSS before the payload was built) ÷ payload bytes: 1.0 = only the value "
@@ -406,8 +505,8 @@ def raw_lines(results: list[dict[str, Any]], store: str, cases: list[str]) -> li
     lines: list[str] = []
     limit = 1 / RAW_TARGET
     for name in cases:
-        if "raw" not in contenders_for(CASES[name]):
-            continue
+        if "raw" not in contenders_for(CASES[name]) or CASES[name]["kind"] == "concurrency":
+            continue  # a concurrency group's comparison is its own table (bench.sweeps.render)
         group = _by(results, name, store)
         x, raw = group.get("xcomstash"), group.get("raw")
         if x is None and raw is None:
@@ -471,7 +570,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="", help="comma-separated: " + ",".join(CASES))
     parser.add_argument("--contenders", default="", help="comma-separated subset of " + ",".join(C.CONTENDERS))
     parser.add_argument("--timeout", type=float, default=0, help="seconds per case process")
+    sweep = parser.add_argument_group("sweeps (how cost grows; see bench/sweeps.py)")
+    sweep.add_argument("--sweep", action="append", default=[],
+                       help="comma-separated, repeatable: " + ",".join(W.SWEEPS) + " or all; with no --cases, "
+                       "only the sweeps run")
+    sweep.add_argument("--max-mib", type=float, default=W.SIZES_MIB[-1],
+                       help=f"size sweep: largest DataFrame, MiB (default {W.SIZES_MIB[-1]})")
+    sweep.add_argument("--max-width", type=int, default=W.WIDTHS[-1],
+                       help=f"fan-in sweep: widest fan-in (default {W.WIDTHS[-1]:,})")
+    sweep.add_argument("--max-workers", type=int, default=W.WORKERS[-1],
+                       help=f"concurrency sweep: most worker processes (default {W.WORKERS[-1]})")
+    sweep.add_argument("--fanin-kib", type=float, default=W.FANIN_KIB,
+                       help=f"fan-in sweep: KiB per item (default {W.FANIN_KIB})")
+    sweep.add_argument("--concurrency-mib", type=float, default=W.CONCURRENCY_MIB,
+                       help=f"concurrency sweep: MiB of each worker's DataFrame (default {W.CONCURRENCY_MIB})")
     args = parser.parse_args(argv)
+    try:
+        sweeps = W.parse(args.sweep)
+    except ValueError as exc:
+        parser.error(str(exc))
+    swept = W.cases(sweeps, max_mib=args.max_mib, max_width=args.max_width, max_workers=args.max_workers,
+                    fanin_kib=args.fanin_kib, concurrency_mib=args.concurrency_mib)
+    if sweeps and not swept:
+        parser.error("the --max-* limits leave no point of the selected sweeps")
+    # The sweeps' cases join the catalogue for this run (the tables and ratios look them up by name).
+    CASES.update({c["name"]: c for c in swept})
 
     from rich.console import Console
 
@@ -488,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             console.print(f"store {s} is compared with its members: adding {', '.join(missing)}")
             stores[stores.index(s):stores.index(s)] = missing
-    cases = [c for c in args.cases.split(",") if c] or (QUICK if args.quick else FULL)
+    cases = [c for c in args.cases.split(",") if c] or ([] if sweeps else (QUICK if args.quick else FULL))
+    cases += [c["name"] for c in swept if c["name"] not in cases]
     for c in cases:
         if c not in CASES:
             parser.error(f"unknown case {c!r}; known: {', '.join(CASES)}")
@@ -516,8 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                     shared_done.add((name, contender))
                 why = not_applicable(case, contender, store)
                 if why:
-                    skipped.append({"case": name, "store": "any" if shared else store, "contender": contender,
-                                    "status": "n/a", "error": why, "shared": shared})
+                    skipped.append(W.tag({"case": name, "store": "any" if shared else store, "contender": contender,
+                                          "status": "n/a", "error": why, "shared": shared}, case))
                     continue
                 plan.append((case, store, contender))
 
@@ -539,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "per_case_timeout_s": timeout,
+        "sweeps": {"selected": sweeps, "max_mib": args.max_mib, "max_width": args.max_width,
+                   "max_workers": args.max_workers, "fanin_kib": args.fanin_kib,
+                   "concurrency_mib": args.concurrency_mib} if sweeps else None,
         "xcomstash_overrides": xcomstash_overrides(),
         "versions": _versions(),
         "servers": {},
@@ -581,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
             if contender == "raw":  # as many bytes as xcomstash stored (one copy), measured just now
                 done = _by(results, case["name"], store_kind).get("xcomstash", {})
                 if done.get("status") == "ok" and done.get("object_bytes"):
-                    raw_bytes = done["object_bytes"] // done.get("copies", 1)
+                    # A concurrency group stored one object per worker: one worker's share.
+                    raw_bytes = done["object_bytes"] // done.get("copies", 1) // case.get("workers", 1)
             results.append(runner.run_case(case, store_of[store_kind], contender, len(plan), raw_bytes))
         partial_stores = [s for s in stores if s in ("local", "s3") and s in used]
         if partial_mib and partial_stores:
@@ -601,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print()
     render(console, results, stores, cases)
+    W.render(console, results, stores)
     if meta.get("partial_read"):
         from bench.partial_read import describe
 
