@@ -372,3 +372,32 @@ def test_unpack_table_accepts_the_largest_valid_entries() -> None:
         (1, FRAME_SIZE, 0xFFFFFFFF),
         (0, 0, 0),
     ]
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["plaintext", "sealed"])
+@pytest.mark.parametrize("seed", range(6))
+def test_writes_of_any_sizes_cut_the_same_frames_as_one_write(sealed: bool, seed: int, pool: ThreadPoolExecutor) -> None:
+    """Writes that end mid-frame, exactly on a frame boundary, or span many frames give the
+    frames one write of the whole payload gives; a sealed object's last frame is the last one."""
+    import random
+
+    rng = random.Random(seed)
+    payload = os.urandom(rng.randrange(1, 9 * SMALL)) + repetitive(rng.randrange(0, 3 * SMALL))
+    if seed % 2:  # ends exactly on a frame boundary, after a write that ended mid-frame
+        payload = payload[: max(2, len(payload) // SMALL) * SMALL] if len(payload) > SMALL else os.urandom(2 * SMALL)
+    cuts = sorted(rng.sample(range(1, len(payload)), min(len(payload) - 1, rng.randrange(1, 12))))
+    cuts += [c for c in (SMALL, 2 * SMALL, 2 * SMALL + 1) if c < len(payload)]  # on and next to boundaries
+    key = cipher() if sealed else None
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, "zstd", 3, pool, frame_size=SMALL, cipher=key)
+    for start, stop in zip([0, *sorted(set(cuts))], [*sorted(set(cuts)), len(payload)]):
+        assert writer.write(payload[start:stop]) == stop - start
+    frames = writer.finish()
+    assert [f.raw_len for f in frames] == [SMALL] * (len(payload) // SMALL) + ([len(payload) % SMALL] if len(payload) % SMALL else [])
+    body = sink.getvalue()
+    read_at, readinto_at = reader_over(body)
+    got = b"".join(
+        open_frame(i, f, offset, read_at, cipher=key, last=i == len(frames) - 1)
+        for i, (f, (offset, _)) in enumerate(zip(frames, frame_offsets(frames, 0)))
+    )
+    assert got == payload

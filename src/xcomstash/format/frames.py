@@ -236,12 +236,24 @@ class FrameWriter:
         self.raw_size += n
         if self._check_size is not None:
             self._check_size(self.raw_size)
-        self._buffer += view
+        size = self._frame_size
         hold = 1 if self._cipher is not None else 0  # keep a full frame back: it may be the last
-        while len(self._buffer) >= self._frame_size + hold:
-            chunk = bytes(self._buffer[: self._frame_size])
-            del self._buffer[: self._frame_size]
-            self._submit(chunk)
+        buffer = self._buffer
+        if buffer:  # complete the frame begun by earlier writes
+            take = min(size - len(buffer), view.nbytes)
+            buffer += view[:take]
+            view = view[take:]
+            if len(buffer) < size or view.nbytes < hold:
+                return n
+            self._submit(bytes(buffer))
+            buffer.clear()
+        # Whole frames straight from the caller's bytes: one copy each (codecs write whole
+        # column buffers at once), not a copy into the buffer and another out of it.
+        start, end = 0, view.nbytes
+        while end - start >= size + hold:
+            self._submit(bytes(view[start : start + size]))
+            start += size
+        buffer += view[start:]
         return n
 
     def _submit(self, chunk: bytes, last: bool = False, pad_to: Callable[[int], int] | None = None) -> None:
