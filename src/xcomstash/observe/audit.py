@@ -88,8 +88,13 @@ class AuditEvent:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (a shallow dict: every event is logged, and ``asdict``'s
+        deep copy of it cost more than the log line)."""
+        return {k: v for k in self.__dataclass_fields__ if (v := getattr(self, k)) not in ("", None, {})}
+
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v not in ("", None, {})}, default=str)
+        return json.dumps(self.to_dict(), default=str)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> AuditEvent:
@@ -120,7 +125,7 @@ class LoggingSink:
             f" uri={event.uri}" if event.uri else "",
             f" key_id={event.key_id}" if event.key_id else "",
             f" error={event.error}" if event.error else "",
-            extra={"xcomstash_audit": json.loads(event.to_json())},
+            extra={"xcomstash_audit": event.to_dict()},
         )
 
     def flush(self) -> None:
