@@ -1,0 +1,54 @@
+"""The cost of the work integrity checking adds, measured on this machine: how fast one core
+and all cores hash (SHA-256, what every frame's digest is) and copy memory, in 1 MiB frames.
+
+    .venv/bin/python -m bench.floor [--mib 300]
+
+It prints the throughputs and what they mean for a value of ``--mib``: a push hashes every
+byte once and a pull hashes it once more, so hashing alone costs ``2 x size / rate`` of the
+round trip however the rest is done. Compare that with the bare baseline's whole round trip
+(``bench.run``'s ``baseline`` contender) to see how close to it a checked value can come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+MIB = 1024 * 1024
+
+
+def _rate(work, frames: list[bytes], threads: int) -> float:
+    """Bytes per second of ``work`` over ``frames`` on ``threads`` threads (best of 3)."""
+    total = sum(len(f) for f in frames)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, frames[: threads * 2]))  # warm up
+        for _ in range(3):
+            started = time.perf_counter()
+            list(pool.map(work, frames))
+            best = min(best, time.perf_counter() - started)
+    return total / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=300)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    frames = [os.urandom(MIB) for _ in range(min(args.mib, 256))]
+    size = args.mib * MIB
+    for name, work in (("SHA-256", lambda f: hashlib.sha256(f).digest()), ("memory copy", bytearray)):
+        one, every = _rate(work, frames, 1), _rate(work, frames, cores)
+        print(
+            f"{name:12s} 1 core {one / 1e9:5.2f} GB/s   {cores} cores {every / 1e9:5.2f} GB/s   "
+            f"{args.mib} MiB once: {size / every:.3f} s on all cores"
+        )
+        if name == "SHA-256":
+            print(f"{'':12s} push + pull hash {args.mib} MiB twice: at least {2 * size / every:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
