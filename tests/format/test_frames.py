@@ -101,7 +101,7 @@ def test_round_trip_is_byte_identical_at_frame_size_boundaries(
     assert writer.body_size == len(body) == sum(f.stored_len for f in frames)
     assert writer.tell() == size
     back = read(frames, body, pool, offset=13)
-    assert isinstance(back, bytearray)
+    assert not memoryview(back).readonly and memoryview(back).c_contiguous  # codecs may keep it as the value's memory
     assert bytes(back) == payload
 
 

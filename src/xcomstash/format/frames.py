@@ -403,6 +403,23 @@ def open_frame_into(
         target[:] = _unseal(index, frame, sealed, cipher, last)
 
 
+#: Below this a payload buffer is a plain bytearray (zero-filling it costs nothing worth saving).
+_LAZY_BUFFER_BYTES = 1 << 20
+
+
+def payload_buffer(size: int) -> Any:
+    """A writable, contiguous buffer of ``size`` bytes that the frames are then written into.
+
+    Not ``bytearray(size)`` for large payloads: that fills every byte with zero first, a pass
+    over the whole payload (and all its page faults) on the calling thread before any frame is
+    read. ``numpy.empty`` leaves the pages to be faulted in by the pool threads that write them."""
+    if size < _LAZY_BUFFER_BYTES:
+        return bytearray(size)
+    import numpy as np
+
+    return np.empty(size, dtype=np.uint8)
+
+
 def read_frames(
     frames: list[Frame],
     body_offset: int,
@@ -410,10 +427,10 @@ def read_frames(
     readinto_at: Callable[[int, memoryview], int],
     pool: ThreadPoolExecutor,
     cipher: FrameCipher | None = None,
-) -> bytearray:
+) -> Any:
     """Assemble the uncompressed payload: every frame opened (:func:`open_frame_into`) straight
     into its place in one preallocated buffer, on the pool (no second copy of the payload)."""
-    dest = bytearray(sum(f.raw_len for f in frames))
+    dest = payload_buffer(sum(f.raw_len for f in frames))
     view = memoryview(dest)
     last_index = len(frames) - 1
     jobs = list(enumerate(zip(frames, frame_offsets(frames, body_offset))))
