@@ -217,6 +217,8 @@ def _subscribers(guard: Guard, trace_file: str | None, extra: Iterable[Subscribe
     subscribers: list[Subscriber] = list(extra)
     if guard.audit_log is not None:
         subscribers.append(AuditRecorder(guard.audit_log, guard.actor, inline=guard.config.audit_inline))
-    subscribers.append(TraceRecorder(trace_file))
+    # One log line per operation: the audit's, when it logs, says what the trace's would.
+    logs_audit = guard.audit_log is not None and guard.audit_log.logs()
+    subscribers.append(TraceRecorder(trace_file, log_lines=not logs_audit))
     return subscribers
 

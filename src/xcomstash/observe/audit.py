@@ -49,6 +49,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from xcomstash.observe.events import STORED
+from xcomstash.observe.trace import describe
+
 log = logging.getLogger("xcomstash.observe.audit")
 
 PREFIX = "!audit"
@@ -84,6 +87,9 @@ class AuditEvent:
     #: For a refused reference: the XCom the row *claimed* to hold, when it is not the XCom
     #: asked for (``xcom``, under which the event is filed and queried).
     claimed: dict[str, Any] = field(default_factory=dict)
+    #: For the log line only, never recorded: what the stored value is, its size, the time
+    #: taken (the trace's description), so one line per operation says all of it.
+    detail: str = field(default="", compare=False)
     ts: str = field(default_factory=now_iso)
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
@@ -91,7 +97,9 @@ class AuditEvent:
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set (a shallow dict: every event is logged, and ``asdict``'s
         deep copy of it cost more than the log line)."""
-        return {k: v for k in self.__dataclass_fields__ if (v := getattr(self, k)) not in ("", None, {})}
+        return {
+            k: v for k in self.__dataclass_fields__ if k != "detail" and (v := getattr(self, k)) not in ("", None, {})
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), default=str)
@@ -119,12 +127,13 @@ class LoggingSink:
         level = logging.INFO if event.outcome == OK else logging.WARNING
         log.log(
             level,
-            "xcomstash audit: %s %s dag_id=%s run_id=%s task_id=%s map_index=%s key=%s%s%s%s",
+            "xcomstash audit: %s %s dag_id=%s run_id=%s task_id=%s map_index=%s key=%s%s%s%s%s",
             event.op, event.outcome, x.get("dag_id"), x.get("run_id"), x.get("task_id"),
             x.get("map_index"), x.get("key"),
             f" uri={event.uri}" if event.uri else "",
             f" key_id={event.key_id}" if event.key_id else "",
             f" error={event.error}" if event.error else "",
+            f" ({event.detail})" if event.detail else "",
             extra={"xcomstash_audit": event.to_dict()},
         )
 
@@ -283,6 +292,10 @@ class AuditLog:
     def __init__(self, sinks: Iterable[Sink]) -> None:
         self.sinks = tuple(sinks)
 
+    def logs(self) -> bool:
+        """Whether events go to the log (then the trace does not log stored values again)."""
+        return any(isinstance(sink, LoggingSink) for sink in self.sinks)
+
     def record(self, event: AuditEvent) -> None:
         for sink in self.sinks:
             try:
@@ -333,6 +346,9 @@ class AuditRecorder:
                 source=event.source,
                 failover=list(event.failover),
                 claimed=getattr(event, "claimed", None) or {},
+                detail=describe(event.summary, event.size or 0, event.seconds)
+                if event.outcome == OK and event.route == STORED
+                else "",
             )
         )
 

@@ -30,12 +30,16 @@ class TraceEvent:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def emit(event: TraceEvent, trace_file: str | None) -> None:
-    if event.route == "stored":
+def describe(summary: str, stored_bytes: int, seconds: float) -> str:
+    """What a stored value's log line says about it: what it is, its size, the time taken."""
+    return f"{summary}, {stored_bytes:,} bytes in {seconds:.3f}s"
+
+
+def emit(event: TraceEvent, trace_file: str | None, log_line: bool = True) -> None:
+    if event.route == "stored" and log_line:
         log.info(
-            "xcomstash %s %s: %s, %s bytes in %.3fs at %s",
-            event.op, event.xcom.get("key"), event.summary, f"{event.stored_bytes:,}",
-            event.seconds, event.uri,
+            "xcomstash %s %s: %s at %s", event.op, event.xcom.get("key"),
+            describe(event.summary, event.stored_bytes, event.seconds), event.uri,
         )
     if trace_file:
         line = json.dumps(asdict(event), default=str) + "\n"
@@ -51,13 +55,18 @@ class TraceRecorder:
 
     Successful operations only: failures are the audit log's and the exception's business."""
 
-    def __init__(self, trace_file: str | None) -> None:
+    def __init__(self, trace_file: str | None, *, log_lines: bool = True) -> None:
         self.trace_file = trace_file
+        #: False when the audit log's line already says it (one log line per operation:
+        #: see :class:`xcomstash.observe.audit.LoggingSink`).
+        self.log_lines = log_lines
         #: Inline values are traced only into a file (the log line is for stored values).
         self.wants_inline = bool(trace_file)
 
     def __call__(self, event: Event) -> None:
         if event.outcome != OK or (event.route != STORED and not self.trace_file):
+            return
+        if not self.trace_file and not self.log_lines:
             return
         emit(
             TraceEvent(
@@ -72,6 +81,7 @@ class TraceRecorder:
                 extra=_with_source(event),
             ),
             self.trace_file,
+            self.log_lines,
         )
 
     def flush(self) -> None:
