@@ -18,11 +18,10 @@ SECTION = "xcomstash"
 
 
 def _conf() -> Any:
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - older layouts
-        from airflow.configuration import conf
-    return conf
+    """Airflow's configuration object (where it lives depends on the Airflow minor)."""
+    from xcomstash.airflow.compat import conf
+
+    return conf()
 
 
 def read_config() -> tuple[StashConfig, str | None]:
@@ -87,8 +86,9 @@ def s3_client_from_connection(conn_id: str | None) -> Any:
 
 
 def serde_converter() -> StructureConverter:
-    from airflow.sdk.serde import deserialize, serialize
+    from xcomstash.airflow.compat import serde
 
+    serialize, deserialize = serde()
     return StructureConverter(to_structure=serialize, from_structure=deserialize)
 
 
