@@ -91,11 +91,13 @@ def _environ(run_root: Path) -> dict[str, str]:
     return env
 
 
-def _timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def _timed(
+    argv: list[str], env: dict[str, str], cwd: Path, release: Release
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     seconds = time.perf_counter() - started
-    record_command(argv, seconds, None)
+    record_command(argv, seconds, None, airflow=release.airflow)
     return proc, seconds
 
 
@@ -106,11 +108,11 @@ def run_demo(release: Release, root: Path) -> DemoRun:
     shutil.copy(DEMO_DAG, root / "dags")
     shutil.copyfile(installation.migrated_db, root / "airflow.db")
     env = _environ(root)
-    proc, seconds = _timed([str(installation.bin("airflow")), "dags", "test", DAG_ID], env, root)
+    proc, seconds = _timed([str(installation.bin("airflow")), "dags", "test", DAG_ID], env, root, release)
     run = DemoRun(installation, root, proc.returncode, proc.stdout + proc.stderr, seconds)
     (root / "dags-test.log").write_text(run.output)
     run.reconcile, _ = _timed(
-        [str(installation.bin("xcomstash")), "reconcile", "--dry-run", "--grace", "0s", "--json"], env, root
+        [str(installation.bin("xcomstash")), "reconcile", "--dry-run", "--grace", "0s", "--json"], env, root, release
     )
     return run
 

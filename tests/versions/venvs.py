@@ -103,7 +103,7 @@ def uv_command() -> list[str]:
 def _run(argv: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = INSTALL_TIMEOUT_S) -> None:
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
-    record_command(argv, time.perf_counter() - started, None)
+    record_command(argv, time.perf_counter() - started, None, airflow=log.parent.name.split("-")[0])
     with open(log, "a") as f:
         f.write(f"$ {' '.join(argv)}\n(exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}\n")
     if proc.returncode != 0:
