@@ -5,9 +5,9 @@ tier needs the other supported minors too. Each gets a virtualenv of its own und
 ``.cache/airflow-venvs/<release>-<key>`` (git-ignored), where the key is a hash of everything
 the installation depends on: the pinned Airflow release, the date its dependencies are
 resolved as of, the extra packages, the Python version, the repository's path and its
-``[project]`` table (dependencies, entry points). A second run finds the directory complete and
-installs nothing; uv's own download cache (``~/.cache/uv``, shared with ``scripts/bootstrap.sh``)
-serves the wheels of a reinstall.
+``[project]`` table (dependencies, entry points); a new key replaces the release's old
+directory. A second run finds the directory complete and installs nothing; uv's own download
+cache (``~/.cache/uv``, shared with ``scripts/bootstrap.sh``) serves the wheels of a reinstall.
 
 xcomstash is installed editable from this checkout, so source changes need no reinstall.
 A migrated SQLite metadata database is kept beside each virtualenv, so a run copies it instead
@@ -119,7 +119,9 @@ def ensure(release: Release) -> Installation:
         if (root / COMPLETE).exists():
             return Installation(release, root, 0.0)
         started = time.perf_counter()
-        shutil.rmtree(root, ignore_errors=True)
+        for stale in CACHE.glob(f"{release.airflow}-*"):  # this release, other inputs: replaced
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         root.mkdir()
         _make(release, root)
         seconds = time.perf_counter() - started
