@@ -18,6 +18,7 @@ from typing import Any
 
 from xcomstash.airflow.compat import plugin_base
 
+#: The Task SDK's class where there is one (what a worker without airflow-core has); core's on 3.1.
 AirflowPlugin = plugin_base()
 
 #: Where the app is mounted on the API server.
