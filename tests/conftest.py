@@ -47,6 +47,7 @@ _FILE_WEIGHTS = {
     "tests/maintenance/test_check.py": 40,
     "tests/airflow/test_plugin_ui.py": 45,
     "tests/bench/test_sweeps.py": 25,
+    "tests/versions/test_airflow_minors.py": 150,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
 #: installation fixture): about one or two Airflow commands, 10-20 s each.

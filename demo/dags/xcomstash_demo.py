@@ -4,12 +4,14 @@ mapped fan-out/fan-in between tasks through XCom (and so through xcomstash)."""
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pandas as pd
 from airflow.sdk import dag, get_current_context, task
 
-ROWS = 500_000
+#: Rows of the extracted DataFrame (the tests run the demo smaller, on several Airflow releases).
+ROWS = int(os.environ.get("XCOMSTASH_DEMO_ROWS", "500000"))
 
 
 def frame_digest(df: pd.DataFrame) -> str:

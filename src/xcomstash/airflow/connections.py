@@ -121,9 +121,11 @@ def _require_connection(conn_id: str, location: StoreLocation) -> None:
     """A connection the URL names must exist: Airflow's hooks would otherwise fall back to
     ambient credentials (or none) and the error would blame the store."""
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
 
+    from xcomstash.airflow.compat import not_found_error
     from xcomstash.errors import ConfigError
+
+    AirflowNotFoundException = not_found_error()
 
     try:
         BaseHook.get_connection(conn_id)
@@ -200,8 +202,10 @@ def gcs_client(location: StoreLocation) -> Any:
 def _google_extras(conn_id: str, *, named: bool) -> dict[str, Any]:
     """The connection's extras; ``{}`` when the default connection is not defined."""
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
 
+    from xcomstash.airflow.compat import not_found_error
+
+    AirflowNotFoundException = not_found_error()
     try:
         connection = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:

@@ -29,13 +29,14 @@ def metrics_enabled(conf: Any) -> bool:
 
 
 class StatsSink:
-    """Sends each :class:`Metric` through ``airflow.sdk.observability.stats`` (the entry
-    point Airflow recommends to providers), with its tags as Airflow passes its own."""
+    """Sends each :class:`Metric` through Airflow's ``Stats`` (``airflow.sdk.observability``,
+    the entry point Airflow recommends to providers, on 3.2 and later), with its tags as
+    Airflow passes its own."""
 
     def __init__(self) -> None:
-        from airflow.sdk.observability import stats
+        from xcomstash.airflow.compat import stats
 
-        self._stats = stats
+        self._stats = stats()
 
     def __call__(self, metric: Metric) -> None:
         tags = metric.tag_dict()
@@ -58,11 +59,7 @@ def metrics_subscribers(conf: Any, *, own_process: bool = False) -> list[Metrics
     if not metrics_enabled(conf):
         return []
     if own_process:
-        from airflow.sdk.observability import stats
-        from airflow.sdk.observability.metrics import stats_utils
+        from xcomstash.airflow.compat import initialize_stats
 
-        stats.initialize(
-            factory=stats_utils.get_stats_factory(),
-            export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True),
-        )
+        initialize_stats(export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True))
     return [MetricsRecorder(StatsSink())]

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-try:  # the task SDK's class (what a worker without Airflow core has); core accepts it too
-    from airflow.sdk.plugins_manager import AirflowPlugin
-except ImportError:  # pragma: no cover - Airflow before the SDK's plugins manager
-    from airflow.plugins_manager import AirflowPlugin
+from xcomstash.airflow.compat import plugin_base
+
+#: The Task SDK's class where there is one (what a worker without airflow-core has); core's on 3.1.
+AirflowPlugin = plugin_base()
 
 #: Where the app is mounted on the API server.
 URL_PREFIX = "/xcomstash"

@@ -37,12 +37,10 @@ def variable_source(name: str) -> str:
 
 
 def _masker() -> Any:
-    """Airflow's secrets masker of this process (its module moved within Airflow 3)."""
-    try:
-        from airflow.sdk._shared.secrets_masker import _secrets_masker
-    except ImportError:
-        from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # type: ignore[no-redef]
-    return _secrets_masker()
+    """Airflow's secrets masker of this process."""
+    from xcomstash.airflow.compat import secrets_masker
+
+    return secrets_masker()
 
 
 def masker_pattern() -> Pattern[str] | None:

@@ -18,11 +18,10 @@ SECTION = "xcomstash"
 
 
 def _conf() -> Any:
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - older layouts
-        from airflow.configuration import conf
-    return conf
+    """Airflow's configuration object (where it lives depends on the Airflow minor)."""
+    from xcomstash.airflow.compat import conf
+
+    return conf()
 
 
 def read_config() -> tuple[StashConfig, str | None]:
@@ -86,16 +85,21 @@ def s3_client_from_connection(conn_id: str | None) -> Any:
     return s3_client(StoreLocation(kind="s3", conn_id=conn_id))
 
 
-#: serde's names of the dict keys its serialize refuses in a user's dict (the others it leaves
-#: alone, so a dict holding them is still stored as it is).
-_SERDE_MARKER_NAMES = ("CLASSNAME", "SCHEMA_ID")
+#: serde's dict keys its serialize refuses in a user's dict, by the names serde gives them
+#: (the defaults are their values in every supported Airflow). The other marker keys serde
+#: leaves alone, so a dict holding them is still stored as it is.
+_SERDE_MARKERS = {"CLASSNAME": "__classname__", "SCHEMA_ID": "__id__"}
 
 
 def serde_converter() -> StructureConverter:
-    from airflow.sdk import serde
+    import sys
 
-    reserved = frozenset(getattr(serde, name) for name in _SERDE_MARKER_NAMES if hasattr(serde, name))
-    return StructureConverter(to_structure=serde.serialize, from_structure=serde.deserialize, reserved_keys=reserved)
+    from xcomstash.airflow.compat import serde
+
+    serialize, deserialize = serde()
+    module = sys.modules[serialize.__module__]
+    reserved = frozenset(getattr(module, name, default) for name, default in _SERDE_MARKERS.items())
+    return StructureConverter(to_structure=serialize, from_structure=deserialize, reserved_keys=reserved)
 
 
 @cache
