@@ -335,3 +335,22 @@ def test_large_frame_round_trips_across_many_frames(store_root: Path) -> None:
     df = pd.DataFrame({f"c{i}": rng.random(200_000) for i in range(8)})  # ~12.8 MB
     df["s"] = pd.Series(np.repeat(["alpha", "beta", "gamma", "delta"], 50_000))
     assert_same_frame(row_roundtrip(engine, df), df)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pd.DataFrame(),
+        pd.DataFrame({"b": np.ones(1000, dtype=bool), "i": np.zeros(1000, dtype="int8")}),
+        pd.DataFrame({"s": ["x"] * 1000, "c": pd.Categorical(["a", "b"] * 500), "f": np.arange(1000.0)}),
+        pd.DataFrame({"o": pd.Series([None, "y"] * 500, dtype=object)}, index=pd.RangeIndex(1000)),
+    ],
+    ids=["empty", "one-byte cells", "strings categories floats", "object"],
+)
+def test_the_cheap_size_bound_is_never_above_the_estimate(frame: pd.DataFrame) -> None:
+    """A frame is stored without estimating only when even its cheap bound reaches the
+    threshold: the bound must never be above what the estimate would have said."""
+    from xcomstash.codecs.pandas import PandasDataFrameCodec
+
+    codec = PandasDataFrameCodec()
+    assert codec.size_at_least(frame) <= codec.estimate_size(frame)

@@ -23,6 +23,11 @@ class Codec(ABC):
     def estimate_size(self, value: Any) -> int:
         """A cheap estimate of the encoded size, used for routing (no encoding)."""
 
+    def size_at_least(self, value: Any) -> int:
+        """A bound the size is certainly not below, cheaper than :meth:`estimate_size`: a
+        value past the threshold by this bound is stored without estimating (0: no bound)."""
+        return 0
+
     def meta(self, value: Any) -> dict[str, Any]:
         """JSON metadata the decoder needs, written into the object header."""
         return {}

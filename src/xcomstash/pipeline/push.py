@@ -104,7 +104,7 @@ class PushPath:
             return self._store(admission, coordinate, self.json_codec, value, json_summary(value), lambda s: s.write(body))
         kind = "table" if codec.name in _TABLE_CODECS else "bytes" if codec.name in _BYTES_CODECS else ""
         value = self.guard.screen_value(rules, value, kind, what)
-        if codec.inline_when_small and not exclusive:
+        if codec.inline_when_small and not exclusive and codec.size_at_least(value) < threshold:
             if route.route_by_size(codec.estimate_size(value), threshold=threshold, exclusive=False).inline:
                 structure = self._inline_structure(value)
                 if structure is not None:
