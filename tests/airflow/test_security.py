@@ -15,14 +15,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness.airflow import AirflowEnv, DagRunResult, raised_exceptions
+from tests.harness.airflow import AirflowEnv, CommandResult, DagRunResult, raised_exceptions
 
 pytestmark = pytest.mark.airflow
 
@@ -32,10 +30,8 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 CONN = {"conn_type": "postgres", "host": "db.internal", "login": "etl", "password": PASSWORD}
 
 
-def cli(env: AirflowEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcomstash.cli", *args], env=env.environ(), capture_output=True, text=True, timeout=120
-    )
+def cli(env: AirflowEnv, *args: str) -> CommandResult:
+    return env.xcomstash(*args, timeout=120)
 
 
 def failed_with(run: DagRunResult, task_id: str) -> tuple[str, str]:
