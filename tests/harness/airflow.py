@@ -29,6 +29,8 @@ cut per task at the ``[DAG TEST] starting/end task`` lines.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import json
 import os
 import re
@@ -39,6 +41,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -60,10 +63,16 @@ MARKER = "__xcomstash__"
 CLI = "import sys\nfrom xcomstash.cli import main\nsys.exit(main(sys.argv[1:]))"
 #: The fork server every ``airflow`` / ``xcomstash`` command of an env runs under.
 RUNNER = Path(__file__).with_name("airflow_runner.py")
-#: Variables a command may set on top of its fork server's environment (read when used,
-#: after the fork): any other difference needs a server of its own.
+#: Variables a command may set on top of its fork server's environment, because they are read
+#: when used, after the fork: xcomstash builds its engine from ``[xcomstash]`` in each process;
+#: the common.io backend reads ``[common.io]`` on first use; Airflow's environment secrets
+#: backend reads ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*`` at each lookup; the test DAGs read
+#: ``XCS_*`` when parsed; ``xcomstash migrate`` reads ``XCOMSTASH_MIGRATE_FAULT``; pytest names
+#: the current test in ``PYTEST_CURRENT_TEST``. Any other difference (the XCom backend class,
+#: the database, ...) gets a server of its own.
 LAZY_PREFIXES = (
-    "AIRFLOW__XCOMSTASH__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "XCOMSTASH_", "XCS_", "PYTEST_",
+    "AIRFLOW__XCOMSTASH__", "AIRFLOW__COMMON_IO__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "XCOMSTASH_",
+    "XCS_", "PYTEST_",
 )
 #: Fork servers kept alive per test process (each holds an imported Airflow, ~300 MB): the
 #: least recently used beyond this are closed.
@@ -293,16 +302,25 @@ class AirflowProcess:
     imported once, and each ``airflow`` or ``xcomstash`` command runs in a child forked from
     it, as the script would, with the command's own lazily read variables on top."""
 
-    def __init__(self, environ: Mapping[str, str], cwd: Path, log_path: Path) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], cwd: Path, log_path: Path, imports_to_stderr: bool = False
+    ) -> None:
+        """``imports_to_stderr``: Airflow is imported with ``sys.stdout`` pointing at stderr, as
+        the ``xcomstash`` CLI imports it for a command that prints a JSON report."""
         self.environ = dict(environ)
         self.commands = 0
+        #: Commands handed this server and not finished yet (a server in use is never evicted);
+        #: commands from several threads run one after another.
+        self.users = 0
+        self._lock = threading.Lock()
         #: What each command cost: its child's CPU seconds, and its argv.
         self.costs: list[tuple[float, list[str]]] = []
         self._log = open(log_path, "ab")
         self._cpu_before = children_cpu()
         self._started = time.perf_counter()
         self.popen = subprocess.Popen(
-            [sys.executable, str(RUNNER)], env=self.environ, cwd=cwd, stdin=subprocess.PIPE,
+            [sys.executable, str(RUNNER), *(["--imports-to-stderr"] if imports_to_stderr else [])],
+            env=self.environ, cwd=cwd, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
         )
 
@@ -320,9 +338,13 @@ class AirflowProcess:
         self.commands += 1
         request = {"argv": list(args), "program": program, "env": dict(env or {}),
                    "stdout": str(stdout), "stderr": str(stderr)}
-        self.popen.stdin.write((json.dumps(request) + "\n").encode())
-        self.popen.stdin.flush()
-        reply = self._reply(args, timeout)
+        try:
+            with self._lock:
+                self.popen.stdin.write((json.dumps(request) + "\n").encode())
+                self.popen.stdin.flush()
+                reply = self._reply(args, timeout)
+        finally:
+            self.users = max(0, self.users - 1)
         if reply is None:  # the server itself died: report it as the command's failure
             code = self.popen.wait()
             with open(stderr, "a") as err:
@@ -386,27 +408,55 @@ def close_servers() -> None:
         server.close()
 
 
+_SERVERS_LOCK = threading.Lock()
 atexit.register(close_servers)
 
 
-def _server_for(owner: AirflowEnv, environ: Mapping[str, str]) -> tuple[AirflowProcess, dict[str, str | None]]:
-    """The fork server for this env and environment (started if need be) and the variables a
-    command sets on top of it: every lazily read one (the server starts without them)."""
+def split_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str | None]]:
+    """A command's environment as (what its fork server starts with, what the command sets
+    on top): the lazily read variables go with the command."""
     fixed = {k: v for k, v in environ.items() if not k.startswith(LAZY_PREFIXES)}
     lazy: dict[str, str | None] = {k: v for k, v in environ.items() if k.startswith(LAZY_PREFIXES)}
-    key = frozenset(fixed.items())  # holds the env's AIRFLOW_HOME: never shared by two envs
-    server = _SERVERS.get(key)
-    if server is not None and not server.alive():
-        server.close()
-        del _SERVERS[key]
-        server = None
-    if server is None:
-        while len(_SERVERS) >= MAX_SERVERS:
-            _, old = _SERVERS.popitem(last=False)
-            old.close()
-        server = AirflowProcess(fixed, owner.root, owner.logs / "fork-server.log")
-        _SERVERS[key] = server
-    _SERVERS.move_to_end(key)
+    return fixed, lazy
+
+
+def json_report(args: Iterable[str]) -> bool:
+    """Whether ``xcomstash ARGS`` prints a JSON report (``--json``, or a command whose report
+    is JSON): the CLI then imports Airflow with stdout redirected to stderr."""
+    from xcomstash.cli import build_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parsed = build_parser().parse_args(list(args))
+    except SystemExit:  # a usage error: the CLI fails before importing anything
+        return False
+    return bool(getattr(parsed, "json", False) or getattr(parsed, "json_output", False))
+
+
+def _server_for(
+    owner: AirflowEnv, environ: Mapping[str, str], imports_to_stderr: bool = False
+) -> tuple[AirflowProcess, dict[str, str | None]]:
+    """The fork server for this env and environment (started if need be) and the variables a
+    command sets on top of it: every lazily read one (the server starts without them)."""
+    fixed, lazy = split_environ(environ)
+    # The key holds the env's AIRFLOW_HOME: never shared by two envs; and the handle's tag:
+    # a second handle (``server_tag``) runs commands beside the first one's.
+    key = frozenset([*fixed.items(), ("(imports to stderr)", str(imports_to_stderr)),
+                     ("(handle)", owner.server_tag)])
+    with _SERVERS_LOCK:
+        server = _SERVERS.get(key)
+        if server is not None and not server.alive():
+            server.close()
+            del _SERVERS[key]
+            server = None
+        if server is None:
+            idle = [k for k, s in _SERVERS.items() if not s.users]
+            for old_key in idle[: max(0, len(_SERVERS) + 1 - MAX_SERVERS)]:
+                _SERVERS.pop(old_key).close()
+            server = AirflowProcess(fixed, owner.root, owner.logs / "fork-server.log", imports_to_stderr)
+            _SERVERS[key] = server
+        _SERVERS.move_to_end(key)
+        server.users += 1  # until its command has run: not evicted by another thread meanwhile
     return server, lazy
 
 
@@ -463,6 +513,9 @@ class AirflowEnv:
             "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
         }
         self._count = 0
+        #: Commands of handles with different tags run in different fork servers, so two
+        #: handles of one installation may run commands at the same time (from two threads).
+        self.server_tag = ""
         #: Set inside ``one_process()``: the overrides every command of the block runs with.
         self._one_overrides: dict[str, str | None] | None = None
 
@@ -540,9 +593,11 @@ class AirflowEnv:
         self, program: str, args: list[str], env: Mapping[str, str | None] | None, timeout: float
     ) -> CommandResult:
         """``program *args`` in a child of this env's fork server for this environment."""
-        server, lazy = _server_for(self, self.environ(env))
-        self._count += 1
-        name = f"{self._count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', '-'.join([program, *args[:2]]))[:40]}"
+        server, lazy = _server_for(self, self.environ(env), program == "xcomstash" and json_report(args))
+        with _SERVERS_LOCK:
+            self._count += 1
+            count = self._count
+        name = f"{count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', '-'.join([program, *args[:2]]))[:40]}"
         out, err = self.logs / f"{name}.stdout", self.logs / f"{name}.stderr"
         started = time.perf_counter()
         returncode = server.run(args, out, err, timeout, program=program, env=lazy)

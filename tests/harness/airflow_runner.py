@@ -14,9 +14,9 @@ caches, secrets registered with the log masker, a task that kills its own proces
 over to the next command.
 
 A command may bring environment variables of its own (``env``): only those read when they are
-used, never at import (``LAZY_PREFIXES``: xcomstash's ``[xcomstash]`` options, Airflow
-connections and variables from the environment, the test DAGs' own switches). The harness
-starts another server for any other difference.
+used, never at import (``LAZY_PREFIXES`` in tests/harness/airflow.py: xcomstash's options,
+Airflow connections and variables from the environment, the test DAGs' own switches). The
+harness starts another server for any other difference.
 
 The execution API is built before the first ``dags test`` / ``tasks test`` (not at start: a
 server that only runs ``xcomstash`` commands never needs it). Building it starts no thread
@@ -24,8 +24,9 @@ server that only runs ``xcomstash`` commands never needs it). Building it starts
 
 Protocol (one JSON object a line):
 
-- stdin: ``{"argv": [...], "program": "airflow" | "xcomstash", "env": {name: value | null},
-  "stdout": path, "stderr": path}``: one command; its file descriptors 1 and 2 point at
+- stdin: ``{"argv": [...], "program": "airflow" | "xcomstash" | "python", "env": {...},
+  "stdout": path, "stderr": path}``: one command (``python``: argv is ``["-c", CODE, *ARGS]``;
+  ``env``: name -> value, or null to unset); its file descriptors 1 and 2 point at
   those files (so task logs written by any thread, or by C code, land in its own output).
 - the original stdout (the control channel): ``{"returncode": n, "seconds": s, "cpu": s}``
   after each command (the child's exit code, negative for a signal; its CPU seconds); and,
@@ -36,6 +37,7 @@ Protocol (one JSON object a line):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import resource
@@ -44,15 +46,6 @@ import threading
 import time
 import traceback
 from pathlib import Path
-
-#: Environment variables a command may set on top of the server's own: read when used, after
-#: the fork (xcomstash builds its engine from ``[xcomstash]`` per process; Airflow's
-#: environment secrets backend reads ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*`` at each lookup;
-#: the test DAGs read ``XCS_*`` when parsed; the migrate command reads ``XCOMSTASH_*``;
-#: pytest names the current test in ``PYTEST_CURRENT_TEST``).
-LAZY_PREFIXES = (
-    "AIRFLOW__XCOMSTASH__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "XCOMSTASH_", "XCS_", "PYTEST_",
-)
 
 #: Commands that run tasks through Airflow's in-process execution API.
 _API_COMMANDS = (("dags", "test"), ("tasks", "test"))
@@ -93,6 +86,15 @@ def _warm_execution_api() -> None:
                 pending.append(sub)
     if threading.active_count() != 1:  # forking with other threads alive is not safe
         raise RuntimeError(f"building the execution API started threads: {threading.enumerate()}")
+
+
+def _python_c() -> None:
+    """``python -c CODE ARGS...``: ``sys.argv`` is ``["-c", CODE, *ARGS]`` here; the code runs
+    as ``__main__`` with ``sys.argv == ["-c", *ARGS]``, as the interpreter would run it."""
+    code = sys.argv.pop(1)
+    sys.argv[0] = "-c"
+    sys.path[0] = ""  # as for ``python -c``: the working directory first
+    exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 
 
 def _point(fd: int, path: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> None:
@@ -143,10 +145,15 @@ def serve() -> None:
     sys.path[0] = str(Path(sys.executable).parent)
     control = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # import-time output goes to this process's stderr (the harness's log)
-    from airflow.__main__ import main as airflow_main
-    from xcomstash.cli import main as xcomstash_main
+    # ``--imports-to-stderr``: for ``xcomstash`` commands that print a JSON report. The CLI
+    # runs them with stdout redirected to stderr, so that Airflow, imported by the command,
+    # binds its log output to stderr and the report is all stdout holds; Airflow is imported
+    # here the same way.
+    with contextlib.redirect_stdout(sys.stderr if "--imports-to-stderr" in sys.argv else sys.stdout):
+        from airflow.__main__ import main as airflow_main
+        from xcomstash.cli import main as xcomstash_main
 
-    mains = {"airflow": airflow_main, "xcomstash": lambda: xcomstash_main(sys.argv[1:])}
+    mains = {"airflow": airflow_main, "xcomstash": lambda: xcomstash_main(sys.argv[1:]), "python": _python_c}
     warmed = False
     for line in sys.stdin:
         if not line.strip():
