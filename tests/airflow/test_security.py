@@ -198,12 +198,13 @@ def test_secrets_are_masked_under_policy_mask_inline_and_stored(secrets_env) -> 
         _no_secret_anywhere(env, run)
 
 
-def test_keyset_from_an_airflow_variable(make_airflow_env) -> None:
+def test_keyset_from_an_airflow_variable(secrets_env) -> None:
     """``keysets = variable:NAME`` reads the keyset through Airflow's Variables (here from the
-    environment-variables secrets backend, AIRFLOW_VAR_*), inside the task process."""
+    environment-variables secrets backend, AIRFLOW_VAR_*), inside the task process. (The
+    installation of the secrets tests, whose runs used no keyset: another DAG here.)"""
     from xcomstash.security.crypto.keyset import Keyset
 
-    env = make_airflow_env("keyset-variable", dags=["xcs_security.py"])
+    env = secrets_env
     keyset = Keyset.generate()
     run = env.dags_test(
         OTHER,
