@@ -22,33 +22,33 @@ sys.dont_write_bytecode = False
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-#: The files that take longest (seconds each took alone on the 2-core machine, 2026-12-03,
-#: after every Airflow command of an installation moved under one fork server), so that with
+#: The files that take longest (seconds each took in a run of the whole suite on two workers,
+#: 2026-12-03, after every Airflow command of an installation moved under one fork server), so that with
 #: pytest-xdist (whole files per worker) they start first and the short ones fill the gaps.
 #: The deployment modules wait on Airflow much of that time (CPU: local 225 s, celery 92 s).
 _FILE_WEIGHTS = {
-    "tests/deployment/test_local_executor.py": 335,
-    "tests/deployment/test_celery_executor.py": 105,
-    "tests/maintenance/test_migrate_airflow.py": 90,
-    "tests/airflow/test_replicated.py": 85,
-    "tests/maintenance/test_reconcile_airflow.py": 78,
-    "tests/maintenance/test_reconcile_cases_airflow.py": 75,
-    "tests/deployment/test_replicated_deployment.py": 70,
-    "tests/commands/test_rotation_airflow.py": 62,
-    "tests/airflow/test_security.py": 52,
-    "tests/airflow/test_default_security.py": 50,
-    "tests/airflow/test_compat.py": 45,
-    "tests/airflow/test_faults.py": 45,
-    "tests/airflow/test_plugin_ui.py": 45,
-    "tests/maintenance/test_retention_verify_airflow.py": 40,
-    "tests/maintenance/test_forged_rows_airflow.py": 35,
-    "tests/airflow/test_extra_links.py": 35,
-    "tests/airflow/test_cross_dag.py": 30,
-    "tests/maintenance/test_check.py": 30,
+    "tests/deployment/test_local_executor.py": 345,
+    "tests/deployment/test_celery_executor.py": 130,
+    "tests/maintenance/test_migrate_airflow.py": 81,
+    "tests/airflow/test_replicated.py": 61,
+    "tests/maintenance/test_reconcile_airflow.py": 100,
+    "tests/maintenance/test_reconcile_cases_airflow.py": 97,
+    "tests/deployment/test_replicated_deployment.py": 69,
+    "tests/commands/test_rotation_airflow.py": 105,
+    "tests/airflow/test_security.py": 80,
+    "tests/airflow/test_default_security.py": 38,
+    "tests/airflow/test_compat.py": 76,
+    "tests/airflow/test_faults.py": 40,
+    "tests/airflow/test_plugin_ui.py": 52,
+    "tests/maintenance/test_retention_verify_airflow.py": 30,
+    "tests/maintenance/test_forged_rows_airflow.py": 28,
+    "tests/airflow/test_extra_links.py": 17,
+    "tests/airflow/test_cross_dag.py": 17,
+    "tests/maintenance/test_check.py": 12,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
 #: installation fixture): one fork server (about 12 s) and a few commands.
-_AIRFLOW_FILE_WEIGHT = 20
+_AIRFLOW_FILE_WEIGHT = 15
 _AIRFLOW_FIXTURES = ("make_airflow_env", "make_env", "airflow_sqlite_template", "airflow_postgres_template")
 
 
