@@ -22,36 +22,35 @@ sys.dont_write_bytecode = False
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-#: The files that take longest (seconds each took in a run of the whole suite on three
-#: workers, 2026-12-03), so that with pytest-xdist (whole files per worker) they start
-#: first and the short ones fill the gaps.
+#: The files that take longest (seconds each took in a run of the whole suite on two workers,
+#: 2026-12-03, after every Airflow command of an installation moved under one fork server), so that with
+#: pytest-xdist (whole files per worker) they start first and the short ones fill the gaps.
+#: The deployment modules wait on Airflow much of that time (CPU: local 225 s, celery 92 s).
 _FILE_WEIGHTS = {
-    "tests/deployment/test_local_executor.py": 280,
-    "tests/airflow/test_security.py": 185,
-    "tests/deployment/test_celery_executor.py": 140,
-    "tests/maintenance/test_migrate_airflow.py": 110,
-    "tests/maintenance/test_reconcile_airflow.py": 110,
-    "tests/maintenance/test_reconcile_cases_airflow.py": 95,
-    "tests/commands/test_rotation_airflow.py": 90,
-    "tests/airflow/test_compat.py": 88,
-    "tests/airflow/test_default_security.py": 80,
-    "tests/airflow/test_faults.py": 73,
-    "tests/deployment/test_replicated_deployment.py": 70,
-    "tests/maintenance/test_retention_verify_airflow.py": 62,
-    "tests/maintenance/test_forged_rows_airflow.py": 55,
-    "tests/airflow/test_replicated.py": 60,
-    "tests/airflow/test_extra_links.py": 45,
-    "tests/airflow/test_cross_dag.py": 43,
-    "tests/airflow/test_sensitive_leaks.py": 37,
-    "tests/airflow/test_rerun.py": 35,
-    "tests/maintenance/test_check.py": 40,
-    "tests/airflow/test_plugin_ui.py": 45,
-    "tests/bench/test_sweeps.py": 25,
+    "tests/deployment/test_local_executor.py": 345,
+    "tests/deployment/test_celery_executor.py": 130,
+    "tests/maintenance/test_migrate_airflow.py": 81,
+    "tests/airflow/test_replicated.py": 61,
+    "tests/maintenance/test_reconcile_airflow.py": 100,
+    "tests/maintenance/test_reconcile_cases_airflow.py": 97,
+    "tests/deployment/test_replicated_deployment.py": 69,
+    "tests/commands/test_rotation_airflow.py": 105,
+    "tests/airflow/test_security.py": 80,
+    "tests/airflow/test_default_security.py": 38,
+    "tests/airflow/test_compat.py": 76,
+    "tests/airflow/test_faults.py": 40,
+    "tests/airflow/test_plugin_ui.py": 52,
+    "tests/maintenance/test_retention_verify_airflow.py": 30,
+    "tests/maintenance/test_forged_rows_airflow.py": 28,
+    "tests/airflow/test_extra_links.py": 17,
+    "tests/airflow/test_cross_dag.py": 17,
+    "tests/maintenance/test_check.py": 12,
     "tests/versions/test_airflow_minors.py": 150,
+    "tests/bench/test_sweeps.py": 25,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
-#: installation fixture): about one or two Airflow commands, 10-20 s each.
-_AIRFLOW_FILE_WEIGHT = 30
+#: installation fixture): one fork server (about 12 s) and a few commands.
+_AIRFLOW_FILE_WEIGHT = 15
 _AIRFLOW_FIXTURES = ("make_airflow_env", "make_env", "airflow_sqlite_template", "airflow_postgres_template")
 
 

@@ -208,10 +208,11 @@ class Background:
 
 
 def second_handle(env: AirflowEnv) -> AirflowEnv:
-    """The same installation, for commands in a process of their own while ``env`` has a
-    ``one_process()`` block open (its command logs numbered apart)."""
+    """The same installation, for commands run beside ``env``'s (from another thread, while
+    ``env`` has a ``one_process()`` block open): a fork server of its own, its command logs
+    numbered apart."""
     other = copy.copy(env)
-    other._one_environ, other._one, other._count = None, None, 100
+    other._one_overrides, other._count, other.server_tag = None, 100, "second"
     return other
 
 

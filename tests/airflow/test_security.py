@@ -15,14 +15,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness.airflow import AirflowEnv, DagRunResult, raised_exceptions
+from tests.harness.airflow import AirflowEnv, CommandResult, DagRunResult, raised_exceptions
 
 pytestmark = pytest.mark.airflow
 
@@ -32,10 +30,8 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 CONN = {"conn_type": "postgres", "host": "db.internal", "login": "etl", "password": PASSWORD}
 
 
-def cli(env: AirflowEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcomstash.cli", *args], env=env.environ(), capture_output=True, text=True, timeout=120
-    )
+def cli(env: AirflowEnv, *args: str) -> CommandResult:
+    return env.xcomstash(*args, timeout=120)
 
 
 def failed_with(run: DagRunResult, task_id: str) -> tuple[str, str]:
@@ -202,12 +198,13 @@ def test_secrets_are_masked_under_policy_mask_inline_and_stored(secrets_env) -> 
         _no_secret_anywhere(env, run)
 
 
-def test_keyset_from_an_airflow_variable(make_airflow_env) -> None:
+def test_keyset_from_an_airflow_variable(secrets_env) -> None:
     """``keysets = variable:NAME`` reads the keyset through Airflow's Variables (here from the
-    environment-variables secrets backend, AIRFLOW_VAR_*), inside the task process."""
+    environment-variables secrets backend, AIRFLOW_VAR_*), inside the task process. (The
+    installation of the secrets tests, whose runs used no keyset: another DAG here.)"""
     from xcomstash.security.crypto.keyset import Keyset
 
-    env = make_airflow_env("keyset-variable", dags=["xcs_security.py"])
+    env = secrets_env
     keyset = Keyset.generate()
     run = env.dags_test(
         OTHER,

@@ -27,12 +27,15 @@ from tests.harness.airflow import (
     AIRFLOW_BIN,
     REPO,
     XCOMSTASH_BACKEND,
+    AirflowProcess,
     PostgresTemplate,
     airflow_installed,
     children_cpu,
     clean_environ as _clean_environ,
     migrate_postgres_template,
+    json_report,
     record_command,
+    split_environ,
 )
 from tests.harness.api import AirflowAPI
 from tests.harness.processes import Process, spawn, stop_all
@@ -110,6 +113,8 @@ class Deployment:
         self.api_port = 0
         self.api: AirflowAPI | None = None  # type: ignore[assignment]
         self.timings: dict[str, float] = {}
+        self._forks: dict[frozenset[tuple[str, str]], AirflowProcess] = {}
+        self._fork_count = 0
         self._secret = secrets.token_urlsafe(32)
         self._fernet = _fernet_key()
 
@@ -290,6 +295,9 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every process by pid (SIGTERM, then SIGKILL), then the servers."""
+        for server in self._forks.values():
+            server.close()
+        self._forks.clear()
         stop_all(self.processes.values())
         for server in (self.proxy, self.redis, self.s3, self.pg if self._own_pg else None):
             if server is not None:
@@ -329,10 +337,31 @@ class Deployment:
     def python(self, code: str, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
                ) -> subprocess.CompletedProcess:
         """Run Python in a child with this deployment's environment (Airflow importable)."""
-        return self._run([sys.executable, "-c", code, *args], self.environ(env), timeout)
+        return self._run_forked("python", [code, *args], self.environ(env), timeout)
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return self._run([str(AIRFLOW_BIN), *args], self.environ(), timeout)
+
+    def _run_forked(self, program: str, args: list[str], env: Mapping[str, str], timeout: float
+                    ) -> subprocess.CompletedProcess:
+        """``program args`` in a child of this deployment's fork server for the environment (one
+        per environment, closed by :meth:`stop`): Airflow is imported once for the verifier
+        and CLI runs, each still a process of its own (tests/harness/airflow_runner.py)."""
+        fixed, lazy = split_environ(env)
+        # A ``-c`` run of the xcomstash CLI with a JSON report imports Airflow with stdout
+        # pointing at stderr (what the CLI does): so does its server.
+        quiet = program == "python" and "xcomstash.cli" in args[0] and json_report(args[1:])
+        key = frozenset([*fixed.items(), ("(imports to stderr)", str(quiet))])
+        server = self._forks.get(key)
+        if server is None or not server.alive():
+            server = self._forks[key] = AirflowProcess(fixed, self.root, self.log_dir / "fork-server.log", quiet)
+        self._fork_count += 1
+        out = self.log_dir / f"fork-{self._fork_count:02d}.stdout"
+        err = self.log_dir / f"fork-{self._fork_count:02d}.stderr"
+        code = server.run(args, out, err, timeout, program=program, env=lazy)
+        return subprocess.CompletedProcess(
+            [program, *args], code, out.read_text(errors="replace"), err.read_text(errors="replace")
+        )
 
     def _run(self, argv: list[str], env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess:
         started, cpu = time.monotonic(), children_cpu()

@@ -7,8 +7,8 @@ tests/deployment), in one place:
 - ``airflow``: a private Airflow installation (AIRFLOW_HOME, config, a migrated metadata DB
   on SQLite or PostgreSQL copied from a template), ``airflow dags test`` and other commands,
   and reading the xcom rows, store and trace they left;
-- ``airflow_runner``: a script, not imported: several ``airflow`` commands in one process
-  (``AirflowEnv.one_process()``);
+- ``airflow_runner``: a script, not imported: the fork server every ``airflow`` and
+  ``xcomstash`` command of an installation runs under (Airflow imported once per server);
 - ``api``: Airflow's REST API client (trigger, wait, task logs, clear);
 - ``proxy``: a TCP proxy that makes a server slow, hung or flaky on demand;
 - ``fixtures``: the session fixtures built from these (a pytest plugin).

@@ -15,9 +15,11 @@ the object store directory, the xcomstash trace file and the command's output.
 On PostgreSQL the template is a migrated database (``migrate_postgres_template``) and every
 env gets ``CREATE DATABASE ... TEMPLATE`` of it (instant).
 
-Several commands of one test can share one Airflow process (``with env.one_process(): ...``,
-tests/harness/airflow_runner.py): Airflow is imported and its in-process execution API built
-once instead of per command, the costliest part of a small ``dags test``.
+Every ``airflow`` and ``xcomstash`` command of an env runs in a child forked from a server that
+has imported Airflow (and, once a ``dags test`` needs it, built its in-process execution API):
+tests/harness/airflow_runner.py. Each command is still a process of its own that starts from
+what a new process would have after its imports; the costliest part of a small ``dags test``
+(imports, the execution API's versioned routes) is paid once per env instead of per command.
 
 ``airflow dags test`` runs every task in-process (Airflow's in-process test supervisor, same
 execution API, same XCom backend calls as a worker), so its output is the task logs; they are
@@ -26,6 +28,9 @@ cut per task at the ``[DAG TEST] starting/end task`` lines.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import json
 import os
 import re
@@ -36,8 +41,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +61,22 @@ COMMON_IO_BACKEND = "airflow.providers.common.io.xcom.backend.XComObjectStorageB
 MARKER = "__xcomstash__"
 #: The xcomstash CLI, run with an env's configuration.
 CLI = "import sys\nfrom xcomstash.cli import main\nsys.exit(main(sys.argv[1:]))"
-#: Runs several ``airflow`` commands in one process (``AirflowEnv.one_process``).
+#: The fork server every ``airflow`` / ``xcomstash`` command of an env runs under.
 RUNNER = Path(__file__).with_name("airflow_runner.py")
+#: Variables a command may set on top of its fork server's environment, because they are read
+#: when used, after the fork: xcomstash builds its engine from ``[xcomstash]`` in each process;
+#: the common.io backend reads ``[common.io]`` on first use; Airflow's environment secrets
+#: backend reads ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*`` at each lookup; the test DAGs read
+#: ``XCS_*`` when parsed; ``xcomstash migrate`` reads ``XCOMSTASH_MIGRATE_FAULT``; pytest names
+#: the current test in ``PYTEST_CURRENT_TEST``. Any other difference (the XCom backend class,
+#: the database, ...) gets a server of its own.
+LAZY_PREFIXES = (
+    "AIRFLOW__XCOMSTASH__", "AIRFLOW__COMMON_IO__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "XCOMSTASH_",
+    "XCS_", "PYTEST_",
+)
+#: Fork servers kept alive per test process (each holds an imported Airflow, ~300 MB): the
+#: least recently used beyond this are closed.
+MAX_SERVERS = 3
 
 DEFAULT_TIMEOUT_S = 300
 
@@ -273,42 +294,63 @@ class DagRunResult(CommandResult):
         )
 
 
-# --------------------------------------------------------------- one process, many commands
+# ------------------------------------------------------------------------ the fork server
 
 
 class AirflowProcess:
-    """One Airflow process (tests/harness/airflow_runner.py) that runs ``airflow`` commands one
-    after another, each as the ``airflow`` script would, with one fixed environment. Airflow is
-    imported, and its in-process execution API built, once for all of them."""
+    """A fork server (tests/harness/airflow_runner.py) with one fixed environment: Airflow is
+    imported once, and each ``airflow`` or ``xcomstash`` command runs in a child forked from
+    it, as the script would, with the command's own lazily read variables on top."""
 
-    def __init__(self, environ: Mapping[str, str], cwd: Path, log_path: Path) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], cwd: Path, log_path: Path, imports_to_stderr: bool = False
+    ) -> None:
+        """``imports_to_stderr``: Airflow is imported with ``sys.stdout`` pointing at stderr, as
+        the ``xcomstash`` CLI imports it for a command that prints a JSON report."""
         self.environ = dict(environ)
         self.commands = 0
-        #: What each command cost: its own CPU seconds in the process, and its argv.
+        #: Commands handed this server and not finished yet (a server in use is never evicted);
+        #: commands from several threads run one after another.
+        self.users = 0
+        self._lock = threading.Lock()
+        #: What each command cost: its child's CPU seconds, and its argv.
         self.costs: list[tuple[float, list[str]]] = []
         self._log = open(log_path, "ab")
         self._cpu_before = children_cpu()
         self._started = time.perf_counter()
         self.popen = subprocess.Popen(
-            [sys.executable, str(RUNNER)], env=self.environ, cwd=cwd, stdin=subprocess.PIPE,
+            [sys.executable, str(RUNNER), *(["--imports-to-stderr"] if imports_to_stderr else [])],
+            env=self.environ, cwd=cwd, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
         )
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def run(self, args: list[str], stdout: Path, stderr: Path, timeout: float) -> int:
-        """Run ``airflow *args``; its output goes to the two files. Returns its exit code (the
-        process's own, negative for a signal, if the command ended the process)."""
+    def run(
+        self, args: list[str], stdout: Path, stderr: Path, timeout: float,
+        program: str = "airflow", env: Mapping[str, str | None] | None = None,
+    ) -> int:
+        """Run ``program *args`` in a forked child (``env``: variables set, or unset with None,
+        on top of the server's); its output goes to the two files. Returns its exit code
+        (negative for a signal)."""
         assert self.popen.stdin is not None
         self.commands += 1
-        request = {"argv": list(args), "stdout": str(stdout), "stderr": str(stderr)}
-        self.popen.stdin.write((json.dumps(request) + "\n").encode())
-        self.popen.stdin.flush()
-        reply = self._reply(args, timeout)
-        if reply is None:  # the command took the process with it (e.g. a task that kills it)
-            return self.popen.wait()
-        self.costs.append((round(reply["cpu"], 2), list(args[:3])))
+        request = {"argv": list(args), "program": program, "env": dict(env or {}),
+                   "stdout": str(stdout), "stderr": str(stderr)}
+        try:
+            with self._lock:
+                self.popen.stdin.write((json.dumps(request) + "\n").encode())
+                self.popen.stdin.flush()
+                reply = self._reply(args, timeout)
+        finally:
+            self.users = max(0, self.users - 1)
+        if reply is None:  # the server itself died: report it as the command's failure
+            code = self.popen.wait()
+            with open(stderr, "a") as err:
+                err.write(f"\n[harness] the fork server exited ({code}); see its log\n")
+            return code if code else 1
+        self.costs.append((round(reply["cpu"], 2), [program, *args[:2]]))
         return int(reply["returncode"])
 
     def _reply(self, args: list[str], timeout: float) -> dict[str, Any] | None:
@@ -327,7 +369,7 @@ class AirflowProcess:
         return json.loads(data)
 
     def close(self, timeout: float = 60) -> None:
-        """End of input: the process exits; its cost goes to the command log."""
+        """End of input: the server exits; its cost (children included) goes to the log."""
         cpu = None
         if self.alive():
             assert self.popen.stdin is not None
@@ -353,6 +395,69 @@ class AirflowProcess:
             except (ProcessLookupError, PermissionError):
                 pass
         self.popen.wait()
+
+
+#: Every live fork server of this test process, least recently used first.
+_SERVERS: "OrderedDict[frozenset[tuple[str, str]], AirflowProcess]" = OrderedDict()
+
+
+def close_servers() -> None:
+    """Close every fork server (end of the session)."""
+    while _SERVERS:
+        _, server = _SERVERS.popitem(last=False)
+        server.close()
+
+
+_SERVERS_LOCK = threading.Lock()
+atexit.register(close_servers)
+
+
+def split_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str | None]]:
+    """A command's environment as (what its fork server starts with, what the command sets
+    on top): the lazily read variables go with the command."""
+    fixed = {k: v for k, v in environ.items() if not k.startswith(LAZY_PREFIXES)}
+    lazy: dict[str, str | None] = {k: v for k, v in environ.items() if k.startswith(LAZY_PREFIXES)}
+    return fixed, lazy
+
+
+def json_report(args: Iterable[str]) -> bool:
+    """Whether ``xcomstash ARGS`` prints a JSON report (``--json``, or a command whose report
+    is JSON): the CLI then imports Airflow with stdout redirected to stderr."""
+    from xcomstash.cli import build_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parsed = build_parser().parse_args(list(args))
+    except SystemExit:  # a usage error: the CLI fails before importing anything
+        return False
+    return bool(getattr(parsed, "json", False) or getattr(parsed, "json_output", False))
+
+
+def _server_for(
+    owner: AirflowEnv, environ: Mapping[str, str], imports_to_stderr: bool = False
+) -> tuple[AirflowProcess, dict[str, str | None]]:
+    """The fork server for this env and environment (started if need be) and the variables a
+    command sets on top of it: every lazily read one (the server starts without them)."""
+    fixed, lazy = split_environ(environ)
+    # The key holds the env's AIRFLOW_HOME: never shared by two envs; and the handle's tag:
+    # a second handle (``server_tag``) runs commands beside the first one's.
+    key = frozenset([*fixed.items(), ("(imports to stderr)", str(imports_to_stderr)),
+                     ("(handle)", owner.server_tag)])
+    with _SERVERS_LOCK:
+        server = _SERVERS.get(key)
+        if server is not None and not server.alive():
+            server.close()
+            del _SERVERS[key]
+            server = None
+        if server is None:
+            idle = [k for k, s in _SERVERS.items() if not s.users]
+            for old_key in idle[: max(0, len(_SERVERS) + 1 - MAX_SERVERS)]:
+                _SERVERS.pop(old_key).close()
+            server = AirflowProcess(fixed, owner.root, owner.logs / "fork-server.log", imports_to_stderr)
+            _SERVERS[key] = server
+        _SERVERS.move_to_end(key)
+        server.users += 1  # until its command has run: not evicted by another thread meanwhile
+    return server, lazy
 
 
 # ------------------------------------------------------------------------------- environment
@@ -408,36 +513,28 @@ class AirflowEnv:
             "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
         }
         self._count = 0
-        #: Set inside ``one_process()``: the environment its commands run with, and the
-        #: process (started by the first command, again after a command that ended it).
-        self._one_environ: dict[str, str] | None = None
-        self._one_overrides: dict[str, str | None] = {}
-        self._one: AirflowProcess | None = None
+        #: Commands of handles with different tags run in different fork servers, so two
+        #: handles of one installation may run commands at the same time (from two threads).
+        self.server_tag = ""
+        #: Set inside ``one_process()``: the overrides every command of the block runs with.
+        self._one_overrides: dict[str, str | None] | None = None
 
     # ---------------------------------------------------------------- running commands
 
     @contextmanager
     def one_process(self, env: Mapping[str, str | None] | None = None) -> Iterator[AirflowEnv]:
         """Run every ``airflow`` command of the block (``dags_test``, ``tasks_test``,
-        ``tasks_clear``, ``airflow``) in one Airflow process, one after another, with this
-        environment plus ``env``: for a test that runs several commands in a row. Each command
-        runs as the ``airflow`` script runs it and returns the same results; the test may look
-        at (and change) the database, the store and the keyset files between them: xcomstash's
-        process-wide engine is closed after each command and built afresh by the next, as in a
-        new process. A command inside the block that asks for a different environment (``env=``
-        other than the block's) is an error; ``xcomstash`` and ``python`` runs still get
-        processes of their own, with the env's own environment."""
-        if self._one_environ is not None:
+        ``tasks_clear``, ``airflow``) with this environment plus ``env``; a command inside the
+        block that asks for a different environment (``env=`` other than the block's) is an
+        error. (Every command runs in a child of the env's fork server, inside a block or not;
+        the block only fixes the environment of a series of commands.)"""
+        if self._one_overrides is not None:
             raise RuntimeError("one_process() blocks do not nest")
         self._one_overrides = dict(env or {})
-        self._one_environ = self.environ(self._one_overrides)
         try:
             yield self
         finally:
-            self._one_environ = None
-            if self._one is not None:
-                self._one.close()
-                self._one = None
+            self._one_overrides = None
 
     def environ(self, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
         env = clean_environ()
@@ -452,9 +549,15 @@ class AirflowEnv:
     def airflow(
         self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = DEFAULT_TIMEOUT_S
     ) -> CommandResult:
-        if self._one_environ is not None:
-            return self._run_in_one_process(list(args), env, timeout)
-        return self._run([str(AIRFLOW_BIN), *args], env, timeout)
+        if self._one_overrides is not None:
+            merged = {**self._one_overrides, **(env or {})}
+            if self.environ(merged) != self.environ(self._one_overrides):
+                raise ValueError(
+                    f"airflow {' '.join(args[:3])}: inside one_process() every command runs with the "
+                    "environment the block was opened with (pass the overrides to one_process())"
+                )
+            env = merged
+        return self._run_forked("airflow", list(args), env, timeout)
 
     def python(
         self, code: str, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 120
@@ -466,7 +569,7 @@ class AirflowEnv:
         self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = DEFAULT_TIMEOUT_S
     ) -> CommandResult:
         """The ``xcomstash`` CLI with this installation's configuration."""
-        return self._run([sys.executable, "-c", CLI, *args], env, timeout)
+        return self._run_forked("xcomstash", list(args), env, timeout)
 
     def xcomstash_json(self, *args: str, expect: int = 0, **kwargs: Any) -> dict[str, Any]:
         result = self.xcomstash(*args, "--json", **kwargs)
@@ -486,26 +589,19 @@ class AirflowEnv:
         (self.logs / f"{name}.out").write_text(result.describe(limit=10**9))
         return result
 
-    def _run_in_one_process(
-        self, args: list[str], env: Mapping[str, str | None] | None, timeout: float
+    def _run_forked(
+        self, program: str, args: list[str], env: Mapping[str, str | None] | None, timeout: float
     ) -> CommandResult:
-        assert self._one_environ is not None
-        if self.environ({**self._one_overrides, **(env or {})}) != self._one_environ:
-            raise ValueError(
-                f"airflow {' '.join(args[:3])}: inside one_process() every command runs with the "
-                "environment the block was opened with (pass the overrides to one_process())"
-            )
-        self._count += 1
-        name = f"{self._count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', '-'.join(args[:2]))[:40]}"
+        """``program *args`` in a child of this env's fork server for this environment."""
+        server, lazy = _server_for(self, self.environ(env), program == "xcomstash" and json_report(args))
+        with _SERVERS_LOCK:
+            self._count += 1
+            count = self._count
+        name = f"{count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', '-'.join([program, *args[:2]]))[:40]}"
         out, err = self.logs / f"{name}.stdout", self.logs / f"{name}.stderr"
-        if self._one is not None and not self._one.alive():
-            self._one.close()
-            self._one = None
-        if self._one is None:
-            self._one = AirflowProcess(self._one_environ, self.root, self.logs / "one-process.log")
         started = time.perf_counter()
-        returncode = self._one.run(args, out, err, timeout)
-        argv = [str(AIRFLOW_BIN), *args]
+        returncode = server.run(args, out, err, timeout, program=program, env=lazy)
+        argv = [str(AIRFLOW_BIN), *args] if program == "airflow" else [sys.executable, "-c", CLI, *args]
         result = CommandResult(
             argv, returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
             time.perf_counter() - started,
