@@ -133,7 +133,7 @@ def test_s3_stopped_during_pushes_then_restarted(local_deployment: Deployment) -
         assert len(logs) >= 2, f"produce[{i}] did not need a retry"
         assert _store_error_in(logs[0]), f"produce[{i}] try 1 log has no xcomstash store error:\n{logs[0][-3000:]}"
         assert "S3 store unreachable" in logs[0] or "cannot upload" in logs[0]
-        assert "XD-DIGEST" in logs[-1] and "xcomstash push" in logs[-1]
+        assert "XD-DIGEST" in logs[-1] and "xcomstash audit: push ok" in logs[-1] and " bytes in " in logs[-1]
     rows = checks.verify_values(stack, ["xd_gated"])
     checks.assert_values_verified(rows, at_least=width)
     state = checks.assert_no_dangling(stack)

@@ -21,6 +21,7 @@ POLICY_DAG = "xcs_gc_oth*"
 @pytest.fixture(scope="module")
 def runs(make_env):
     env = make_env("retention", "sqlite")
+    env.config["AIRFLOW__XCOMSTASH__COMPRESSION"] = "zstd"  # stats report a compression ratio
     other = []
     with env.one_process():  # five runs in a row: one Airflow process
         for date in DATES:
