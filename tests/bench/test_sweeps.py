@@ -129,7 +129,8 @@ def test_concurrency_sweep_releases_every_worker_and_sizes_raw_by_xcomstash(runs
             assert len(r["per_worker"]) == n == r["workers"]
             assert len({w["pid"] for w in r["per_worker"]}) == n  # a process each
             assert all(0 <= w["started_s"] <= w["finished_s"] <= r["wall_s"] for w in r["per_worker"])
-            assert r["agg_mib_s"] == pytest.approx(n * 1 / r["wall_s"], rel=0.01)
+            # wall_s is rounded to 0.1 ms: on a fast run that alone is over 1 % of it
+            assert r["agg_mib_s"] == pytest.approx(n * 1 / r["wall_s"], rel=0.01 + 0.00005 / r["wall_s"])
         # one object per worker (distinct values: nothing shared by content), and the raw
         # workers moved one worker's share of those bytes each
         assert xs[n]["objects"] == n

@@ -84,6 +84,11 @@ class CachingStore(WrapperStore):
         #: Bytes this process believes the cache holds; ``None`` until the first scan.
         self._estimated_total: int | None = None
         self._fills_since_scan = 0
+        #: Bytes this process has filled in all; a scan adds those filled while it ran, which
+        #: it may not have seen, so concurrent fills never leave the estimate too low.
+        self._filled_bytes = 0
+        #: One trim at a time in this process: a later one sees what an earlier one removed.
+        self._trim_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._warned: set[str] = set()
         self._closed = False
@@ -293,6 +298,7 @@ class CachingStore(WrapperStore):
     def _after_fill(self, size: int, keep: Path) -> None:
         with self._lock:
             self._fills_since_scan += 1
+            self._filled_bytes += size
             if self._estimated_total is not None:
                 self._estimated_total += size
             scan = (
@@ -309,6 +315,12 @@ class CachingStore(WrapperStore):
     def trim(self, keep: Path | None = None) -> None:
         """Delete least recently used entries until the cache fits ``max_bytes`` (never
         ``keep``, the entry just filled), and temporary files of writers that died."""
+        with self._trim_lock:
+            self._trim(keep)
+
+    def _trim(self, keep: Path | None) -> None:
+        with self._lock:
+            filled_at_scan = self._filled_bytes
         entries: list[tuple[float, int, Path]] = []
         total = 0
         now = time.time()
@@ -349,7 +361,7 @@ class CachingStore(WrapperStore):
                 pass  # another process evicted it: it no longer counts either way
             total -= size
         with self._lock:
-            self._estimated_total = total
+            self._estimated_total = total + (self._filled_bytes - filled_at_scan)
             self._fills_since_scan = 0
 
     # ------------------------------------------------------------------ writes
