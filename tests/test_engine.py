@@ -204,9 +204,9 @@ def test_reference_is_small_versioned_and_describes_the_value(engine: Engine) ->
     assert stored["summary"] == "DataFrame 1,000 rows x 9 cols"
     assert stored["type"] == "pandas.DataFrame"
     assert stored["codec"] == "pandas.arrow-ipc"
-    assert stored["digest"].startswith("sha256:") and len(stored["digest"]) == 71
+    assert stored["digest"].startswith("blake3:") and len(stored["digest"]) == 71
     assert len(json.dumps(stored).encode()) < 600
-    digest_hex = stored["digest"].removeprefix("sha256:")
+    digest_hex = stored["digest"].removeprefix("blake3:")
     assert stored["uri"].endswith(f"/etl_dag/scheduled__2026-11-23T10:00:00+00:00/.blobs/{digest_hex}.xcs")
 
 
@@ -306,7 +306,7 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
     layout = layout_of(path)
 
     header = layout.header
-    assert header.format == container.FORMAT_VERSION == 1
+    assert (header.format, header.hash) == (container.FORMAT_VERSION, "blake3") == (2, "blake3")
     assert header.codec == "pandas.arrow-ipc"
     assert header.compression == compression
     assert header.python_type == "pandas.DataFrame"
@@ -314,7 +314,7 @@ def test_stored_object_describes_itself(root: Path, compression: str) -> None:
     assert header.xcom == {"dag_id": "etl_dag", "run_id": "scheduled__2026-11-23T10:00:00+00:00"}
     (link,) = links(root)
     assert link.relative_to(root.resolve()).parts[2:] == (
-        ".links", "extract", "3", "rows", stored["digest"].removeprefix("sha256:")
+        ".links", "extract", "3", "rows", stored["digest"].removeprefix("blake3:")
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xcomstash.format import compression
+from xcomstash.format import compression, digests
 from xcomstash.errors import ConfigError
 from xcomstash.stores import store_urls
 
@@ -39,6 +39,9 @@ class StashConfig:
     #: stores, none on a local one: :func:`xcomstash.format.compression.resolve`).
     compression: str = "auto"
     compression_level: int = 1
+    #: What new objects' frames and root digest are hashed with: ``blake3`` or ``sha256``
+    #: (:mod:`xcomstash.format.digests`). Objects of either kind are always read.
+    hash: str = digests.DEFAULT
     #: Offload every value; the database only ever holds references, and a plain value
     #: found in a row is refused (:class:`~xcomstash.errors.PlainRowError`). Operator extra
     #: links excepted: see :mod:`xcomstash.pipeline.links`.
@@ -73,6 +76,7 @@ class StashConfig:
                 f"read_order must list each location of store_url once (0..{locations - 1}), got {list(self.read_order)}"
             )
         compression.validate(self.compression)
+        digests.validate(self.hash)
         if not isinstance(self.threshold, int) or self.threshold < 0:
             raise ConfigError(f"threshold must be a non-negative integer, got {self.threshold!r}")
         for name in ("push_timeout", "pull_timeout"):

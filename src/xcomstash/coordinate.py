@@ -85,7 +85,7 @@ class XComCoordinate:
         return dag_prefix(self.dag_id) + encode_component(self.run_id)
 
     def blob_key(self, digest: str) -> str:
-        """The content-addressed object for ``digest`` (``sha256:<hex>``) in this XCom's run."""
+        """The content-addressed object for ``digest`` (``blake3:<hex>``) in this XCom's run."""
         return f"{self.run_prefix()}/{BLOBS}/{hex_of(digest)}{OBJECT_SUFFIX}"
 
     def links_prefix(self) -> str:
@@ -188,7 +188,7 @@ def run_links_prefix(run_prefix: str) -> str:
 
 
 def hex_of(digest: str) -> str:
-    """``sha256:<hex>`` -> ``<hex>`` (the form used in key names)."""
+    """``<hash>:<hex>`` -> ``<hex>`` (the form used in key names)."""
     return digest.split(":", 1)[1] if ":" in digest else digest
 
 

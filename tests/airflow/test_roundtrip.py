@@ -87,7 +87,7 @@ def test_large_values_are_stored_as_references_with_a_summary(roundtrip) -> None
         assert set(ref) == {MARKER, "summary", "type", "codec", "size", "uri", "digest", "xcom", "mac"}
         assert ref["xcom"] == XComCoordinate(DAG_ID, run.run_id, *coordinate).as_dict()
         assert (ref["codec"], ref["summary"]) == (codec, summary), coordinate
-        assert ref["digest"].startswith("sha256:")
+        assert ref["digest"].startswith("blake3:")
         task_id, map_index, key = coordinate
         path = env.object_path(ref)
         # dag/run/.blobs/<digest>.xcs, and a link dag/run/.links/task/map_index/key/<digest>,

@@ -4,6 +4,7 @@ with ObjectFormatError before any decoding, and never fail with any other except
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,11 +90,12 @@ def build(
     """An object assembled from preamble/FrameWriter/trailer (header may be raw bytes)."""
     head = preamble(header) if isinstance(header, ObjectHeader) else MAGIC + _LEN.pack(len(header)) + header
     body = io.BytesIO()
-    writer = FrameWriter(body, "zstd", 1, pool, frame_size=frame_size)
+    hash_name = header.hash if isinstance(header, ObjectHeader) else "blake3"
+    writer = FrameWriter(body, "zstd", 1, pool, frame_size=frame_size, hash=hash_name)
     writer.write(payload)
     frames = writer.finish()
     tail = trailer(frames, writer.body_size, writer.raw_size)
-    return head + body.getvalue() + tail, root_digest(head, tail)
+    return head + body.getvalue() + tail, root_digest(head, tail, hash_name)
 
 
 HEADER = ObjectHeader(codec="bytes", compression="zstd", python_type="bytes", codec_meta={"kind": "bytes"})
@@ -111,8 +114,9 @@ def test_engine_object_layout_parses_back(multi_frame_object, pool: ThreadPoolEx
         python_type="bytes",
         codec_meta={"kind": "bytes"},
         xcom={"dag_id": COORD.dag_id, "run_id": COORD.run_id},  # a blob names its run
-        format=FORMAT_VERSION,
+        hash="blake3",
     )
+    assert layout.header.format == FORMAT_VERSION == 2
     header_bytes = layout.header.to_bytes()
     assert data[:PREAMBLE_SIZE] == MAGIC + _LEN.pack(len(header_bytes))
     assert data[PREAMBLE_SIZE : layout.body_offset] == header_bytes
@@ -128,9 +132,102 @@ def test_engine_object_layout_parses_back(multi_frame_object, pool: ThreadPoolEx
     assert data[-FOOTER_SIZE:] == _FOOTER.pack(layout.body_size, layout.raw_size, 3, FOOTER_MAGIC)
 
     assert layout.digest == stored["digest"]
-    assert layout.digest == "sha256:" + hashlib.sha256(data[: layout.body_offset] + data[table_at:]).hexdigest()
+    assert layout.digest == "blake3:" + blake3.blake3(data[: layout.body_offset] + data[table_at:]).hexdigest()
     body = read_frames(layout.frames, layout.body_offset, reader_of(data), MemoryReader(data).readinto_at, pool)
     assert bytes(body) == payload
+
+
+# ================================================================== which hash
+
+FORMAT1 = Path(__file__).parent / "fixtures" / "format1"
+LEGACY_COORD = XComCoordinate("legacy_dag", "manual__2026-11-01", "produce", 0, "return_value")
+
+
+def legacy_values() -> dict[str, Any]:
+    """What tests/format/fixtures/format1 holds, written by a release from before the object
+    header named its hash (format 1: SHA-256 frames and root)."""
+    import numpy as np
+
+    return {
+        "dict": {"rows": [1, 2, 3], "name": "format one"},
+        "bytes": bytes(range(256)) * 5000 + b"tail",
+        "array": np.arange(30_000, dtype=np.float64).reshape(1000, 30),
+    }
+
+
+def legacy_rows(tmp_path: Path) -> dict[str, dict]:
+    import shutil
+
+    shutil.copytree(FORMAT1 / "store", tmp_path / "store")
+    rows = json.loads((FORMAT1 / "rows.json").read_text())
+    for row in rows.values():
+        row["uri"] = row["uri"].replace("file://STORE", f"file://{tmp_path / 'store'}")
+    return rows
+
+
+def test_objects_written_before_the_hash_was_named_are_read_with_sha256(tmp_path: Path) -> None:
+    import numpy as np
+
+    rows = legacy_rows(tmp_path)
+    engine = Engine(StashConfig(store_url=f"file://{tmp_path / 'store'}", threshold=0))
+    for name, expected in legacy_values().items():
+        row = rows[name]
+        assert row["digest"].startswith("sha256:")
+        data = Path(row["uri"][len("file://") :]).read_bytes()
+        layout = layout_of(data)
+        assert (layout.header.format, layout.header.hash, layout.digest) == (1, "sha256", row["digest"])
+        assert all(f.hash == "sha256" for f in layout.frames)
+        got = engine.deserialize(row)
+        if name == "array":
+            np.testing.assert_array_equal(got, expected)
+        else:
+            assert got == expected
+
+
+def test_the_sha256_setting_writes_objects_byte_identical_to_format_1(tmp_path: Path) -> None:
+    """``hash = sha256`` (for FIPS-bound deployments) writes exactly what earlier releases wrote,
+    so those objects stay readable by them."""
+    engine = Engine(StashConfig(store_url=f"file://{tmp_path}", threshold=0, compression="zstd", hash="sha256"))
+    old = json.loads((FORMAT1 / "rows.json").read_text())
+    for index, (name, value) in enumerate(legacy_values().items()):
+        row = engine.serialize(value, dataclasses.replace(LEGACY_COORD, map_index=index))
+        assert row["digest"] == old[name]["digest"]
+        mine = Path(row["uri"][len("file://") :]).read_bytes()
+        theirs = (FORMAT1 / "store" / old[name]["uri"][len("file://STORE/") :]).read_bytes()
+        assert mine == theirs
+
+
+def test_an_object_rehashed_under_another_hash_does_not_match_its_reference(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    """Someone who can write to the store rebuilds a BLAKE3 object as a format 1 (SHA-256)
+    object with a consistent frame table: its root digest names the other hash, so it cannot
+    equal the digest the reference carries, and the pull refuses it."""
+    from xcomstash.errors import IntegrityError
+
+    engine = Engine(StashConfig(store_url=f"file://{tmp_path}", threshold=0, compression="zstd"))
+    payload = b"value" * 50_000
+    row = engine.serialize(payload, COORD)
+    path = Path(row["uri"][len("file://") :])
+    layout = layout_of(path.read_bytes())
+    assert layout.header.hash == "blake3" and row["digest"].startswith("blake3:")
+    # Format 1 has no "hash" entry: a longer type name keeps the object's size what the row says.
+    shorter = len(layout.header.to_bytes()) - len(dataclasses.replace(layout.header, hash="sha256").to_bytes())
+    header = dataclasses.replace(layout.header, hash="sha256", python_type=layout.header.python_type + "x" * shorter)
+    forged, digest = build(header, payload, pool, frame_size=FRAME_SIZE)
+    assert len(forged) == row["size"]
+    assert layout_of(forged).digest == digest != row["digest"]
+    path.write_bytes(forged)
+    with pytest.raises(IntegrityError, match="digest"):
+        engine.deserialize(row)
+    # The same object under a reference edited to name it is read (the reference is what a
+    # signature protects; see tests/security for signed references).
+    assert engine.deserialize({**row, "digest": digest, "size": len(forged)}) == payload
+
+
+def test_an_unknown_hash_setting_is_a_config_error() -> None:
+    from xcomstash.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hash must be one of blake3, sha256, got 'md5'"):
+        StashConfig(store_url="file:///tmp/x", hash="md5")
 
 
 @pytest.mark.parametrize("compression", ["zstd", "none"])
@@ -317,7 +414,14 @@ HEADER_DOC = {"format": 1, "codec": "bytes", "compression": "zstd", "python_type
         pytest.param(b"null", id="json null"),
         pytest.param(b"[" * 50_000 + b"]" * 10_000, id="deeply nested"),
         pytest.param(b'{"format": 1, "codec": "' + b"9" * 10 + b'"' , id="unterminated"),
-        pytest.param(json.dumps({**HEADER_DOC, "format": 2}).encode(), id="format 2"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": 2}).encode(), id="format 2 naming no hash"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": 2, "hash": "sha256"}).encode(), id="format 2 naming sha256"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": 2, "hash": "md5"}).encode(), id="format 2 naming md5"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": 2, "hash": ["blake3"]}).encode(), id="hash not a string"),
+        pytest.param(json.dumps({**HEADER_DOC, "hash": "blake3"}).encode(), id="format 1 naming a hash"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": 3, "hash": "blake3"}).encode(), id="format 3"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": True}).encode(), id="format true"),
+        pytest.param(json.dumps({**HEADER_DOC, "format": 1.0}).encode(), id="format 1.0"),
         pytest.param(json.dumps({**HEADER_DOC, "format": "1"}).encode(), id="format as string"),
         pytest.param(json.dumps({k: v for k, v in HEADER_DOC.items() if k != "format"}).encode(), id="no format"),
         pytest.param(json.dumps({k: v for k, v in HEADER_DOC.items() if k != "codec"}).encode(), id="no codec"),
@@ -342,9 +446,14 @@ def test_well_formed_header_parses() -> None:
     doc = {**HEADER_DOC, "codec_meta": {"columns": ["a"]}, "xcom": COORD.as_dict()}
     header = parse_header(json.dumps(doc).encode())
     assert header == ObjectHeader(
-        codec="bytes", compression="zstd", python_type="bytes", codec_meta={"columns": ["a"]}, xcom=COORD.as_dict()
+        codec="bytes", compression="zstd", python_type="bytes", codec_meta={"columns": ["a"]}, xcom=COORD.as_dict(),
+        hash="sha256",
     )
     assert parse_header(header.to_bytes()) == header
+    assert json.loads(header.to_bytes()) == doc  # format 1: nothing added
+    blake = parse_header(json.dumps({**doc, "format": 2, "hash": "blake3"}).encode())
+    assert (blake.hash, blake.format) == ("blake3", 2)
+    assert parse_header(blake.to_bytes()) == blake
 
 
 # ================================================================== fuzz
@@ -400,6 +509,7 @@ def framed_garbage(draw: st.DrawFn) -> bytes:
                 {},
                 optional={
                     "format": st.sampled_from([1, 1.0, True, 2, "1", None]),
+                    "hash": st.sampled_from(["blake3", "sha256", "", None, 1]),
                     "codec": st.one_of(st.text(max_size=5), st.integers(), st.none()),
                     "compression": st.one_of(st.sampled_from(["zstd", "none"]), st.integers()),
                     "python_type": st.one_of(st.text(max_size=5), st.lists(st.integers(), max_size=2)),

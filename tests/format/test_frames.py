@@ -4,12 +4,14 @@ open_frame (partial reads, verify) and open_frame_into (read_frames) open one fr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
+import blake3
 import pytest
 
 from xcomstash.format.frames import (
@@ -121,7 +123,7 @@ def test_round_trip_over_many_small_frames_and_uneven_writes(
 def test_frames_are_written_in_order_with_more_frames_than_inflight(pool: ThreadPoolExecutor) -> None:
     chunks = [bytes([i]) * SMALL for i in range(40)]  # each frame distinguishable
     frames, body, _ = write(b"".join(chunks), pool, compression="none", frame_size=SMALL, pieces=40)
-    assert [f.sha256 for f in frames] == [hashlib.sha256(c).digest() for c in chunks]
+    assert [f.digest for f in frames] == [blake3.blake3(c).digest() for c in chunks]
     assert body == b"".join(chunks)
 
 
@@ -174,13 +176,25 @@ def test_compression_none_stores_everything_raw(pool: ThreadPoolExecutor) -> Non
     assert bytes(read(frames, body, pool)) == payload
 
 
-def test_frame_digest_is_the_sha256_of_the_stored_bytes(pool: ThreadPoolExecutor) -> None:
+@pytest.mark.parametrize("hash_name", ["blake3", "sha256"])
+def test_frame_digest_is_the_named_hash_of_the_stored_bytes(hash_name: str, pool: ThreadPoolExecutor) -> None:
     payload = os.urandom(SMALL) + repetitive(SMALL)
-    frames, body, _ = write(payload, pool, frame_size=SMALL)
+    sink = io.BytesIO()
+    writer = FrameWriter(sink, "zstd", 1, pool, frame_size=SMALL, hash=hash_name)
+    writer.write(payload)
+    frames = writer.finish()
+    body = sink.getvalue()
+    expected = blake3.blake3 if hash_name == "blake3" else hashlib.sha256
     at = 0
     for frame in frames:
-        assert frame.sha256 == hashlib.sha256(body[at : at + frame.stored_len]).digest()
+        assert frame.hash == hash_name
+        assert frame.digest == expected(body[at : at + frame.stored_len]).digest()
         at += frame.stored_len
+    assert bytes(read(frames, body, pool)) == payload
+    # Checked with the hash the table was read with: the other one finds every frame wrong.
+    other = "sha256" if hash_name == "blake3" else "blake3"
+    with pytest.raises(FrameError):
+        read([dataclasses.replace(f, hash=other) for f in frames], body, pool)
 
 
 # ------------------------------------------------------------------ verification
@@ -223,7 +237,7 @@ def test_frame_table_entry_with_a_wrong_digest_raises_frame_error(pool: ThreadPo
 
 
 def _zstd_frame_with_matching_digest(stored: bytes, raw_len: int) -> Frame:
-    return Frame(METHOD_ZSTD, raw_len, len(stored), hashlib.sha256(stored).digest())
+    return Frame(METHOD_ZSTD, raw_len, len(stored), hashlib.sha256(stored).digest(), "sha256")
 
 
 @pytest.mark.parametrize("case", ["not zstd", "larger than raw_len", "smaller than raw_len"])
@@ -247,7 +261,7 @@ def test_zstd_frame_that_matches_its_digest_but_does_not_decode_raises_frame_err
         read([frame], stored, pool)
     # also as one frame among several (decoded on the pool)
     good = os.urandom(64)
-    frames = [Frame(METHOD_RAW, 64, 64, hashlib.sha256(good).digest()), frame]
+    frames = [Frame(METHOD_RAW, 64, 64, hashlib.sha256(good).digest(), "sha256"), frame]
     with pytest.raises(FrameError):
         read(frames, good + stored, pool)
 

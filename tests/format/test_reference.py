@@ -33,18 +33,19 @@ VALID = {
 }
 
 
-def test_reference_round_trips_through_json() -> None:
-    ref = Reference.from_json(VALID)
+@pytest.mark.parametrize("digest", ["sha256:" + "ab" * 32, "blake3:" + "cd" * 32])
+def test_reference_round_trips_through_json_with_either_hash(digest: str) -> None:
+    ref = Reference.from_json({**VALID, "digest": digest})
     assert ref == Reference(
         uri=VALID["uri"],
         size=12345,
-        digest=VALID["digest"],
+        digest=digest,
         codec="pandas.arrow-ipc",
         python_type="pandas.DataFrame",
         summary="DataFrame 1,000 rows x 9 cols",
     )
     row = json.loads(json.dumps(ref.to_json()))
-    assert row == VALID
+    assert row == {**VALID, "digest": digest}
     assert Reference.from_json(row) == ref
 
 
@@ -107,6 +108,8 @@ MALFORMED = {
     "size negative": edited(size=-1),
     "size null": edited(size=None),
     "digest md5": edited(digest="md5:" + "ab" * 16),
+    "digest of an unknown 256-bit hash": edited(digest="sha3:" + "ab" * 32),
+    "digest blake3 short": edited(digest="blake3:" + "ab" * 31),
     "digest uppercase": edited(digest="sha256:" + "AB" * 32),
     "digest short": edited(digest="sha256:" + "ab" * 31),
     "digest bare hex": edited(digest="ab" * 32),
@@ -141,6 +144,7 @@ json_values = st.recursive(
 field_values = st.one_of(
     json_values,
     st.just("sha256:" + "0" * 64),
+    st.just("blake3:" + "0" * 64),
     st.sampled_from(["file:///data/x.xcs", "s3://b/k.xcs", "", "file:///../x"]),
     st.integers(min_value=-5, max_value=10**20),
 )

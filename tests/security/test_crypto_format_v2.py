@@ -5,6 +5,7 @@ no content-derived names for encrypted values; and objects of the first format s
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -76,7 +77,7 @@ def rewrite_table(path: Path, row: dict[str, Any], edit) -> dict[str, Any]:
     tail = container.trailer(frames, layout.body_size, sum(f.raw_len for f in frames))
     path.write_bytes(head + layout.key_slot + body + tail)
     forged = {k: v for k, v in row.items() if k != "mac"}
-    return {**forged, "size": path.stat().st_size, "digest": container.root_digest(head, tail)}
+    return {**forged, "size": path.stat().st_size, "digest": container.root_digest(head, tail, layout.header.hash)}
 
 
 def test_a_frame_relabelled_from_compressed_to_raw_is_refused(tmp_path) -> None:
@@ -90,7 +91,7 @@ def test_a_frame_relabelled_from_compressed_to_raw_is_refused(tmp_path) -> None:
     assert layout_of(path).frames[0].method == METHOD_ZSTD
 
     def to_raw(i: int, f: Frame) -> Frame:
-        return Frame(METHOD_RAW, f.stored_len - stream.TAG_BYTES, f.stored_len, f.sha256)
+        return dataclasses.replace(f, method=METHOD_RAW, raw_len=f.stored_len - stream.TAG_BYTES)
 
     forged = rewrite_table(path, row, to_raw)
     with pytest.raises(DecryptionError, match="authentication failed"):
@@ -104,7 +105,7 @@ def test_a_padded_frames_raw_length_cannot_be_edited(tmp_path) -> None:
     row = engine.serialize(b"x" * 5000, COORD)
     path = object_path(engine, row)
     # The padded last frame: claim fewer raw bytes (a truncated value) than it holds.
-    forged = rewrite_table(path, row, lambda i, f: Frame(f.method, f.raw_len - 1000, f.stored_len, f.sha256))
+    forged = rewrite_table(path, row, lambda i, f: dataclasses.replace(f, raw_len=f.raw_len - 1000))
     with pytest.raises(DecryptionError):
         engine.deserialize(forged, COORD)
 

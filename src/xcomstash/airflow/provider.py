@@ -108,6 +108,18 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "example": "3",
         "default": "1",
     },
+    "hash": {
+        "description": (
+            "The hash every stored frame and object is checked with, on the push and again on "
+            "the pull: blake3 (default: as strong as SHA-256 and two to three times faster per "
+            "core) or sha256 (where only FIPS-approved algorithms may be used). Objects written "
+            "with either are always read; the reference names the hash of its object.\n"
+        ),
+        "version_added": "0.2.0",
+        "type": "string",
+        "example": "sha256",
+        "default": "blake3",
+    },
     "exclusive": {
         "description": (
             "Offload every value, whatever its size, so the metadata database only ever holds "

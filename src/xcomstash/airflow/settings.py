@@ -35,6 +35,7 @@ def read_config() -> tuple[StashConfig, str | None]:
         threshold=conf.getint(SECTION, "threshold", fallback=65536),
         compression=conf.get(SECTION, "compression", fallback="zstd") or "zstd",
         compression_level=conf.getint(SECTION, "compression_level", fallback=1),
+        hash=conf.get(SECTION, "hash", fallback="blake3") or "blake3",
         exclusive=conf.getboolean(SECTION, "exclusive", fallback=False),
         write_quorum=conf.getint(SECTION, "write_quorum", fallback=0) or None,
         read_order=_read_order(conf.get(SECTION, "read_order", fallback="") or ""),

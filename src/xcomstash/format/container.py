@@ -14,28 +14,35 @@ this header and the object's scope.
 
 The header names the format version, codec (with the metadata it needs), compression, the
 producer's Python type and the XCom coordinate, so an operator tool can decode and attribute
-any object without the database. The frame table lists every body frame with its SHA-256
+any object without the database. The frame table lists every body frame with its hash
 (see :mod:`xcomstash.format.frames`).
 
-The object's **root digest**, the one the reference carries, is the SHA-256 of preamble,
+The object's **root digest**, the one the reference carries, is the hash of preamble,
 header, frame table and footer (not the key slot). Because the table holds each frame's own digest, checking the
 root and then each frame verifies every byte, and lets a reader verify one frame at a time.
+
+**Which hash** (:mod:`xcomstash.format.digests`): a format 2 header names it (``"hash": "blake3"``,
+the default); format 1 objects, byte-identical to what earlier releases wrote, are SHA-256
+throughout, and new ones still are with ``[xcomstash] hash = sha256``. The root digest string
+names its hash (``blake3:<hex>``), so a reference and its object must agree on it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from xcomstash.errors import XComStashError
+from xcomstash.format import digests
 from xcomstash.format.frames import ENTRY, Frame, FrameError, pack_table, unpack_table
 
 MAGIC = b"XCSTASH1"
 FOOTER_MAGIC = b"XCSEND01"
-FORMAT_VERSION = 1
+#: Format 2 names its hash in the header; format 1 (no ``hash``) is SHA-256 throughout.
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 _LEN = struct.Struct("<I")
 _FOOTER = struct.Struct("<QQI8s")
@@ -60,9 +67,15 @@ class ObjectHeader:
     python_type: str
     codec_meta: dict[str, Any] = field(default_factory=dict)
     xcom: dict[str, Any] = field(default_factory=dict)
-    format: int = FORMAT_VERSION
     #: The encryption block (``None``: a plaintext object, byte-identical to earlier versions).
     encryption: dict[str, Any] | None = None
+    #: What frames and root are hashed with (:mod:`xcomstash.format.digests`).
+    hash: str = digests.DEFAULT
+
+    @property
+    def format(self) -> int:
+        """SHA-256 objects are written as format 1, exactly as before the hash was named."""
+        return LEGACY_FORMAT_VERSION if self.hash == digests.LEGACY else FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -75,6 +88,8 @@ class ObjectHeader:
         }
         if self.encryption is not None:
             doc["encryption"] = self.encryption
+        if self.format != LEGACY_FORMAT_VERSION:
+            doc["hash"] = self.hash
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @property
@@ -106,8 +121,10 @@ def trailer(frames: list[Frame], body_size: int, raw_size: int) -> bytes:
     return pack_table(frames) + _FOOTER.pack(body_size, raw_size, len(frames), FOOTER_MAGIC)
 
 
-def root_digest(head: bytes, tail: bytes) -> str:
-    return "sha256:" + hashlib.sha256(head + tail).hexdigest()
+def root_digest(head: bytes, tail: bytes, hash: str) -> str:
+    """The digest a reference carries: of everything but the body and key slot (the body is
+    covered by the frame hashes in ``tail``)."""
+    return digests.root(hash, head + tail)
 
 
 @dataclass(frozen=True)
@@ -161,7 +178,7 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
         )
     table = read_at(body_offset + body_size, table_size)
     try:
-        frames = unpack_table(table, sealed=key_slot is not None, padded=header.padded)
+        frames = unpack_table(table, sealed=key_slot is not None, padded=header.padded, hash=header.hash)
     except FrameError as exc:
         raise ObjectFormatError(str(exc)) from None
     if sum(f.stored_len for f in frames) != body_size or sum(f.raw_len for f in frames) != raw_size:
@@ -172,7 +189,7 @@ def read_layout(size: int, read_at: Callable[[int, int], bytes]) -> ObjectLayout
         body_offset=body_offset,
         body_size=body_size,
         raw_size=raw_size,
-        digest=root_digest(head, table + footer),
+        digest=root_digest(head, table + footer, header.hash),
         header_bytes=bytes(head[PREAMBLE_SIZE:]),
         key_slot=key_slot,
         key_slot_offset=head_end,
@@ -205,8 +222,17 @@ def parse_header(blob: bytes) -> ObjectHeader:
         raise ObjectFormatError(f"object header is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ObjectFormatError("object header is not a JSON object")
-    if doc.get("format") != FORMAT_VERSION:
-        raise ObjectFormatError(f"unsupported object format {doc.get('format')!r}")
+    version = doc.get("format")
+    if type(version) is not int:  # not True, 1.0 or "1"
+        raise ObjectFormatError(f"unsupported object format {version!r}")
+    if version == LEGACY_FORMAT_VERSION and "hash" not in doc:
+        hash_name = digests.LEGACY
+    elif version == FORMAT_VERSION and doc.get("hash") in tuple(digests.HASHES) and doc["hash"] != digests.LEGACY:
+        hash_name = doc["hash"]
+    elif version in (LEGACY_FORMAT_VERSION, FORMAT_VERSION):
+        raise ObjectFormatError(f"object header of format {version} names the hash {doc.get('hash')!r}")
+    else:
+        raise ObjectFormatError(f"unsupported object format {version!r}")
     try:
         header = ObjectHeader(
             codec=doc["codec"],
@@ -215,6 +241,7 @@ def parse_header(blob: bytes) -> ObjectHeader:
             codec_meta=doc.get("codec_meta") or {},
             xcom=doc.get("xcom") or {},
             encryption=doc.get("encryption"),
+            hash=hash_name,
         )
     except KeyError as exc:
         raise ObjectFormatError(f"object header lacks {exc}") from None

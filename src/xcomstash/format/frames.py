@@ -3,21 +3,22 @@
 Why frames rather than one compressed stream:
 
 - **parallel**: frames are compressed, hashed, verified and decompressed on a thread pool
-  (zstd and hashlib release the GIL), so two cores do twice the work;
+  (zstd and the hashes release the GIL), so two cores do twice the work;
 - **compression only where it pays**: each frame is probed (a 64 KiB sample at zstd level 1)
   and stored raw when it would not shrink, so random floats cost nothing while strings
   and repetitive columns still compress;
-- **verified before use**: every frame carries its own SHA-256, and the frame table is
+- **verified before use**: every frame carries its own hash (BLAKE3, or SHA-256 in older
+  objects: :mod:`xcomstash.format.digests`), and the frame table is
   covered by the object's root digest (see :mod:`xcomstash.format.container`), so each frame is
   checked before it is decompressed or handed to a codec, and any byte range can later be
   read and verified on its own.
 
-A frame table entry is ``method (u8) | raw length (u32) | stored length (u32) | sha256 (32)``.
+A frame table entry is ``method (u8) | raw length (u32) | stored length (u32) | hash (32)``.
 
 **Encrypted objects** (see :mod:`xcomstash.security.crypto.stream`): each frame is compressed first
 (when it pays), then sealed with AES-256-GCM under the object's data key with a STREAM nonce
 (frame index and last-frame flag), so a stored frame is the ciphertext plus a 16-byte tag. The
-SHA-256 in the table is over the stored (sealed) bytes, so the root digest still covers every
+hash in the table is over the stored (sealed) bytes, so the root digest still covers every
 byte, and reads check it before decrypting. The writer holds back one frame so it knows which
 frame is the last; an empty body is one empty sealed frame, so even truncation to nothing is
 detected.
@@ -37,13 +38,14 @@ unless their DAG opts in, see :mod:`xcomstash.pipeline.place`.)
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
+
+from xcomstash.format import digests
 
 if TYPE_CHECKING:
     from xcomstash.security.crypto.stream import FrameCipher
@@ -111,21 +113,27 @@ class Frame:
     method: int
     raw_len: int
     stored_len: int
-    sha256: bytes
+    #: The hash of the stored bytes, computed with ``hash`` (which the object's header names;
+    #: not part of the packed entry).
+    digest: bytes
+    hash: str = field(default=digests.LEGACY, compare=False)
 
     def pack(self) -> bytes:
-        return ENTRY.pack(self.method, self.raw_len, self.stored_len, self.sha256)
+        return ENTRY.pack(self.method, self.raw_len, self.stored_len, self.digest)
 
 
 def pack_table(frames: list[Frame]) -> bytes:
     return b"".join(f.pack() for f in frames)
 
 
-def unpack_table(blob: bytes, *, sealed: bool = False, padded: bool = False) -> list[Frame]:
-    """``padded``: an encrypted object of version 2 (its last and compressed frames are padded)."""
+def unpack_table(
+    blob: bytes, *, sealed: bool = False, padded: bool = False, hash: str = digests.LEGACY
+) -> list[Frame]:
+    """``padded``: an encrypted object of version 2 (its last and compressed frames are padded).
+    ``hash``: what the object's header says its frames are hashed with."""
     if len(blob) % ENTRY.size:
         raise FrameError("frame table length is not a whole number of entries")
-    frames = [Frame(*ENTRY.unpack_from(blob, i)) for i in range(0, len(blob), ENTRY.size)]
+    frames = [Frame(*ENTRY.unpack_from(blob, i), hash=hash) for i in range(0, len(blob), ENTRY.size)]
     overhead = SEAL_OVERHEAD if sealed else 0
     last = len(frames) - 1
     for i, f in enumerate(frames):
@@ -151,6 +159,7 @@ def _encode_frame(
     index: int = 0,
     last: bool = False,
     pad_to: Callable[[int], int] | None = None,
+    hash: str = digests.DEFAULT,
 ) -> tuple[Frame, bytes]:
     """One frame's table entry and stored bytes. ``pad_to``: the padded length of the last
     frame's content, given its unpadded length (other padded frames take a Padmé bucket)."""
@@ -169,7 +178,7 @@ def _encode_frame(
             size = pad_to(len(stored)) if last and pad_to is not None else padme(len(stored) + PAD_TRAILER)
             stored = _pad(stored, size)
         stored = cipher.seal(index, last, stored, used, len(chunk))
-    return Frame(used, len(chunk), len(stored), hashlib.sha256(stored).digest()), stored
+    return Frame(used, len(chunk), len(stored), digests.digest(hash, stored), hash), stored
 
 
 class FrameWriter:
@@ -188,8 +197,10 @@ class FrameWriter:
         cipher: FrameCipher | None = None,
         check_size: Callable[[int], None] | None = None,
         object_bytes: Callable[[int], int] | None = None,
+        hash: str = digests.DEFAULT,
     ) -> None:
         self._sink = sink
+        self._hash = hash
         self._method = _METHODS[compression]
         self._level = level
         self._pool = pool
@@ -260,7 +271,9 @@ class FrameWriter:
         index = self._index
         self._index += 1
         self._pending.append(
-            self._pool.submit(_encode_frame, chunk, self._method, self._level, self._cipher, index, last, pad_to)
+            self._pool.submit(
+                _encode_frame, chunk, self._method, self._level, self._cipher, index, last, pad_to, self._hash
+            )
         )
         while len(self._pending) > self._inflight:
             self._drain_one()
@@ -319,8 +332,8 @@ def frame_offsets(frames: list[Frame], body_offset: int) -> list[tuple[int, int]
 
 def _check(index: int, frame: Frame, stored: Any, got: int) -> None:
     """``got`` bytes of frame ``index`` were read into ``stored``: they must be all of it and
-    match the table's SHA-256 (covered by the root digest) before anything else touches them."""
-    if got != frame.stored_len or hashlib.sha256(stored).digest() != frame.sha256:
+    match the table's hash (covered by the root digest) before anything else touches them."""
+    if got != frame.stored_len or digests.digest(frame.hash, stored) != frame.digest:
         raise FrameError(f"frame {index} does not match its digest")
 
 

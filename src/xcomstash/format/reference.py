@@ -25,7 +25,8 @@ MARKER = "__xcomstash__"
 FORMAT_VERSION = 1
 MAX_SUMMARY_CHARS = 120
 MAX_URI_CHARS = 1100
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: ``<hash>:<hex>``, the hash one of :data:`xcomstash.format.digests.HASHES`.
+_DIGEST_RE = re.compile(r"^(sha256|blake3):[0-9a-f]{64}$")
 _FIELDS = {MARKER, "uri", "size", "digest", "codec", "type", "summary"}
 #: ``readers``: who may read the value (see :mod:`xcomstash.security.readers`); ``mac``: the signature
 #: over every other field (see :mod:`xcomstash.security.signing`).

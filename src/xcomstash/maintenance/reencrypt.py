@@ -27,7 +27,6 @@ new object, its digest and key id.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -39,7 +38,7 @@ from typing import Any, Callable, Iterable
 
 from xcomstash.coordinate import XComCoordinate, parse_blob_key, streamed_blob_key
 from xcomstash.errors import IntegrityError, StoreError, XComStashError
-from xcomstash.format import container
+from xcomstash.format import container, digests
 from xcomstash.format.frames import Frame, FrameError, fetch_frame, frame_offsets
 from xcomstash.format.reference import MARKER, Reference
 from xcomstash.maintenance.rows import RowFilter, decode_value
@@ -279,7 +278,7 @@ def _copy_frames(
         resealed = cipher.seal(index, last, plain, frame.method, frame.raw_len)
         if sink is not None:
             sink.write(resealed)
-        frames.append(Frame(frame.method, frame.raw_len, len(resealed), hashlib.sha256(resealed).digest()))
+        frames.append(Frame(frame.method, frame.raw_len, len(resealed), digests.digest(header.hash, resealed), header.hash))
         body_size += len(resealed)
     tail = container.trailer(frames, body_size, layout.raw_size)
     if sink is not None:
@@ -302,7 +301,7 @@ def _write_new_object(
     staged = streamed_blob_key(coordinate.run_prefix(), uuid.uuid4().hex)
     with store.new_object(staged) as pending:
         head, slot, tail = _copy_frames(reader, layout, keyset, coordinate, pending)
-        digest = container.root_digest(head, tail)
+        digest = container.root_digest(head, tail, layout.header.hash)
         key = coordinate.blob_key(digest) if pending.cheap_publish else pending.staged_key
         link = coordinate.link_key(digest)
         new_doc = signing.signed(

@@ -83,6 +83,7 @@ class Placer:
             # identical payloads give identical bytes. The links name the XComs.
             xcom={"dag_id": coordinate.dag_id, "run_id": coordinate.run_id} if dedup else coordinate.as_dict(),
             encryption=envelope.to_header() if envelope is not None else None,
+            hash=self.config.hash,
         )
         head = container.preamble(header)
         slot, cipher = b"", None
@@ -91,15 +92,15 @@ class Placer:
         if dedup:
             staged = streamed_blob_key(coordinate.run_prefix(), uuid.uuid4().hex)
             with self.store.new_object(staged) as pending:
-                body, tail = self._frame(pending, head, write_body, b"", None, check_size, compression)
-                digest = container.root_digest(head, tail)
+                body, tail = self._frame(pending, header, head, write_body, b"", None, check_size, compression)
+                digest = container.root_digest(head, tail, header.hash)
                 key = self._publish_blob(pending, coordinate, digest, len(head) + body.body_size + len(tail))
             holders, missed = getattr(pending, "holders", None), getattr(pending, "missed", ())
         else:
             key = coordinate.object_key()
             with self.store.writer(key) as sink:
-                body, tail = self._frame(sink, head, write_body, slot, cipher, check_size, compression)
-            digest = container.root_digest(head, tail)
+                body, tail = self._frame(sink, header, head, write_body, slot, cipher, check_size, compression)
+            digest = container.root_digest(head, tail, header.hash)
             holders, missed = getattr(sink, "holders", None), getattr(sink, "missed", ())
         ref = Reference(
             uri=self.store.uri_for(key),
@@ -117,6 +118,7 @@ class Placer:
     def _frame(
         self,
         sink: Any,
+        header: container.ObjectHeader,
         head: bytes,
         write_body: Callable[[Any], Any],
         slot: bytes,
@@ -131,7 +133,7 @@ class Placer:
         body = FrameWriter(
             sink, compression, self.config.compression_level, self.frames.get(),
             cipher=cipher, check_size=check_size,
-            object_bytes=lambda count: container.outside_body(head, slot, count),
+            object_bytes=lambda count: container.outside_body(head, slot, count), hash=header.hash,
         )
         try:
             write_body(body)

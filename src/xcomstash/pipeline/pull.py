@@ -28,7 +28,7 @@ from xcomstash.codecs.arrow import ArrowTableCodec
 from xcomstash.codecs.base import Codec
 from xcomstash.codecs.json import JsonCodec, json_summary
 from xcomstash.config import StashConfig
-from xcomstash.coordinate import XComCoordinate, parse_link_key
+from xcomstash.coordinate import XComCoordinate, hex_of, parse_link_key
 from xcomstash.errors import (
     DecodeError,
     DecryptionError,
@@ -185,7 +185,7 @@ class PullPath:
         try:
             key, link_digest = self._locate_stored(coordinate)
             ref = self._describe_stored(key, coordinate)
-            if link_digest is not None and ref.digest != link_digest:
+            if link_digest is not None and hex_of(ref.digest) != link_digest:
                 raise IntegrityError(
                     f"the object a link of {coordinate} names has digest {ref.digest}, not the "
                     f"{link_digest} the link was written for",
@@ -209,8 +209,8 @@ class PullPath:
         return value
 
     def _locate_stored(self, coordinate: XComCoordinate) -> tuple[str, str | None]:
-        """The key of the object an XCom's newest link names (with the digest that link was
-        written for), else its per-XCom object's key (no digest to hold it to)."""
+        """The key of the object an XCom's newest link names (with the digest, in hex, that
+        link was written for), else its per-XCom object's key (no digest to hold it to)."""
         found = [
             (info, parsed)
             for info in self.store.list(coordinate.links_prefix())
@@ -222,7 +222,7 @@ class PullPath:
             if target is None:
                 raise IntegrityError(f"the link {info.key} of {coordinate} names no blob of its run",
                                      uri=self.store.uri_for(info.key))
-            return target, f"sha256:{parsed.hex_digest}"
+            return target, parsed.hex_digest
         key = coordinate.object_key()
         if self.store.head(key) is None:
             raise ObjectMissingError(
