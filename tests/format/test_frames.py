@@ -9,7 +9,7 @@ import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import blake3
 import pytest
@@ -415,3 +415,28 @@ def test_writes_of_any_sizes_cut_the_same_frames_as_one_write(sealed: bool, seed
         for i, (f, (offset, _)) in enumerate(zip(frames, frame_offsets(frames, 0)))
     )
     assert got == payload
+
+
+def test_a_raw_body_is_written_from_the_callers_memory_and_survives_its_reuse(pool: ThreadPoolExecutor) -> None:
+    """Uncompressed, unencrypted frames go to the sink straight from the caller's buffer; the
+    writer waits for their hashes before write returns, so reusing the buffer then changes
+    nothing that was stored or hashed."""
+    writes: list[bytes] = []
+
+    class Sink:
+        def write(self, data: Any) -> int:
+            writes.append(bytes(data))
+            return len(data)
+
+    buffer = bytearray(os.urandom(3 * SMALL + 100))
+    first = bytes(buffer)
+    writer = FrameWriter(Sink(), "none", 1, pool, frame_size=SMALL)
+    writer.write(memoryview(buffer))
+    buffer[:] = b"\0" * len(buffer)
+    writer.write(b"tail")
+    frames = writer.finish()
+    body = b"".join(writes)
+    assert body == first + b"tail"
+    assert [len(w) for w in writes[:3]] == [SMALL] * 3  # the whole frames, one write each
+    assert [f.raw_len for f in frames] == [SMALL, SMALL, SMALL, 104]
+    assert bytes(read(frames, body, pool)) == first + b"tail"

@@ -41,7 +41,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -261,11 +261,33 @@ class FrameWriter:
         # Whole frames straight from the caller's bytes: one copy each (codecs write whole
         # column buffers at once), not a copy into the buffer and another out of it.
         start, end = 0, view.nbytes
+        if self._method == METHOD_RAW and self._cipher is None and end >= size:
+            start = self._store_as_they_are(view, end // size)
         while end - start >= size + hold:
             self._submit(bytes(view[start : start + size]))
             start += size
         buffer += view[start:]
         return n
+
+    def _store_as_they_are(self, view: memoryview, count: int) -> int:
+        """Write ``count`` whole frames of an uncompressed, unencrypted body straight from the
+        caller's memory, each hashed on the pool while the sink writes it: no copy of the value
+        (what a raw frame stores is exactly its bytes). Returns the bytes consumed. The hashes
+        are awaited here, because the caller may reuse its memory once ``write`` returns."""
+        while self._pending:  # frames begun earlier go first
+            self._drain_one()
+        size = self._frame_size
+        pieces = [view[i * size : (i + 1) * size] for i in range(count)]
+        hashed = [self._pool.submit(digests.digest, self._hash, piece) for piece in pieces]
+        try:
+            for piece in pieces:
+                self._sink.write(piece)
+        finally:
+            wait(hashed)  # no hash may still be reading the caller's memory
+        self.frames.extend(Frame(METHOD_RAW, size, size, future.result(), self._hash) for future in hashed)
+        self._index += count
+        self.body_size += count * size
+        return count * size
 
     def _submit(self, chunk: bytes, last: bool = False, pad_to: Callable[[int], int] | None = None) -> None:
         index = self._index

@@ -100,6 +100,16 @@ class StoreContract:
                 f.write(chunk)
         assert store.get("chunks.xcs") == b"".join(chunks)
 
+    def test_writer_is_done_with_the_callers_buffer_when_write_returns(self, store: Store) -> None:
+        """The frame writer hands a store the caller's own memory (no copy) and the caller may
+        reuse it as soon as ``write`` returns: a writer must copy or send what it keeps."""
+        buffer = bytearray(b"first " * 200_000)
+        with store.writer("reused.xcs") as f:
+            for fill in (b"a", b"b", b"c"):
+                f.write(memoryview(buffer))
+                buffer[:] = fill * len(buffer)
+        assert store.get("reused.xcs") == b"first " * 200_000 + b"a" * len(buffer) + b"b" * len(buffer)
+
     def test_overwrite_replaces(self, store: Store) -> None:
         write(store, "k.xcs", b"first version, longer")
         write(store, "k.xcs", b"second")
