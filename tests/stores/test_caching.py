@@ -13,6 +13,7 @@ import errno
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -138,6 +139,101 @@ def test_multi_chunk_object_is_filled_in_parallel_exactly(
     assert read_via_sources(store, KEY) == ("store", data)
     assert store.path_for(KEY).read_bytes() == data
     assert read_via_sources(store, KEY) == ("cache", data)
+
+
+class _GatedLocalStore(LocalStore):
+    """A local store whose readers hold back the ranges starting in ``held`` until ``released``
+    is set, and fail the range at ``fail_at`` (a store that stalls or breaks partway through
+    an object)."""
+
+    def __init__(self, root: Path, held: range = range(0), fail_at: int | None = None) -> None:
+        super().__init__(root)
+        self.held, self.fail_at = held, fail_at
+        self.released = threading.Event()
+
+    def open_reader(self, key: str) -> ObjectReader:
+        reader = super().open_reader(key)
+        store = self
+
+        class Gated:
+            size = reader.size
+
+            def read_at(self, offset: int, length: int) -> bytes:
+                if offset == store.fail_at:
+                    raise StoreReadError("injected: the connection dropped", uri=key)
+                if offset in store.held:
+                    assert store.released.wait(30), "the test never released the gate"
+                return reader.read_at(offset, length)
+
+            def readinto_at(self, offset: int, target: memoryview) -> int:
+                data = self.read_at(offset, target.nbytes)
+                target[: len(data)] = data
+                return len(data)
+
+            def close(self) -> None:
+                reader.close()
+
+        return Gated()
+
+
+def test_a_read_of_filled_ranges_does_not_wait_for_the_rest_of_the_fill(
+    root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The footer (last range, fetched first) and the first range are served while the middle
+    of the object is still on its way; the entry is published once all of it arrived."""
+    monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
+    inner = _GatedLocalStore(root, held=range(2000, 9000))
+    store = CachingStore(inner, cache_dir, 1 << 20)
+    data = os.urandom(9500)
+    write(store, KEY, data)
+    (_, source) = store.read_sources(KEY)
+    reader = source.open()
+    try:
+        assert reader.read_at(0, 2000) == data[:2000]
+        assert reader.read_at(9000, 500) == data[9000:]  # the last range came first
+        assert entries(cache_dir) == []  # still filling
+        inner.released.set()
+        target = memoryview(bytearray(9500))
+        assert reader.readinto_at(0, target) == 9500 and bytes(target) == data
+    finally:
+        reader.close()
+    assert entries(cache_dir) == [store.path_for(KEY)] and temp_files(cache_dir) == []
+    assert read_via_sources(store, KEY) == ("cache", data)
+
+
+def test_a_store_failing_partway_through_a_fill_fails_the_reads_that_need_the_missing_range(
+    root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
+    inner = _GatedLocalStore(root, fail_at=3000)
+    store = CachingStore(inner, cache_dir, 1 << 20)
+    data = os.urandom(9500)
+    write(store, KEY, data)
+    (_, source) = store.read_sources(KEY)
+    reader = source.open()
+    try:
+        assert reader.read_at(0, 1000) == data[:1000]
+        with pytest.raises(StoreReadError, match="connection dropped"):
+            reader.read_at(2500, 1000)
+    finally:
+        reader.close()
+    assert entries(cache_dir) == [] and temp_files(cache_dir) == []  # nothing half-filled stays
+
+
+def test_closing_a_reader_before_its_fill_ends_stops_the_fill_and_leaves_nothing(
+    root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
+    # 20 ranges on the 8 fill threads: 4 arrive, the next 8 stall in the store, 8 wait their turn.
+    inner = _GatedLocalStore(root, held=range(3000, 19000))
+    store = CachingStore(inner, cache_dir, 1 << 20)
+    write(store, KEY, os.urandom(19_500))
+    (_, source) = store.read_sources(KEY)
+    reader = source.open()
+    assert reader.read_at(19_000, 500)  # the fill is under way
+    threading.Timer(0.2, inner.released.set).start()  # the stalled ranges finish; no others start
+    reader.close()
+    assert entries(cache_dir) == [] and temp_files(cache_dir) == []
 
 
 def test_hit_does_not_touch_the_inner_store(inner: LocalStore, cache_dir: Path) -> None:

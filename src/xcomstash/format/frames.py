@@ -492,7 +492,7 @@ def verify_stored_frames(
     *,
     decode: bool = False,
 ) -> None:
-    """Check every stored frame against its SHA-256: for an encrypted object all a verifier
+    """Check every stored frame against its hash: for an encrypted object all a verifier
     without keys can do (and, since the root digest covers the frame table, proof that every
     stored byte is as written). ``decode``: also decompress each frame (plaintext objects),
     one frame at a time, so checking a 300 MB object never holds its payload."""

@@ -22,6 +22,10 @@ Why it looks the way it does:
   entries until the cache fits. Temporary files left by a writer that died are removed then.
 - **A failing cache never fails a read.** Disk full, an unwritable directory, an object larger
   than the bound: the inner store's reader is served uncached, with a warning.
+- **Reads start before the fill ends.** An object larger than one fetch is served by a
+  :class:`_FillingReader` while its ranges are still arriving: a read waits only for the ranges
+  it covers (the last one, holding the frame table and footer, is fetched first), so verifying
+  and decoding the first frames overlaps downloading the rest.
 """
 
 from __future__ import annotations
@@ -186,6 +190,8 @@ class CachingStore(WrapperStore):
             log.debug("xcomstash: %s is %d bytes, expected %d: not caching", key, size, size_hint)
             return origin
         try:
+            if size > FETCH_CHUNK and self.inner.capabilities.ranged_reads:
+                return self._start_fill(key, origin)  # owns origin from here on
             reader = self._fill(key, origin)
         except _CacheUnusable as exc:
             self._warn("fill", "xcomstash: read cache unusable, reading from the store: %s", exc)
@@ -195,6 +201,28 @@ class CachingStore(WrapperStore):
             raise
         origin.close()
         return reader
+
+    def _start_fill(self, key: str, origin: ObjectReader) -> ObjectReader:
+        """Start copying ``origin`` into a temporary file in the background and return a reader
+        of it at once (see :class:`_FillingReader`). Cache directory errors before the first
+        byte is fetched are :class:`_CacheUnusable`."""
+        path = self.path_for(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
+        except OSError as exc:
+            raise _CacheUnusable(exc) from exc
+        try:
+            os.ftruncate(fd, origin.size)
+            read_fd = os.open(tmp, os.O_RDONLY)
+        except OSError as exc:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _CacheUnusable(exc) from exc
+        return _FillingReader(self, origin, fd, read_fd, tmp, path)
 
     def _fill(self, key: str, origin: ObjectReader) -> ObjectReader:
         """Copy ``origin`` into a temporary file (ranged reads in parallel), open it, publish it
@@ -415,3 +443,152 @@ class _EvictOnPublish(WrappedPending):
     def publish(self, key: str, *, if_absent: bool = False) -> None:
         self._pending.publish(key, if_absent=if_absent)
         self._store.evict(key)
+
+
+class _FillingReader:
+    """The reader of a cache entry that is still being filled.
+
+    The fill copies ``FETCH_CHUNK`` ranges on the cache's pool, the last range first (it holds
+    the frame table and footer every read starts with), then in order; a read waits only until
+    the ranges it covers are in the file. When every range is in, the entry is published (an
+    atomic rename) from the thread that copied the last one. If the origin fails, every read that
+    still needs a missing range raises that error (the pull then tries its next source); if the
+    cache directory fails, reads of missing ranges go to the origin instead, and nothing is
+    published. Closing before the fill ends stops it and removes the temporary file.
+    """
+
+    def __init__(self, store: CachingStore, origin: ObjectReader, fd: int, read_fd: int, tmp: str, path: Path) -> None:
+        self.size = origin.size
+        self._store, self._origin, self._path, self._tmp = store, origin, path, tmp
+        self._fd, self._read_fd = fd, read_fd
+        count = -(-self.size // FETCH_CHUNK)
+        self._filled = bytearray(count)
+        self._left = count
+        self._changed = threading.Condition()
+        self._error: BaseException | None = None
+        self._unusable = False
+        self._published = False
+        self._closed = False
+        self._stop = threading.Event()
+        order = [count - 1, *range(count - 1)]
+        pool = store._fill_pool()
+        self._jobs = [pool.submit(self._copy, index) for index in order]
+
+    # ------------------------------------------------------------------ the fill
+
+    def _copy(self, index: int) -> None:
+        if self._stop.is_set():
+            return
+        offset = index * FETCH_CHUNK
+        length = min(FETCH_CHUNK, self.size - offset)
+        try:
+            data = self._origin.read_at(offset, length)
+            if len(data) != length:
+                raise _CacheUnusable(
+                    f"the store served {len(data)} bytes at offset {offset} of an object of {self.size} bytes"
+                )
+            view, written = memoryview(data), 0
+            while written < length:
+                try:
+                    n = os.pwrite(self._fd, view[written:], offset + written)
+                except OSError as exc:
+                    raise _CacheUnusable(exc) from exc
+                if n <= 0:
+                    raise _CacheUnusable(f"cannot write the cache entry at offset {offset + written}")
+                written += n
+        except _CacheUnusable as exc:
+            self._stop.set()
+            self._store._warn("fill", "xcomstash: read cache unusable, reading from the store: %s", exc)
+            with self._changed:
+                self._unusable = True
+                self._changed.notify_all()
+            return
+        except BaseException as exc:
+            self._stop.set()
+            with self._changed:
+                if self._error is None:
+                    self._error = exc
+                self._changed.notify_all()
+            return
+        with self._changed:
+            self._filled[index] = 1
+            self._left -= 1
+            complete = self._left == 0
+            self._changed.notify_all()
+        if complete:
+            self._publish()
+
+    def _publish(self) -> None:
+        fd, self._fd = self._fd, -1
+        try:
+            os.close(fd)
+            os.replace(self._tmp, self._path)
+        except OSError as exc:
+            self._store._warn("fill", "xcomstash: read cache unusable, reading from the store: %s", exc)
+            _unlink(self._tmp)
+            return
+        self._published = True
+        self._store._warned.discard("fill")
+        self._store._after_fill(self.size, keep=self._path)
+
+    # ------------------------------------------------------------------ reads
+
+    def _in_file(self, offset: int, length: int) -> bool:
+        """Wait until ``[offset, offset + length)`` is in the file (True), or must be read from
+        the origin because the cache failed (False); raises the origin's error."""
+        if length <= 0 or offset >= self.size:
+            return True
+        first, last = offset // FETCH_CHUNK, (min(offset + length, self.size) - 1) // FETCH_CHUNK
+        with self._changed:
+            while self._filled.find(0, first, last + 1) != -1:
+                if self._error is not None:
+                    raise self._error
+                if self._unusable:
+                    return False
+                self._changed.wait()
+        return True
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if self._in_file(offset, length):
+            return os.pread(self._read_fd, length, offset)
+        return self._origin.read_at(offset, length)
+
+    def readinto_at(self, offset: int, target: memoryview) -> int:
+        if not self._in_file(offset, target.nbytes):
+            return self._origin.readinto_at(offset, target)
+        done = 0
+        while done < target.nbytes:
+            n = os.preadv(self._read_fd, [target[done:]], offset + done)
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for job in self._jobs:
+            job.cancel()
+        wait(self._jobs)  # none may write to the file, or publish it, after this
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self._published:
+            _unlink(self._tmp)
+        os.close(self._read_fd)
+        self._origin.close()
+
+    def __enter__(self) -> _FillingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
