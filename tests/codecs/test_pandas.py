@@ -306,6 +306,55 @@ def test_pulled_frame_can_be_modified_in_place(roundtrip) -> None:
     assert out["b"].tolist() == [0, 7, 2, 3, 4]
 
 
+def _edit_every_column(frame: pd.DataFrame) -> None:
+    for label in frame.columns:
+        frame.loc[frame.index[0], label] = frame.loc[frame.index[1], label]
+
+
+def test_every_kind_of_pulled_column_can_be_modified_in_place(store_root: Path) -> None:
+    """Numeric columns stay in the pulled payload, datetimes and categorical codes are zero-copy
+    views of Arrow memory: each must still take an in-place edit (categoricals once did not)."""
+    n = 50_000  # a payload past the small-buffer size, as large pulls have
+    df = pd.DataFrame(
+        {
+            "f": np.arange(n, dtype=float), "i": np.arange(n), "u8": np.arange(n, dtype=np.uint8) ,
+            "s": ["x"] * n, "o": np.array(["y"] * n, dtype=object), "b": [True] * n,
+            "dt": pd.date_range("2020", periods=n, freq="s"), "tz": pd.date_range("2020", periods=n, freq="s", tz="UTC"),
+            "td": pd.to_timedelta(np.arange(n), "s"), "cat": pd.Categorical(["a", "b"] * (n // 2)),
+            "fnan": [np.nan] + [1.0] * (n - 1), "ni": pd.array([1, None] * (n // 2), dtype="Int64"),
+        },
+        index=pd.RangeIndex(10, 10 + n, name="idx"),
+    )
+    engine = Engine(StashConfig(store_url=f"file://{store_root}", threshold=0))
+    out = row_roundtrip(engine, df)
+    assert_same_frame(out, df)
+    _edit_every_column(out)
+    expected = df.copy()
+    _edit_every_column(expected)
+    assert_same_frame(out, expected)
+    out["f"] *= 2
+    assert out["f"].iloc[2] == 4.0 and df["f"].iloc[2] == 2.0
+
+
+def _root(array: np.ndarray) -> object:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.base if array.base is not None else array
+
+
+def test_numeric_columns_of_a_pulled_frame_are_not_copied_out_of_the_payload(store_root: Path) -> None:
+    """The float columns of a pulled frame are views of the one verified payload buffer the
+    pull read them into (what keeps a pull at about one copy of the value in memory)."""
+    engine = Engine(StashConfig(store_url=f"file://{store_root}", threshold=0))
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({f"c{i}": rng.random(100_000) for i in range(4)})
+    out = row_roundtrip(engine, df)
+    assert_same_frame(out, df)
+    roots = {id(_root(out[c].to_numpy())) for c in out.columns}
+    assert len(roots) == 1
+    assert memoryview(_root(out["c0"].to_numpy())).nbytes >= 4 * 100_000 * 8  # one buffer holds them all
+
+
 def test_frame_subclass_is_stored_by_the_dataframe_codec(roundtrip) -> None:
     class Tagged(pd.DataFrame):
         @property

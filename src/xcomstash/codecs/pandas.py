@@ -68,17 +68,19 @@ class PandasDataFrameCodec(Codec):
         write_ipc(table, sink)
 
     def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
-        # Not split_blocks=True: its zero-copy columns are read-only numpy views of Arrow memory,
-        # so in-place edits of the pulled frame (df.loc[...] = x, fillna(inplace=True)) would fail.
-        return self.from_table(read_ipc(data), meta)
+        return self.from_table(read_ipc(data), meta, payload=data)
 
-    def from_table(self, table: Any, meta: dict[str, Any]) -> Any:
-        """The DataFrame from a (possibly projected) table: used by full and partial reads."""
+    def from_table(self, table: Any, meta: dict[str, Any], payload: memoryview | None = None) -> Any:
+        """The DataFrame from a (possibly projected) table: used by full and partial reads.
+        ``payload``: the private, writable buffer the table's memory lies in (a full read), which
+        its numeric columns may then keep (see :func:`_columns_in_place`)."""
         import pandas as pd
 
-        frame = _restore_object_strings(
-            table.to_pandas(), table.schema.pandas_metadata or {}
-        )
+        if payload is not None and not payload.readonly:
+            frame = _columns_in_place(table.to_pandas(split_blocks=True), payload)
+        else:
+            frame = _writable(table.to_pandas())
+        frame = _restore_object_strings(frame, table.schema.pandas_metadata or {})
         if "column_range" in meta:
             start, stop, step = meta["column_range"]
             frame.columns = pd.RangeIndex(start, stop, step, name=_unlabel(meta["column_names"][0]))
@@ -108,6 +110,64 @@ def _json_labels(labels: list[Any], what: str) -> list[Any]:
         raise UnsupportedTypeError(
             "pandas.DataFrame", f"{what} {labels[:5]!r} are not JSON-representable"
         ) from None
+
+
+def _columns_in_place(frame: Any, payload: memoryview) -> Any:
+    """Numeric columns stay where they lie in the payload, as writable arrays.
+
+    A full read decodes from a buffer the pull allocated, verified and owns. ``to_pandas`` with
+    ``split_blocks`` leaves numeric columns without nulls as zero-copy views of it, but read-only
+    ones (Arrow's memory is immutable), so in-place edits of the pulled frame would fail; the
+    default ``to_pandas`` copies every column instead (time, and a second copy of the value in
+    memory while it runs). Since the memory is ours, the same bytes are viewed writable
+    instead: no copy, and the pulled frame is as editable as any other. (The payload stays
+    alive while any such column does.) Other columns are as ``to_pandas`` made them; read-only
+    ones among them (datetimes, categorical codes) are copied, as :func:`_writable` does."""
+    import numpy as np
+    import pandas as pd
+
+    base = np.frombuffer(payload, dtype=np.uint8)
+    start, end = base.ctypes.data, base.ctypes.data + base.nbytes
+    arrays: dict[int, Any] = {}
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position].array
+        if isinstance(values, pd.arrays.NumpyExtensionArray) and values.dtype.kind in "iuf":
+            array = values.to_numpy()
+            at = array.ctypes.data
+            if array.ndim == 1 and array.flags.c_contiguous and start <= at and at + array.nbytes <= end:
+                arrays[position] = np.ndarray(array.shape, array.dtype, buffer=base, offset=at - start)
+                continue
+        arrays[position] = _writable_array(values)
+    rebuilt = pd.DataFrame(arrays, index=frame.index, copy=False)
+    rebuilt.columns = frame.columns
+    rebuilt.attrs = frame.attrs
+    return rebuilt
+
+
+def _writable_array(values: Any) -> Any:
+    """``values``, copied if its memory is read-only (a zero-copy view of Arrow memory)."""
+    import numpy as np
+
+    # The arrays numpy-backed extension arrays keep (``Categorical.codes`` itself is always a
+    # read-only view, whatever its memory).
+    backing = getattr(values, "_codes", None)
+    if backing is None:
+        backing = getattr(values, "_ndarray", None)
+    if not isinstance(backing, np.ndarray):
+        return values  # Arrow-backed and masked arrays: pandas replaces their memory on edit
+    return values if backing.flags.writeable else values.copy()
+
+
+def _writable(frame: Any) -> Any:
+    """``frame`` with every column whose memory is read-only copied (categorical codes are
+    zero-copy views of Arrow's dictionary indices even without ``split_blocks``), so that the
+    pulled frame can be edited in place like any other."""
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position].array
+        copied = _writable_array(values)
+        if copied is not values:
+            frame.isetitem(position, copied)
+    return frame
 
 
 def _restore_object_strings(frame: Any, pandas_meta: dict[str, Any]) -> Any:
