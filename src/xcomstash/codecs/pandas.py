@@ -12,6 +12,17 @@ from xcomstash.codecs.arrow import read_ipc, table_summary, write_ipc
 from xcomstash.codecs.base import Codec
 from xcomstash.errors import UnsupportedTypeError
 
+#: Up to this many cells a table is converted between pandas and Arrow on the calling thread.
+#: pyarrow's own heuristic starts a thread pool for any frame of more than 100 rows a column,
+#: and starting it costs more CPU than converting a frame of a few MiB (a fan-in of many small
+#: frames paid it on every push); larger frames keep pyarrow's threads.
+SINGLE_THREAD_CELLS = 4 * 1024 * 1024
+
+
+def _threads(cells: int) -> bool:
+    """Whether converting a table of ``cells`` cells is worth pyarrow's threads."""
+    return cells > SINGLE_THREAD_CELLS
+
 
 class PandasDataFrameCodec(Codec):
     name = "pandas.arrow-ipc"
@@ -62,7 +73,8 @@ class PandasDataFrameCodec(Codec):
             frame = value.copy(deep=False)
             frame.columns = [str(c) for c in value.columns]
         try:
-            table = pa.Table.from_pandas(frame, preserve_index=None)
+            rows, cols = frame.shape
+            table = pa.Table.from_pandas(frame, preserve_index=None, nthreads=None if _threads(rows * cols) else 1)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
             raise UnsupportedTypeError("pandas.DataFrame", f"Arrow cannot encode it: {exc}") from None
         write_ipc(table, sink)
@@ -76,9 +88,8 @@ class PandasDataFrameCodec(Codec):
         """The DataFrame from a (possibly projected) table: used by full and partial reads."""
         import pandas as pd
 
-        frame = _restore_object_strings(
-            table.to_pandas(), table.schema.pandas_metadata or {}
-        )
+        threads = _threads(table.num_rows * table.num_columns)
+        frame = _restore_object_strings(table.to_pandas(use_threads=threads), table.schema.pandas_metadata or {})
         if "column_range" in meta:
             start, stop, step = meta["column_range"]
             frame.columns = pd.RangeIndex(start, stop, step, name=_unlabel(meta["column_names"][0]))

@@ -51,7 +51,7 @@ from xcomstash.pipeline import links
 from xcomstash.pipeline.deadline import within
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.move import MoveResult, home_store, move_object, source_store
-from xcomstash.pipeline.pools import Pools
+from xcomstash.pipeline.pools import CallerFirst, Pools
 from xcomstash.pipeline.repair import Repaired, RepairResult, repair_object
 from xcomstash.pipeline.purge import PurgeResult, owned_key
 from xcomstash.pipeline.push import inline_event
@@ -687,7 +687,7 @@ class PullPath:
             cipher = self._cipher(layout, opened)
             try:
                 payload = read_frames(
-                    layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self.pools.frames.get(),
+                    layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, CallerFirst(self.pools.frames),
                     cipher=cipher,
                 )
             finally:
