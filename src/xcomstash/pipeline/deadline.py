@@ -25,6 +25,7 @@ import contextvars
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable, TypeVar
 
 from xcomstash.errors import StoreTimeoutError
@@ -119,29 +120,48 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_RUNNER._forget)
 
 
+class Started:
+    """Work running on a deadline thread, with its own deadline counted from its start. Many
+    can run at once (a fan-in): each is bounded on its own, and none waits for a free thread."""
+
+    __slots__ = ("_outcome", "_done", "_until", "seconds")
+
+    def __init__(self, seconds: float | None, work: Callable[[], Any]) -> None:
+        self.seconds = seconds
+        self._outcome: list[Any] = []
+        self._done = threading.Event()
+        self._until = time.monotonic() + seconds if seconds is not None else None
+        context = contextvars.copy_context()
+        outcome = self._outcome
+
+        def run() -> None:
+            try:
+                outcome.append((True, context.run(work)))
+            except BaseException as exc:  # handed to the caller
+                outcome.append((False, exc))
+
+        _RUNNER.run(run, self._done)
+
+    def result(self, what: Callable[[], str]) -> Any:
+        """The work's value or its exception, or :class:`StoreTimeoutError` once its deadline
+        has passed."""
+        if self._until is None:
+            self._done.wait()
+        elif not self._done.wait(max(0.0, self._until - time.monotonic())):
+            raise StoreTimeoutError(
+                f"{what()} did not finish within {self.seconds:g} s (push_timeout / pull_timeout): the store "
+                "did not answer in time"
+            )
+        ok, result = self._outcome[0]
+        if ok:
+            return result
+        raise result
+
+
 def within(seconds: float | None, work: Callable[[], T], what: Callable[[], str]) -> T:
     """``work()``, or :class:`StoreTimeoutError` once ``seconds`` have passed (``None``: no bound).
 
     ``what()`` names the operation for the error (built only when the deadline passes)."""
     if seconds is None:
         return work()
-    outcome: list[Any] = []
-    done = threading.Event()
-    context = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            outcome.append((True, context.run(work)))
-        except BaseException as exc:  # handed to the caller
-            outcome.append((False, exc))
-
-    _RUNNER.run(run, done)
-    if not done.wait(seconds):
-        raise StoreTimeoutError(
-            f"{what()} did not finish within {seconds:g} s (push_timeout / pull_timeout): the store "
-            "did not answer in time"
-        )
-    ok, result = outcome[0]
-    if ok:
-        return result
-    raise result
+    return Started(seconds, work).result(what)
