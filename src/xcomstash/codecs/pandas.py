@@ -74,10 +74,18 @@ class PandasDataFrameCodec(Codec):
             frame.columns = [str(c) for c in value.columns]
         try:
             rows, cols = frame.shape
-            table = pa.Table.from_pandas(frame, preserve_index=None, nthreads=None if _threads(rows * cols) else 1)
+            small = not _threads(rows * cols)
+            table = pa.Table.from_pandas(frame, preserve_index=None, nthreads=1 if small else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
             raise UnsupportedTypeError("pandas.DataFrame", f"Arrow cannot encode it: {exc}") from None
-        write_ipc(table, sink)
+        if small:
+            # A small table is written to one Arrow buffer and handed over in one write, rather
+            # than as a few dozen small writes (one per column buffer) each copied into place.
+            buffer = pa.BufferOutputStream()
+            write_ipc(table, buffer)
+            sink.write(buffer.getvalue())
+        else:
+            write_ipc(table, sink)  # streamed: a large table is never held twice
 
     def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
         # Not split_blocks=True: its zero-copy columns are read-only numpy views of Arrow memory,
