@@ -76,16 +76,12 @@ class _Runner:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
-        #: Threads started so far (for tests: reuse keeps it flat).
-        self.started = 0
 
     def run(self, job: Callable[[], None], done: threading.Event) -> None:
         """``job`` (which must not raise) on an idle thread, or on a new one if none is idle;
         ``done`` is set when it has finished."""
         with self._lock:
             worker = self._idle.pop() if self._idle else None
-            if worker is None:
-                self.started += 1
         if worker is None:
             worker = _Worker(self)
             worker.give(job, done)
@@ -104,10 +100,6 @@ class _Runner:
                 self._idle.remove(worker)
                 return True
             return False
-
-    def idle_count(self) -> int:
-        with self._lock:
-            return len(self._idle)
 
     def _forget(self) -> None:
         """In a forked child: the parent's threads are not there."""
