@@ -403,3 +403,47 @@ def test_the_cheap_size_bound_is_never_above_the_estimate(frame: pd.DataFrame) -
 
     codec = PandasDataFrameCodec()
     assert codec.size_at_least(frame) <= codec.estimate_size(frame)
+
+
+class Writes:
+    """A sink that keeps what it is given, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.writes.append(bytes(data))
+        return len(self.writes[-1])
+
+    # what pyarrow asks of a file object
+    closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def tell(self) -> int:
+        return sum(len(w) for w in self.writes)
+
+
+def test_a_small_frame_is_encoded_in_one_write_and_a_large_one_streamed_to_the_same_bytes(monkeypatch) -> None:
+    from xcomstash.codecs import pandas as pandas_codec
+
+    frame = pd.DataFrame({"x": np.arange(20_000, dtype=np.float64), "s": [f"v{i % 31}" for i in range(20_000)]})
+    codec = pandas_codec.PandasDataFrameCodec()
+    small = Writes()
+    codec.encode(frame, small)
+    assert len(small.writes) == 1
+    # Past the threshold the same table is streamed, a write per column buffer: a large frame
+    # is never held a second time in memory.
+    monkeypatch.setattr(pandas_codec, "SINGLE_THREAD_CELLS", 1000)
+    large = Writes()
+    codec.encode(frame, large)
+    assert len(large.writes) > 5
+    assert b"".join(large.writes) == small.writes[0]
+    assert_same_frame(codec.decode(memoryview(small.writes[0]), codec.meta(frame)), frame)

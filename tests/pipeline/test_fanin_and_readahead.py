@@ -5,6 +5,8 @@ must give exactly what the slow path gives, and fail exactly as the slow path fa
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,12 @@ from xcomstash.format import container
 from xcomstash.format.frames import FRAME_SIZE
 from xcomstash.pipeline.readahead import WINDOW
 from xcomstash.format.reference import is_reference
+from xcomstash.errors import StoreTimeoutError, XComStashError
+from xcomstash.observe.events import outcome_of
+from xcomstash.pipeline.pools import FANIN_WORKERS
+from xcomstash.security.readers import Expected
+from xcomstash.stores import FaultyStore, WrapperStore
+from xcomstash.stores.base import ReadSource
 from xcomstash.stores.local import FileReader
 
 
@@ -339,3 +347,81 @@ def test_corrupt_large_value_prefetched_by_read_ahead_raises_integrity_error(tmp
         engine.deserialize(rows[2], coord(2, "big"))
     with pytest.raises(IntegrityError):
         engine.deserialize_many(rows)
+
+
+class Recorded:
+    """An observer subscriber keeping every event."""
+
+    wants_inline = False
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+
+class Concurrency(WrapperStore):
+    """Counts how many readers are open at once (each open holds for a moment)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.lock = threading.Lock()
+        self.now = self.peak = self.opened = 0
+
+    def read_sources(self, key: str, **kwargs: Any) -> list[ReadSource]:
+        return [ReadSource(s.name, self._counted(s.open), s.discard) for s in self.inner.read_sources(key, **kwargs)]
+
+    def _counted(self, open_: Any) -> Any:
+        def counted() -> Any:
+            with self.lock:
+                self.now += 1
+                self.opened += 1
+                self.peak = max(self.peak, self.now)
+            try:
+                time.sleep(0.02)
+                return open_()
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        return counted
+
+
+def test_deserialize_many_fetches_several_objects_at_once_but_at_most_the_fan_in_bound(tmp_path: Path) -> None:
+    inner = make_engine(tmp_path, threshold=0)
+    rows = [inner.serialize(os.urandom(3000 + i), coord(i)) for i in range(40)]
+    store = Concurrency(inner.store)
+    engine = Engine(StashConfig(store_url=inner.store.root_uri, threshold=0, read_ahead=False), store)
+    assert [len(v) for v in engine.deserialize_many(rows)] == [3000 + i for i in range(40)]
+    assert store.opened == 40
+    assert 2 <= store.peak <= FANIN_WORKERS
+
+
+def test_deserialize_many_stops_fetching_at_a_refused_row_and_observes_the_reads_under_way(tmp_path: Path) -> None:
+    recorded = Recorded()
+    engine = Engine(StashConfig(store_url=f"file://{tmp_path}", threshold=0), subscribers=[recorded])
+    rows = [engine.serialize(os.urandom(2000 + i), coord(i)) for i in range(30)]
+    rows[5] = dict(rows[5], xcom=dict(rows[5]["xcom"], dag_id="other_dag"))  # another DAG's value
+    recorded.events.clear()
+    with pytest.raises(XComStashError) as info:
+        engine.deserialize_many(rows, expected=Expected(dag_id="fast_dag", run_id="manual__2026-02-02"))
+    pulls = [(e.outcome, e.xcom_dict().get("map_index")) for e in recorded.events if e.op == "pull"]
+    # rows 0..4 read and observed (ok), row 5 refused and observed, nothing after it fetched
+    assert sorted(m for o, m in pulls if o == "ok") == [0, 1, 2, 3, 4]
+    assert [o for o, m in pulls if o != "ok"] == [outcome_of(info.value)]
+    assert len(pulls) == 6
+
+
+def test_deserialize_many_from_a_hung_store_fails_within_the_pull_deadline(tmp_path: Path) -> None:
+    inner = make_engine(tmp_path, threshold=0)
+    rows = [inner.serialize(os.urandom(2000 + i), coord(i)) for i in range(12)]
+    slow = Engine(
+        StashConfig(store_url=inner.store.root_uri, threshold=0, read_ahead=False, pull_timeout=0.5),
+        FaultyStore(inner.store, delay=30),
+    )
+    started = time.monotonic()
+    with pytest.raises(StoreTimeoutError, match="pull"):
+        slow.deserialize_many(rows)
+    # the first window of reads times out together: one deadline, not one per row
+    assert time.monotonic() - started < 3

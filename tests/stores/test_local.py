@@ -80,3 +80,20 @@ def test_directory_is_not_an_object(store: LocalStore) -> None:
 def test_key_for_rejects_file_url_with_host(store: LocalStore) -> None:
     with pytest.raises(InvalidReferenceError):
         store.key_for(store.root_uri.replace("file://", "file://evil.example") + "/k.xcs")
+
+
+def test_an_object_is_published_into_a_directory_that_does_not_exist_yet(store: LocalStore, root: Path) -> None:
+    # Directories are created only when missing: a key staged in one directory and published
+    # into another (a deduplicated blob) still lands, and so does a first write into a new one.
+    with store.new_object("run/a/staged") as pending:
+        pending.write(b"payload")
+        pending.publish("run/blobs/deep/er/blob")
+    assert store.get("run/blobs/deep/er/blob") == b"payload"
+    with store.writer("fresh/dir/key") as sink:
+        sink.write(b"x")
+    assert store.get("fresh/dir/key") == b"x"
+    with store.new_object("run/a/other") as pending:
+        pending.write(b"y")
+        pending.publish("elsewhere/new", if_absent=True)
+    assert store.get("elsewhere/new") == b"y"
+    assert not [n for _, _, files in os.walk(root) for n in files if n.startswith(".tmp-")]

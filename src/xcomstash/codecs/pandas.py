@@ -12,6 +12,17 @@ from xcomstash.codecs.arrow import read_ipc, table_summary, write_ipc
 from xcomstash.codecs.base import Codec
 from xcomstash.errors import UnsupportedTypeError
 
+#: Up to this many cells a table is converted between pandas and Arrow on the calling thread.
+#: pyarrow's own heuristic starts a thread pool for any frame of more than 100 rows a column,
+#: and starting it costs more CPU than converting a frame of a few MiB (a fan-in of many small
+#: frames paid it on every push); larger frames keep pyarrow's threads.
+SINGLE_THREAD_CELLS = 4 * 1024 * 1024
+
+
+def _threads(cells: int) -> bool:
+    """Whether converting a table of ``cells`` cells is worth pyarrow's threads."""
+    return cells > SINGLE_THREAD_CELLS
+
 
 class PandasDataFrameCodec(Codec):
     name = "pandas.arrow-ipc"
@@ -62,10 +73,19 @@ class PandasDataFrameCodec(Codec):
             frame = value.copy(deep=False)
             frame.columns = [str(c) for c in value.columns]
         try:
-            table = pa.Table.from_pandas(frame, preserve_index=None)
+            rows, cols = frame.shape
+            small = not _threads(rows * cols)
+            table = pa.Table.from_pandas(frame, preserve_index=None, nthreads=1 if small else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
             raise UnsupportedTypeError("pandas.DataFrame", f"Arrow cannot encode it: {exc}") from None
-        write_ipc(table, sink)
+        if small:
+            # A small table is written to one Arrow buffer and handed over in one write, rather
+            # than as a few dozen small writes (one per column buffer) each copied into place.
+            buffer = pa.BufferOutputStream()
+            write_ipc(table, buffer)
+            sink.write(buffer.getvalue())
+        else:
+            write_ipc(table, sink)  # streamed: a large table is never held twice
 
     def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
         return self.from_table(read_ipc(data), meta, payload=data)
@@ -76,10 +96,11 @@ class PandasDataFrameCodec(Codec):
         its numeric columns may then keep (see :func:`_columns_in_place`)."""
         import pandas as pd
 
+        threads = _threads(table.num_rows * table.num_columns)
         if payload is not None and not payload.readonly:
-            frame = _columns_in_place(table.to_pandas(split_blocks=True), payload)
+            frame = _columns_in_place(table.to_pandas(split_blocks=True, use_threads=threads), payload)
         else:
-            frame = _writable(table.to_pandas())
+            frame = _writable(table.to_pandas(use_threads=threads))
         frame = _restore_object_strings(frame, table.schema.pandas_metadata or {})
         if "column_range" in meta:
             start, stop, step = meta["column_range"]

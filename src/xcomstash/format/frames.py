@@ -41,7 +41,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -282,8 +282,16 @@ class FrameWriter:
         try:
             for piece in pieces:
                 self._sink.write(piece)
+        except BaseException:
+            for future in hashed:
+                future.cancel()
+            raise
         finally:
-            wait(hashed)  # no hash may still be reading the caller's memory
+            for future in hashed:  # no hash may still be reading the caller's memory
+                try:
+                    future.result()
+                except BaseException:  # cancelled, or failed: reported below or by the raise above
+                    pass
         self.frames.extend(Frame(METHOD_RAW, size, size, future.result(), self._hash) for future in hashed)
         self._index += count
         self.body_size += count * size

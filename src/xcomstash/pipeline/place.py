@@ -30,7 +30,7 @@ from xcomstash.format import container
 from xcomstash.format.compression import resolve as resolve_compression
 from xcomstash.format.frames import FrameError, FrameWriter
 from xcomstash.format.reference import Reference, clip_summary
-from xcomstash.pipeline.pools import LazyPool
+from xcomstash.pipeline.pools import CallerFirst, LazyPool
 from xcomstash.security.guard import Guard
 from xcomstash.stores.base import PendingObject, Store
 
@@ -131,7 +131,7 @@ class Placer:
         if slot:
             sink.write(slot)
         body = FrameWriter(
-            sink, compression, self.config.compression_level, self.frames.get(),
+            sink, compression, self.config.compression_level, CallerFirst(self.frames),
             cipher=cipher, check_size=check_size,
             object_bytes=lambda count: container.outside_body(head, slot, count), hash=header.hash,
         )

@@ -17,8 +17,10 @@ A wrong value is never returned: either every check passes or a typed
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -48,10 +50,10 @@ from xcomstash.format.frames import FrameError, read_frames
 from xcomstash.format.reference import Reference, is_reference
 from xcomstash.observe.events import LINK, OK, Event, Observer, outcome_of
 from xcomstash.pipeline import links
-from xcomstash.pipeline.deadline import within
+from xcomstash.pipeline.deadline import Started, within
 from xcomstash.pipeline.place import Placer
 from xcomstash.pipeline.move import MoveResult, home_store, move_object, source_store
-from xcomstash.pipeline.pools import Pools
+from xcomstash.pipeline.pools import FANIN_WORKERS, CallerFirst, Pools
 from xcomstash.pipeline.repair import Repaired, RepairResult, repair_object
 from xcomstash.pipeline.purge import PurgeResult, owned_key
 from xcomstash.pipeline.push import inline_event
@@ -246,12 +248,60 @@ class PullPath:
                          python_type=header.python_type, summary="", xcom=coordinate)
 
     def pull_many(self, stored_values: list[Any], *, expected: Expected | None = None) -> list[Any]:
-        """Values for many rows at once (a mapped task's fan-in), fetched concurrently by a
-        bounded pool; order is preserved and the first failure (in order) is raised."""
+        """Values for many rows at once (a mapped task's fan-in): up to :data:`FANIN_WORKERS`
+        objects fetched at once, order preserved, the first failure (in order) raised.
+
+        Every row gets the checks and the event of a single pull: each reference is opened
+        (MAC, expected XCom, readers) here, then its object is fetched, verified and decoded on
+        a deadline thread of its own, bounded by ``pull_timeout`` from its start. Those threads
+        are the fan-in's concurrency: no pool thread that only waits for a deadline thread. After
+        a failure no further object is fetched, and the reads already under way are waited for
+        (each within its deadline) and observed before the failure is raised."""
         if sum(1 for s in stored_values if is_reference(s)) < 2:
             return [self.pull(s, expected=expected) for s in stored_values]
-        pull = lambda s: self.pull(s, expected=expected, readahead=False)  # noqa: E731
-        return list(self.pools.fanin.get().map(pull, stored_values))
+        results: list[Any] = [None] * len(stored_values)
+        running: deque[tuple[int, Opened, float, Started]] = deque()
+        failures: list[tuple[int, BaseException]] = []
+        for index, stored in enumerate(stored_values):
+            try:
+                if not is_reference(stored):
+                    results[index] = self._inline(stored, None, expected)
+                    continue
+                started = time.perf_counter()
+                opened = self._open("pull", stored, None, expected, check_readers=True)
+            except BaseException as exc:  # raised once the reads under way are done
+                failures.append((index, exc))
+                break
+            work = functools.partial(self._from_sources, opened, self._decode_whole, None, True)
+            running.append((index, opened, started, Started(self.config.pull_timeout, work)))
+            if len(running) >= FANIN_WORKERS and self._finish_pull(running.popleft(), results, failures):
+                break
+        while running:
+            self._finish_pull(running.popleft(), results, failures)
+        if failures:
+            raise min(failures, key=lambda failure: failure[0])[1]
+        return results
+
+    def _finish_pull(
+        self,
+        item: tuple[int, Opened, float, Started],
+        results: list[Any],
+        failures: list[tuple[int, BaseException]],
+    ) -> bool:
+        """Wait for one read of :meth:`pull_many` and observe it; True if it failed."""
+        index, opened, started, job = item
+        try:
+            value, _, source = job.result(
+                lambda: f"the pull of {opened.coordinate or opened.ref.uri} from {opened.ref.uri}"
+            )
+        except BaseException as exc:
+            if isinstance(exc, XComStashError):
+                self._emit("pull", opened, started, error=exc)
+            failures.append((index, exc))
+            return True
+        self._emit("pull", opened, started, source=source, fetched=opened.ref.size)
+        results[index] = value
+        return False
 
     def read_table(
         self,
@@ -687,7 +737,7 @@ class PullPath:
             cipher = self._cipher(layout, opened)
             try:
                 payload = read_frames(
-                    layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, self.pools.frames.get(),
+                    layout.frames, layout.body_offset, reader.read_at, reader.readinto_at, CallerFirst(self.pools.frames),
                     cipher=cipher,
                 )
             finally:

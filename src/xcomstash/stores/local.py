@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from xcomstash.errors import ObjectExistsError, ObjectMissingError, StoreError, StoreFullError, StoreReadError
 from xcomstash.stores.base import (
@@ -55,6 +55,16 @@ class FileReader:
         self.close()
 
 
+def _in_directory(path: Path, make: Callable[[], None]) -> None:
+    """``make()`` a file at ``path``, creating its directory first only if it is missing (a
+    published key usually lands in the directory its temporary file was written in)."""
+    try:
+        make()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make()
+
+
 class _PendingFile:
     """A temporary file next to its destination, renamed into place on publish."""
 
@@ -65,8 +75,11 @@ class _PendingFile:
         self.staged_key = staged_key
         directory = store._path(staged_key).parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+            try:  # the directory usually exists (the run's, the task's): no mkdir for it
+                fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+            except FileNotFoundError:
+                directory.mkdir(parents=True, exist_ok=True)
+                fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
         except OSError as exc:
             raise StoreError(f"cannot write to local store {store.root}: {exc}") from exc
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -90,17 +103,16 @@ class _PendingFile:
         path = self._store._path(key)
         try:
             self._file.close()
-            path.parent.mkdir(parents=True, exist_ok=True)
             if if_absent:
                 # link() fails if the name exists: two writers cannot both create it.
                 try:
-                    os.link(self._tmp, path)
+                    _in_directory(path, lambda: os.link(self._tmp, path))
                 except FileExistsError:
                     self.discard()
                     raise ObjectExistsError(f"{self._store.uri_for(key)} already exists") from None
                 os.unlink(self._tmp)
             else:
-                os.replace(self._tmp, path)
+                _in_directory(path, lambda: os.replace(self._tmp, path))
         except OSError as exc:
             self.discard()
             raise self._store._write_error(exc, key) from exc
