@@ -26,6 +26,11 @@ pytest_plugins = ["tests.harness.fixtures"]
 #: 2026-12-03, after every Airflow command of an installation moved under one fork server), so that with
 #: pytest-xdist (whole files per worker) they start first and the short ones fill the gaps.
 #: The deployment modules wait on Airflow much of that time (CPU: local 225 s, celery 92 s).
+#: The versions tier: about 80 s with its virtualenvs made (50 CPU s, since its ``dags test``
+#: caches the execution API as 3.3 does), 30-60 s more where uv has to make them (cold CI).
+#: test_plugin_ui.py, test_check.py, test_sweeps.py and the entries from test_roundtrip.py down: a
+#: whole-suite run of 2026-12-03 (3 workers, a busy machine), its wall times divided by 2.4 (what
+#: the files above took there, against alone).
 _FILE_WEIGHTS = {
     "tests/deployment/test_local_executor.py": 345,
     "tests/deployment/test_celery_executor.py": 130,
@@ -39,14 +44,22 @@ _FILE_WEIGHTS = {
     "tests/airflow/test_default_security.py": 38,
     "tests/airflow/test_compat.py": 76,
     "tests/airflow/test_faults.py": 40,
-    "tests/airflow/test_plugin_ui.py": 52,
+    "tests/airflow/test_plugin_ui.py": 76,
     "tests/maintenance/test_retention_verify_airflow.py": 30,
     "tests/maintenance/test_forged_rows_airflow.py": 28,
     "tests/airflow/test_extra_links.py": 17,
     "tests/airflow/test_cross_dag.py": 17,
-    "tests/maintenance/test_check.py": 12,
-    "tests/versions/test_airflow_minors.py": 150,
-    "tests/bench/test_sweeps.py": 25,
+    "tests/maintenance/test_check.py": 23,
+    "tests/versions/test_airflow_minors.py": 100,
+    "tests/bench/test_sweeps.py": 35,
+    "tests/airflow/test_roundtrip.py": 40,
+    "tests/airflow/test_sensitive_leaks.py": 36,
+    "tests/airflow/test_metrics.py": 36,
+    "tests/airflow/test_exclusive_and_config.py": 33,
+    "tests/airflow/test_rerun.py": 33,
+    "tests/airflow/test_dedup.py": 25,
+    "tests/format/test_fuzz_parsers.py": 19,
+    "tests/stores/test_azure.py": 19,
 }
 #: Any other file that starts Airflow (marker ``airflow`` or ``deployment``, or an Airflow
 #: installation fixture): one fork server (about 12 s) and a few commands.

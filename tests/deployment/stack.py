@@ -112,6 +112,7 @@ class Deployment:
         self.processes: dict[str, Process] = {}
         self.api_port = 0
         self.api: AirflowAPI | None = None  # type: ignore[assignment]
+        self._db: Any = None  # psycopg2 connection of query(), opened on first use
         self.timings: dict[str, float] = {}
         self._forks: dict[frozenset[tuple[str, str]], AirflowProcess] = {}
         self._fork_count = 0
@@ -246,7 +247,7 @@ class Deployment:
             self.redis = start_redis(self.root / "redis")
         self.timings["servers_s"] = time.monotonic() - t0
         self.api_port = free_port()
-        self.api = AirflowAPI(f"http://{LOOPBACK}:{self.api_port}")
+        self.api = AirflowAPI(f"http://{LOOPBACK}:{self.api_port}", state_source=self.run_state_in_db)
 
         t0 = time.monotonic()
         self._spawn_airflow("api-server", ["api-server"])
@@ -298,6 +299,9 @@ class Deployment:
         for server in self._forks.values():
             server.close()
         self._forks.clear()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
         stop_all(self.processes.values())
         for server in (self.proxy, self.redis, self.s3, self.pg if self._own_pg else None):
             if server is not None:
@@ -333,6 +337,31 @@ class Deployment:
         return self.s3.client(**config)
 
     # ------------------------------------------------------------------ helpers for tests
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one query of the metadata database (one autocommit connection, kept)."""
+        import psycopg2
+
+        if self._db is None or self._db.closed:
+            self._db = psycopg2.connect(self.database_url.replace("postgresql+psycopg2://", "postgresql://", 1))
+            self._db.autocommit = True
+        with self._db.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def run_state_in_db(self, dag_id: str, run_id: str) -> str | None:
+        """A DAG run's state in the metadata database: what waits watch (a query costs the
+        API server nothing; the REST API still reads the finished run)."""
+        rows = self.query("select state from dag_run where dag_id = %s and run_id = %s", (dag_id, run_id))
+        return rows[0][0] if rows else None
+
+    def tries_in_db(self, dag_id: str, run_id: str, task_id: str) -> dict[int, tuple[str | None, int]]:
+        """map_index -> (state, try_number) of one task's instances in the metadata database."""
+        rows = self.query(
+            "select map_index, state, try_number from task_instance where dag_id = %s and run_id = %s"
+            " and task_id = %s", (dag_id, run_id, task_id),
+        )
+        return {int(m): (state, int(tries)) for m, state, tries in rows}
 
     def python(self, code: str, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
                ) -> subprocess.CompletedProcess:

@@ -115,10 +115,9 @@ def test_s3_stopped_during_pushes_then_restarted(local_deployment: Deployment) -
     (stack.shared / f"gate-{gate}").touch()
 
     def all_failed_once() -> bool:
-        tis = api.task_instances("xd_gated", run_id)
+        tries = stack.tries_in_db("xd_gated", run_id, "produce")
         return all(
-            (ti := tis.get(("produce", i))) is not None
-            and (ti.try_number >= 2 or ti.state in ("up_for_retry", "failed"))
+            (t := tries.get(i)) is not None and (t[1] >= 2 or t[0] in ("up_for_retry", "failed"))
             for i in range(width)
         )
 
@@ -175,8 +174,8 @@ def test_hung_store_times_out_as_configured_and_the_retry_succeeds(local_deploym
     try:
         run_id = api.trigger("xd_gated", conf={"width": 1, "nbytes": 1_000_000, "seed": 9})
         checks.wait_for(
-            lambda: (ti := api.task_instances("xd_gated", run_id).get(("produce", 0))) is not None
-            and (ti.try_number >= 2 or ti.state in ("up_for_retry", "failed")),
+            lambda: (t := stack.tries_in_db("xd_gated", run_id, "produce").get(0)) is not None
+            and (t[1] >= 2 or t[0] in ("up_for_retry", "failed")),
             150, "the push against the hung store to fail", interval=0.3,
         )
     finally:
