@@ -159,10 +159,10 @@ class _GatedLocalStore(LocalStore):
             size = reader.size
 
             def read_at(self, offset: int, length: int) -> bytes:
-                if offset == store.fail_at:
-                    raise StoreReadError("injected: the connection dropped", uri=key)
                 if offset in store.held:
                     assert store.released.wait(30), "the test never released the gate"
+                if offset == store.fail_at:
+                    raise StoreReadError("injected: the connection dropped", uri=key)
                 return reader.read_at(offset, length)
 
             def readinto_at(self, offset: int, target: memoryview) -> int:
@@ -205,7 +205,7 @@ def test_a_store_failing_partway_through_a_fill_fails_the_reads_that_need_the_mi
     root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
-    inner = _GatedLocalStore(root, fail_at=3000)
+    inner = _GatedLocalStore(root, held=range(3000, 3001), fail_at=3000)  # fails once released
     store = CachingStore(inner, cache_dir, 1 << 20)
     data = os.urandom(9500)
     write(store, KEY, data)
@@ -213,6 +213,7 @@ def test_a_store_failing_partway_through_a_fill_fails_the_reads_that_need_the_mi
     reader = source.open()
     try:
         assert reader.read_at(0, 1000) == data[:1000]
+        inner.released.set()
         with pytest.raises(StoreReadError, match="connection dropped"):
             reader.read_at(2500, 1000)
     finally:
