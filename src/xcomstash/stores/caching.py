@@ -207,22 +207,23 @@ class CachingStore(WrapperStore):
         of it at once (see :class:`_FillingReader`). Cache directory errors before the first
         byte is fetched are :class:`_CacheUnusable`."""
         path = self.path_for(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
-        except OSError as exc:
-            raise _CacheUnusable(exc) from exc
+        fd, tmp = self._new_temp(path)
         try:
             os.ftruncate(fd, origin.size)
-            read_fd = os.open(tmp, os.O_RDONLY)
+            file = FileReader(tmp)
         except OSError as exc:
             os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _unlink(tmp)
             raise _CacheUnusable(exc) from exc
-        return _FillingReader(self, origin, fd, read_fd, tmp, path)
+        return _FillingReader(self, origin, fd, file, tmp, path)
+
+    def _new_temp(self, path: Path) -> tuple[int, str]:
+        """A temporary file next to the entry ``path`` will be (its directory made if missing)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
+        except OSError as exc:
+            raise _CacheUnusable(exc) from exc
 
     def _fill(self, key: str, origin: ObjectReader) -> ObjectReader:
         """Copy ``origin`` into a temporary file (ranged reads in parallel), open it, publish it
@@ -233,11 +234,7 @@ class CachingStore(WrapperStore):
         """
         size = origin.size
         path = self.path_for(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
-        except OSError as exc:
-            raise _CacheUnusable(exc) from exc
+        fd, tmp = self._new_temp(path)
         try:
             try:
                 os.ftruncate(fd, size)
@@ -264,10 +261,7 @@ class CachingStore(WrapperStore):
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _unlink(tmp)
             raise
         self._warned.discard("fill")  # working again: warn afresh next time it breaks
         self._after_fill(size, keep=path)
@@ -457,10 +451,11 @@ class _FillingReader:
     published. Closing before the fill ends stops it and removes the temporary file.
     """
 
-    def __init__(self, store: CachingStore, origin: ObjectReader, fd: int, read_fd: int, tmp: str, path: Path) -> None:
+    def __init__(self, store: CachingStore, origin: ObjectReader, fd: int, file: FileReader, tmp: str, path: Path) -> None:
         self.size = origin.size
         self._store, self._origin, self._path, self._tmp = store, origin, path, tmp
-        self._fd, self._read_fd = fd, read_fd
+        #: Written by the fill; ``_file`` reads the same file through a descriptor of its own.
+        self._fd, self._file = fd, file
         count = -(-self.size // FETCH_CHUNK)
         self._filled = bytearray(count)
         self._left = count
@@ -549,20 +544,12 @@ class _FillingReader:
         return True
 
     def read_at(self, offset: int, length: int) -> bytes:
-        if self._in_file(offset, length):
-            return os.pread(self._read_fd, length, offset)
-        return self._origin.read_at(offset, length)
+        source = self._file if self._in_file(offset, length) else self._origin
+        return source.read_at(offset, length)
 
     def readinto_at(self, offset: int, target: memoryview) -> int:
-        if not self._in_file(offset, target.nbytes):
-            return self._origin.readinto_at(offset, target)
-        done = 0
-        while done < target.nbytes:
-            n = os.preadv(self._read_fd, [target[done:]], offset + done)
-            if n == 0:
-                break
-            done += n
-        return done
+        source = self._file if self._in_file(offset, target.nbytes) else self._origin
+        return source.readinto_at(offset, target)
 
     def close(self) -> None:
         if self._closed:
@@ -577,7 +564,7 @@ class _FillingReader:
             self._fd = -1
         if not self._published:
             _unlink(self._tmp)
-        os.close(self._read_fd)
+        self._file.close()
         self._origin.close()
 
     def __enter__(self) -> _FillingReader:
