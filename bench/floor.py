@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,12 +46,21 @@ def main() -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     aead, nonce = AESGCM(AESGCM.generate_key(bit_length=256)), os.urandom(12)
+    sealed = threading.local()
+
+    def seal(frame: bytes) -> None:
+        """Into a buffer each thread reuses, as a sealing path that allocates nothing would."""
+        out = getattr(sealed, "buffer", None)
+        if out is None or len(out) != len(frame) + 16:
+            out = sealed.buffer = bytearray(len(frame) + 16)
+        aead.encrypt_into(nonce, frame, None, out)  # a benchmark: one nonce is fine
+
     import blake3
 
     works = (
         ("BLAKE3", lambda f: blake3.blake3(f).digest()),
         ("SHA-256", lambda f: hashlib.sha256(f).digest()),
-        ("AES-256-GCM", lambda f: aead.encrypt(nonce, f, None)),  # a benchmark: one nonce is fine
+        ("AES-256-GCM", seal),
         ("memory copy", bytearray),
     )
     for name, work in works:

@@ -447,3 +447,36 @@ def test_a_small_frame_is_encoded_in_one_write_and_a_large_one_streamed_to_the_s
     assert len(large.writes) > 5
     assert b"".join(large.writes) == small.writes[0]
     assert_same_frame(codec.decode(memoryview(small.writes[0]), codec.meta(frame)), frame)
+
+
+def test_a_frame_of_several_record_batches_joins_its_numeric_columns_and_gives_the_payload_back(
+    store_root: Path, monkeypatch
+) -> None:
+    """Numeric columns stored in several record batches come back as one writable array each,
+    and each copied piece's payload pages are released as it is copied. The string and
+    nullable columns around them keep their memory in the payload and stay intact."""
+    from xcomstash.codecs import arrow, release
+
+    monkeypatch.setattr(arrow, "ROWS_PER_BATCH", 200_000)  # four batches; 1.6 MB pieces
+    released: list[int] = []
+    real = release.release
+    monkeypatch.setattr(release, "release", lambda address, nbytes: released.append(real(address, nbytes)) or released[-1])
+    n = 800_000
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame(
+        {
+            "f": rng.random(n), "i": np.arange(n), "u": np.arange(n, dtype=np.uint32),
+            "s": pd.Series(np.repeat(["alpha", "beta", "gamma", "delta"], n // 4)),
+            "nan": np.where(np.arange(n) % 3 == 0, np.nan, 1.5), "ni": pd.array(np.arange(n), dtype="Int64"),
+        }
+    )
+    engine = Engine(StashConfig(store_url=f"file://{store_root}", threshold=0))
+    out = row_roundtrip(engine, df)
+    assert_same_frame(out, df)
+    assert sum(released) >= 3 * 4 * 1_500_000  # f, i (8 bytes a row) and u: every piece released
+    roots = [_root(out[label].to_numpy()) for label in ("f", "i", "u")]
+    assert [memoryview(root).nbytes for root in roots] == [n * 8, n * 8, n * 4]  # one array each
+    _edit_every_column(out)
+    expected = df.copy()
+    _edit_every_column(expected)
+    assert_same_frame(out, expected)

@@ -5,9 +5,10 @@ dtypes (categorical, timezone-aware, nullable) come back on the installed pandas
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, BinaryIO
 
-from xcomstash.codecs import arrow
+from xcomstash.codecs import arrow, release
 from xcomstash.codecs.arrow import read_ipc, table_summary, write_ipc
 from xcomstash.codecs.base import Codec
 from xcomstash.errors import UnsupportedTypeError
@@ -86,6 +87,11 @@ class PandasDataFrameCodec(Codec):
             sink.write(buffer.getvalue())
         else:
             write_ipc(table, sink)  # streamed: a large table is never held twice
+            del table
+            # Arrow's allocator keeps the memory the conversion freed (the string columns, about
+            # a third of the value here) for reuse; a task that goes on after pushing would hold
+            # it for nothing. Returning it takes about a millisecond.
+            pa.default_memory_pool().release_unused()
 
     def decode(self, data: memoryview, meta: dict[str, Any]) -> Any:
         return self.from_table(read_ipc(data), meta, payload=data)
@@ -98,7 +104,8 @@ class PandasDataFrameCodec(Codec):
 
         threads = _threads(table.num_rows * table.num_columns)
         if payload is not None and not payload.readonly:
-            frame = _columns_in_place(table.to_pandas(split_blocks=True, use_threads=threads), payload)
+            table, joined = _join_batches(table, payload, threads)
+            frame = _columns_in_place(table.to_pandas(split_blocks=True, use_threads=threads), [payload, *joined])
         else:
             frame = _writable(table.to_pandas(use_threads=threads))
         frame = _restore_object_strings(frame, table.schema.pandas_metadata or {})
@@ -133,7 +140,60 @@ def _json_labels(labels: list[Any], what: str) -> list[Any]:
         ) from None
 
 
-def _columns_in_place(frame: Any, payload: memoryview) -> Any:
+def _join_batches(table: Any, payload: memoryview, threads: bool) -> tuple[Any, list[Any]]:
+    """``table`` with each numeric column without nulls that spans several record batches
+    copied into one new array, and those arrays.
+
+    A frame of more than one record batch (:data:`arrow.ROWS_PER_BATCH` rows) has its columns
+    in pieces, and pandas needs each in one array: ``to_pandas`` would concatenate them into
+    new memory while the whole payload stays resident (twice the value in memory at the peak).
+    Copied here instead, each piece's pages of the payload are given back as soon as it is
+    copied (:func:`release.release`), so the payload shrinks as the columns grow. Only pieces
+    of these columns are released: every other column keeps its memory in the payload
+    (strings, for one, stay Arrow-backed views of it)."""
+    import numpy as np
+    import pyarrow as pa
+
+    base = np.frombuffer(payload, dtype=np.uint8)
+    start, end = base.ctypes.data, base.ctypes.data + base.nbytes
+
+    def joinable(column: Any) -> bool:
+        kind = column.type
+        return (
+            column.num_chunks > 1
+            and column.null_count == 0
+            and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+        )
+
+    def join(column: Any) -> Any:
+        joined = np.empty(len(column), dtype=column.type.to_pandas_dtype())
+        at = 0
+        for chunk in column.chunks:
+            piece = chunk.to_numpy(zero_copy_only=True)
+            joined[at : at + len(piece)] = piece
+            at += len(piece)
+            address = piece.ctypes.data
+            if start <= address and address + piece.nbytes <= end:
+                release.release(address, piece.nbytes)
+        return joined
+
+    positions = [i for i, column in enumerate(table.columns) if joinable(column)]
+    if not positions:
+        return table, []
+    columns = [table.column(i) for i in positions]
+    if threads and len(columns) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(columns), os.cpu_count() or 1)) as pool:
+            arrays = list(pool.map(join, columns))
+    else:
+        arrays = [join(column) for column in columns]
+    for position, column, array in zip(positions, columns, arrays):
+        table = table.set_column(position, table.schema.field(position), pa.chunked_array([pa.array(array)], column.type))
+    return table, arrays
+
+
+def _columns_in_place(frame: Any, owned: list[Any]) -> Any:
     """Numeric columns stay where they lie in the payload, as writable arrays.
 
     A full read decodes from a buffer the pull allocated, verified and owns. ``to_pandas`` with
@@ -142,27 +202,43 @@ def _columns_in_place(frame: Any, payload: memoryview) -> Any:
     default ``to_pandas`` copies every column instead (time, and a second copy of the value in
     memory while it runs). Since the memory is ours, the same bytes are viewed writable
     instead: no copy, and the pulled frame is as editable as any other. (The payload stays
-    alive while any such column does.) Other columns are as ``to_pandas`` made them; read-only
-    ones among them (datetimes, categorical codes) are copied, as :func:`_writable` does."""
+    alive while any such column does.) ``owned`` lists that payload and the arrays
+    :func:`_join_batches` made, all memory of this pull. Other columns are as ``to_pandas`` made
+    them; read-only ones among them (datetimes, categorical codes) are copied, as
+    :func:`_writable` does."""
     import numpy as np
     import pandas as pd
 
-    base = np.frombuffer(payload, dtype=np.uint8)
-    start, end = base.ctypes.data, base.ctypes.data + base.nbytes
+    bases = [np.frombuffer(buffer, dtype=np.uint8) for buffer in owned]
+    spans = [(base.ctypes.data, base.ctypes.data + base.nbytes, base) for base in bases]
     arrays: dict[int, Any] = {}
     for position in range(frame.shape[1]):
         values = frame.iloc[:, position].array
-        if isinstance(values, pd.arrays.NumpyExtensionArray) and values.dtype.kind in "iuf":
-            array = values.to_numpy()
-            at = array.ctypes.data
-            if array.ndim == 1 and array.flags.c_contiguous and start <= at and at + array.nbytes <= end:
-                arrays[position] = np.ndarray(array.shape, array.dtype, buffer=base, offset=at - start)
-                continue
-        arrays[position] = _writable_array(values)
+        arrays[position] = _in_place(values, spans)
+        if arrays[position] is None:
+            arrays[position] = _writable_array(values)
     rebuilt = pd.DataFrame(arrays, index=frame.index, copy=False)
     rebuilt.columns = frame.columns
     rebuilt.attrs = frame.attrs
     return rebuilt
+
+
+def _in_place(values: Any, spans: list[tuple[int, int, Any]]) -> Any:
+    """A writable array over the same memory as numeric ``values``, if that memory lies in one
+    of ``spans`` (start, end, the array that owns it); else None."""
+    import numpy as np
+    import pandas as pd
+
+    if not (isinstance(values, pd.arrays.NumpyExtensionArray) and values.dtype.kind in "iuf"):
+        return None
+    array = values.to_numpy()
+    at = array.ctypes.data
+    if array.ndim != 1 or not array.flags.c_contiguous:
+        return None
+    for start, end, base in spans:
+        if start <= at and at + array.nbytes <= end:
+            return np.ndarray(array.shape, array.dtype, buffer=base, offset=at - start)
+    return None
 
 
 def _writable_array(values: Any) -> Any:
