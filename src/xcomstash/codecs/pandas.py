@@ -212,8 +212,9 @@ def _columns_in_place(frame: Any, owned: list[Any]) -> Any:
     bases = [np.frombuffer(buffer, dtype=np.uint8) for buffer in owned]
     spans = [(base.ctypes.data, base.ctypes.data + base.nbytes, base) for base in bases]
     arrays: dict[int, Any] = {}
-    for position in range(frame.shape[1]):
-        values = frame.iloc[:, position].array
+    # items(), not iloc[:, i]: iloc's indexer checks cost more than the rest of a small pull.
+    for position, (_, column) in enumerate(frame.items()):
+        values = column.array
         arrays[position] = _in_place(values, spans)
         if arrays[position] is None:
             arrays[position] = _writable_array(values)
@@ -259,8 +260,8 @@ def _writable(frame: Any) -> Any:
     """``frame`` with every column whose memory is read-only copied (categorical codes are
     zero-copy views of Arrow's dictionary indices even without ``split_blocks``), so that the
     pulled frame can be edited in place like any other."""
-    for position in range(frame.shape[1]):
-        values = frame.iloc[:, position].array
+    for position, (_, column) in enumerate(frame.items()):
+        values = column.array
         copied = _writable_array(values)
         if copied is not values:
             frame.isetitem(position, copied)

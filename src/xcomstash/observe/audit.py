@@ -36,6 +36,7 @@ task, key, operation, outcome and time range.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import hmac
 import json
@@ -65,6 +66,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.cache
+def _host() -> str:
+    """This machine's name, asked once: the system call releases the GIL, and a fan-in's
+    thread recording events waited for it back behind the threads reading values."""
+    return socket.gethostname()
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     op: str
@@ -91,7 +99,7 @@ class AuditEvent:
     #: taken (the trace's description), so one line per operation says all of it.
     detail: str = field(default="", compare=False)
     ts: str = field(default_factory=now_iso)
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=_host)
     pid: int = field(default_factory=os.getpid)
 
     def to_dict(self) -> dict[str, Any]:
