@@ -256,28 +256,38 @@ class PullPath:
         a deadline thread of its own, bounded by ``pull_timeout`` from its start. Those threads
         are the fan-in's concurrency: no pool thread that only waits for a deadline thread. After
         a failure no further object is fetched, and the reads already under way are waited for
-        (each within its deadline) and observed before the failure is raised."""
+        (each within its deadline) and observed before the failure is raised.
+
+        The reads' events are emitted once the reads are done, in order, before any value is
+        returned: emitting one (an audit log line: a write that gives up the GIL) while the
+        other reads run made it wait behind them every time, and the emitting thread was the
+        fan-in's bottleneck."""
         if sum(1 for s in stored_values if is_reference(s)) < 2:
             return [self.pull(s, expected=expected) for s in stored_values]
         results: list[Any] = [None] * len(stored_values)
         running: deque[tuple[int, Opened, float, Started]] = deque()
         failures: list[tuple[int, BaseException]] = []
-        for index, stored in enumerate(stored_values):
-            try:
-                if not is_reference(stored):
-                    results[index] = self._inline(stored, None, expected)
-                    continue
-                started = time.perf_counter()
-                opened = self._open("pull", stored, None, expected, check_readers=True)
-            except BaseException as exc:  # raised once the reads under way are done
-                failures.append((index, exc))
-                break
-            work = functools.partial(self._from_sources, opened, self._decode_whole, None, True)
-            running.append((index, opened, started, Started(self.config.pull_timeout, work)))
-            if len(running) >= FANIN_WORKERS and self._finish_pull(running.popleft(), results, failures):
-                break
-        while running:
-            self._finish_pull(running.popleft(), results, failures)
+        observed: list[Callable[[], None]] = []
+        try:
+            for index, stored in enumerate(stored_values):
+                try:
+                    if not is_reference(stored):
+                        results[index] = self._inline(stored, None, expected)
+                        continue
+                    started = time.perf_counter()
+                    opened = self._open("pull", stored, None, expected, check_readers=True)
+                except BaseException as exc:  # raised once the reads under way are done
+                    failures.append((index, exc))
+                    break
+                work = functools.partial(self._from_sources, opened, self._decode_whole, None, True)
+                running.append((index, opened, started, Started(self.config.pull_timeout, work)))
+                if len(running) >= FANIN_WORKERS and self._finish_pull(running.popleft(), results, failures, observed):
+                    break
+            while running:
+                self._finish_pull(running.popleft(), results, failures, observed)
+        finally:
+            for emit in observed:
+                emit()
         if failures:
             raise min(failures, key=lambda failure: failure[0])[1]
         return results
@@ -287,8 +297,10 @@ class PullPath:
         item: tuple[int, Opened, float, Started],
         results: list[Any],
         failures: list[tuple[int, BaseException]],
+        observed: list[Callable[[], None]],
     ) -> bool:
-        """Wait for one read of :meth:`pull_many` and observe it; True if it failed."""
+        """Wait for one read of :meth:`pull_many` and add its event to ``observed``; True if
+        it failed."""
         index, opened, started, job = item
         try:
             value, _, source = job.result(
@@ -296,10 +308,14 @@ class PullPath:
             )
         except BaseException as exc:
             if isinstance(exc, XComStashError):
-                self._emit("pull", opened, started, error=exc)
+                seconds = time.perf_counter() - started
+                observed.append(functools.partial(self._emit, "pull", opened, started, error=exc, seconds=seconds))
             failures.append((index, exc))
             return True
-        self._emit("pull", opened, started, source=source, fetched=opened.ref.size)
+        seconds = time.perf_counter() - started
+        observed.append(functools.partial(
+            self._emit, "pull", opened, started, source=source, fetched=opened.ref.size, seconds=seconds
+        ))
         results[index] = value
         return False
 
@@ -864,13 +880,16 @@ class PullPath:
         error: BaseException | None = None,
         fetched: int | None = None,
         actor: dict[str, Any] | None = None,
+        seconds: float | None = None,
     ) -> None:
+        """``seconds``: how long the operation took, if it ended before this (else: until now)."""
         ref, notes = opened.ref, opened.notes
         self.observer.emit(
             Event(
                 op, outcome_of(error) if error is not None else OK, ref.xcom or opened.coordinate,
                 uri=ref.uri, size=ref.size, digest=ref.digest, key_id=opened.key_id, codec=ref.codec,
-                summary=ref.summary, seconds=time.perf_counter() - started, source=source, error=error,
+                summary=ref.summary, seconds=time.perf_counter() - started if seconds is None else seconds,
+                source=source, error=error,
                 failover=tuple(opened.failover), raw_size=notes.raw_size, fetched=fetched, cache=notes.cache,
                 crypto_seconds=notes.crypto_seconds, actor=actor,
             )
