@@ -19,6 +19,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -312,13 +313,18 @@ class Deployment:
         if self._db is not None:
             self._db.close()
             self._db = None
+        # The store and the broker stop while the Airflow processes do (each may take its
+        # grace period): nothing is left that needs them.
+        stoppers = [threading.Thread(target=_stop_quietly, args=(server,))
+                    for server in (self.redis, self.s3) if server is not None]
+        for stopper in stoppers:
+            stopper.start()
         stop_all(self.processes.values())
-        for server in (self.proxy, self.redis, self.s3, self.pg if self._own_pg else None):
+        for stopper in stoppers:
+            stopper.join()
+        for server in (self.proxy, self.pg if self._own_pg else None):
             if server is not None:
-                try:
-                    server.stop()
-                except Exception:
-                    pass
+                _stop_quietly(server)
 
     def describe(self, lines: int = 40) -> str:
         """Every process's log tail, for failure messages."""
@@ -409,6 +415,13 @@ class Deployment:
         proc = subprocess.run(argv, env=env, cwd=self.root, capture_output=True, text=True, timeout=timeout)
         record_command(argv, time.monotonic() - started, children_cpu() - cpu)
         return proc
+
+
+def _stop_quietly(server: Any) -> None:
+    try:
+        server.stop()
+    except Exception:
+        pass
 
 
 def _fernet_key() -> str:
