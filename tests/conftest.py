@@ -33,7 +33,7 @@ pytest_plugins = ["tests.harness.fixtures"]
 #: the files above took there, against alone).
 _FILE_WEIGHTS = {
     "tests/deployment/test_local_executor.py": 280,
-    "tests/deployment/test_celery_executor.py": 125,
+    "tests/deployment/test_celery_executor.py": 130,
     "tests/maintenance/test_migrate_airflow.py": 81,
     "tests/airflow/test_replicated.py": 61,
     "tests/maintenance/test_reconcile_airflow.py": 100,
