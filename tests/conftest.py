@@ -32,7 +32,7 @@ pytest_plugins = ["tests.harness.fixtures"]
 #: whole-suite run of 2026-12-03 (3 workers, a busy machine), its wall times divided by 2.4 (what
 #: the files above took there, against alone).
 _FILE_WEIGHTS = {
-    "tests/deployment/test_local_executor.py": 345,
+    "tests/deployment/test_local_executor.py": 280,
     "tests/deployment/test_celery_executor.py": 130,
     "tests/maintenance/test_migrate_airflow.py": 81,
     "tests/airflow/test_replicated.py": 61,

@@ -71,7 +71,8 @@ def _deployment(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -
 def local_deployment(tmp_path_factory: pytest.TempPathFactory, airflow_postgres_template) -> Iterator[Deployment]:
     """Scheduler (LocalExecutor), DAG processor and API server on PostgreSQL, store on S3."""
     yield from _deployment(
-        tmp_path_factory, "local", executor="local", parallelism=6, database=airflow_postgres_template
+        tmp_path_factory, "local", executor="local", parallelism=6, database=airflow_postgres_template,
+        dags=["xd_workload.py", "xd_faults.py", "xd_soak.py"],
     )
 
 
@@ -80,5 +81,5 @@ def celery_deployment(tmp_path_factory: pytest.TempPathFactory, airflow_postgres
     """The same with CeleryExecutor: Redis broker, two workers with their own read caches."""
     yield from _deployment(
         tmp_path_factory, "celery", executor="celery", workers=2, worker_concurrency=2, parallelism=8,
-        database=airflow_postgres_template,
+        database=airflow_postgres_template, dags=["xd_workload.py", "xd_faults.py"],
     )

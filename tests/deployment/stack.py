@@ -19,6 +19,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -33,7 +34,6 @@ from tests.harness.airflow import (
     children_cpu,
     clean_environ as _clean_environ,
     migrate_postgres_template,
-    json_report,
     record_command,
     split_environ,
 )
@@ -54,6 +54,9 @@ from tests.harness.servers import (
 
 HERE = Path(__file__).resolve().parent
 DAGS_SOURCE = HERE / "dags"
+#: ``airflow_local_settings.py`` that imports what the tasks need once, in the processes the
+#: task processes are forked from (see the module's docstring); not on the API server's path.
+PRELOAD = HERE / "preload"
 CONN_ID = "xcs_store"
 BUCKET = "xcom"
 PREFIX = "deploy"
@@ -61,7 +64,7 @@ PREFIX = "deploy"
 #: botocore settings of the store connection (its ``config_kwargs`` extra): how long one S3
 #: request may take and how often it is retried. The slow-store test checks these hold.
 S3_CONNECT_TIMEOUT_S = 3
-S3_READ_TIMEOUT_S = 4
+S3_READ_TIMEOUT_S = 3
 S3_MAX_ATTEMPTS = 2
 
 
@@ -183,6 +186,10 @@ class Deployment:
                 # The DAG files never change during a test: parse them once, not every 30 s
                 # (re-parsing costs a good part of a core on a 2-core machine).
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+                # A task's calls to the execution API wait this long for the API server
+                # (default 5 s): on a 2-core machine under load one slow answer must not fail
+                # the task before it starts.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 # A task whose worker died is noticed after this long (default 300 s).
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
@@ -198,8 +205,10 @@ class Deployment:
                 "AIRFLOW__XCOMSTASH__AUDIT": "log,store",
                 "AIRFLOW__XCOMSTASH__CACHE_DIR": str(self.worker_cache_dir(0)),
                 f"AIRFLOW_CONN_{CONN_ID.upper()}": self.connection_json(self.proxy.url),
-                # The DAG files import their shared helpers from their own folder.
-                "PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")]),
+                # The DAG files import their shared helpers from their own folder; the
+                # scheduler, the workers and the verifier's fork server preload the libraries
+                # the tasks import (PRELOAD).
+                "PYTHONPATH": os.pathsep.join([str(PRELOAD), str(self.dags_folder), str(REPO / "src")]),
                 "XD_SHARED": str(self.shared),
             }
         )
@@ -250,7 +259,9 @@ class Deployment:
         self.api = AirflowAPI(f"http://{LOOPBACK}:{self.api_port}", state_source=self.run_state_in_db)
 
         t0 = time.monotonic()
-        self._spawn_airflow("api-server", ["api-server"])
+        # The API server runs no task: it starts without the preloaded libraries.
+        self._spawn_airflow("api-server", ["api-server"],
+                            env={"PYTHONPATH": os.pathsep.join([str(self.dags_folder), str(REPO / "src")])})
         self._spawn_airflow("scheduler", ["scheduler", "--skip-serve-logs"])
         self._spawn_airflow("dag-processor", ["dag-processor"])
         for i in range(self.n_workers):
@@ -302,13 +313,18 @@ class Deployment:
         if self._db is not None:
             self._db.close()
             self._db = None
+        # The store and the broker stop while the Airflow processes do (each may take its
+        # grace period): nothing is left that needs them.
+        stoppers = [threading.Thread(target=_stop_quietly, args=(server,))
+                    for server in (self.redis, self.s3) if server is not None]
+        for stopper in stoppers:
+            stopper.start()
         stop_all(self.processes.values())
-        for server in (self.proxy, self.redis, self.s3, self.pg if self._own_pg else None):
+        for stopper in stoppers:
+            stopper.join()
+        for server in (self.proxy, self.pg if self._own_pg else None):
             if server is not None:
-                try:
-                    server.stop()
-                except Exception:
-                    pass
+                _stop_quietly(server)
 
     def describe(self, lines: int = 40) -> str:
         """Every process's log tail, for failure messages."""
@@ -378,8 +394,10 @@ class Deployment:
         and CLI runs, each still a process of its own (tests/harness/airflow_runner.py)."""
         fixed, lazy = split_environ(env)
         # A ``-c`` run of the xcomstash CLI with a JSON report imports Airflow with stdout
-        # pointing at stderr (what the CLI does): so does its server.
-        quiet = program == "python" and "xcomstash.cli" in args[0] and json_report(args[1:])
+        # pointing at stderr (what the CLI does): so does its server. The verifier prints its
+        # report as the last line of stdout, so it runs in that server too: one fork server
+        # (one import of Airflow) per deployment, not two.
+        quiet = program == "python"
         key = frozenset([*fixed.items(), ("(imports to stderr)", str(quiet))])
         server = self._forks.get(key)
         if server is None or not server.alive():
@@ -397,6 +415,13 @@ class Deployment:
         proc = subprocess.run(argv, env=env, cwd=self.root, capture_output=True, text=True, timeout=timeout)
         record_command(argv, time.monotonic() - started, children_cpu() - cpu)
         return proc
+
+
+def _stop_quietly(server: Any) -> None:
+    try:
+        server.stop()
+    except Exception:
+        pass
 
 
 def _fernet_key() -> str:

@@ -83,9 +83,10 @@ def test_worker_killed_mid_upload_task_retried_on_the_other_worker(celery_deploy
     stack = celery_deployment
     api = stack.api
     assert stack.proxy is not None
-    stack.proxy.latency = 0.3  # widen the window in which the upload is in flight
+    stack.proxy.latency = 0.5  # widen the window in which the upload is in flight
     try:
-        run_id = api.trigger("xd_big", conf={"nbytes": 96 * 1024 * 1024, "seed": 31})
+        # Three 16 MiB multipart parts, each behind a delayed round trip.
+        run_id = api.trigger("xd_big", conf={"nbytes": 48 * 1024 * 1024, "seed": 31})
         prefix = f"{PREFIX}/xd_big/"
         upload = checks.wait_for(
             lambda: next((u for u in unfinished_uploads(stack) if u["key"].startswith(prefix)), None),

@@ -33,6 +33,11 @@ pytestmark = [pytest.mark.deployment, pytest.mark.airflow, pytest.mark.s3]
 #: Width of the mapped fan-out: well past the fan-in's read-ahead window (8 values), so the
 #: lazy sequence reads ahead, refills the window and runs off its end.
 FAN = 12
+#: Delay of every store response in the latency test: below the read timeout (S3_READ_TIMEOUT_S).
+LATENCY_S = 1.0
+#: The value the killed task uploads: three multipart parts (xcomstash's S3 parts are 16 MiB),
+#: so the upload is in flight over several delayed round trips while the test kills the task.
+BIG_NBYTES = 48 * 1024 * 1024
 #: Figures collected across the module, printed at the end of the soak.
 FIGURES: dict[str, object] = {}
 
@@ -143,11 +148,12 @@ def test_s3_stopped_during_pushes_then_restarted(local_deployment: Deployment) -
 
 
 def test_store_latency_below_the_timeout_only_slows_pushes(local_deployment: Deployment) -> None:
-    """Every S3 response delayed by 1.5 s (less than the connection's read timeout): pushes
+    """Every S3 response delayed by 1 s (less than the connection's read timeout): pushes
     and pulls are slower but succeed on their first try."""
     stack = local_deployment
     assert stack.proxy is not None
-    stack.proxy.latency = 1.5
+    assert LATENCY_S < S3_READ_TIMEOUT_S
+    stack.proxy.latency = LATENCY_S
     before = stack.proxy.stats.delayed
     try:
         run = stack.api.wait_run(
@@ -230,9 +236,9 @@ def test_task_process_killed_mid_upload_is_retried_and_never_referenced(local_de
     stack = local_deployment
     api = stack.api
     assert stack.proxy is not None
-    stack.proxy.latency = 0.3  # widen the window in which the upload is in flight
+    stack.proxy.latency = 0.5  # widen the window in which the upload is in flight
     try:
-        run_id = api.trigger("xd_big", conf={"nbytes": 96 * 1024 * 1024, "seed": 11})
+        run_id = api.trigger("xd_big", conf={"nbytes": BIG_NBYTES, "seed": 11})
         prefix = f"{PREFIX}/xd_big/"
         upload = checks.wait_for(
             lambda: next((u for u in unfinished_uploads(stack) if u["key"].startswith(prefix)), None),
