@@ -112,6 +112,11 @@ def record_command(
         f.write(line + "\n")
 
 
+def _current_test_file() -> str:
+    """The file of the test running now ("" outside a test)."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").split("::", 1)[0]
+
+
 def children_cpu() -> float:
     """User + system CPU seconds of this process's waited-for children so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -317,8 +322,12 @@ class AirflowProcess:
         #: commands from several threads run one after another.
         self.users = 0
         self._lock = threading.Lock()
-        #: What each command cost: its child's CPU seconds, and its argv.
-        self.costs: list[tuple[float, list[str]]] = []
+        #: What each command cost: its child's CPU seconds, its argv and the test file that ran
+        #: it (a server may serve several files).
+        self.costs: list[tuple[float, list[str], str]] = []
+        self.started_by = _current_test_file()
+        #: Why the harness started this server (for the command log).
+        self.why = ""
         #: Called after each command, under the command lock (a shared server's bookkeeping).
         self.after_command: Any = None
         self._log = open(log_path, "ab")
@@ -360,7 +369,7 @@ class AirflowProcess:
             with open(stderr, "a") as err:
                 err.write(f"\n[harness] the fork server exited ({code}); see its log\n")
             return code if code else 1
-        self.costs.append((round(reply["cpu"], 2), [program, *args[:2]]))
+        self.costs.append((round(reply["cpu"], 2), [program, *args[:2]], _current_test_file()))
         return int(reply["returncode"])
 
     def _reply(self, args: list[str], timeout: float) -> dict[str, Any] | None:
@@ -395,7 +404,7 @@ class AirflowProcess:
         record_command(
             [str(RUNNER)], time.perf_counter() - self._started,
             cpu if cpu is not None else children_cpu() - self._cpu_before,
-            commands=self.commands, per_command=self.costs,
+            commands=self.commands, per_command=self.costs, started_by=self.started_by, why=self.why,
         )
 
     def kill(self) -> None:
@@ -552,9 +561,12 @@ def _server_for(
             (s for s in mine if not s.users and s.can_host(owner)), None
         )
         if server is None:
+            why = _why_new_server(owner, key, mine)
             idle = [k for k, s in _SERVERS.items() if not s.users]
             for old_key in idle[: max(0, len(_SERVERS) + 1 - MAX_SERVERS)]:
-                _SERVERS.pop(old_key).close()
+                evicted = _SERVERS.pop(old_key)
+                _EVICTED.add(evicted.key)
+                evicted.close()
             slot = _slot_dir() / f"s{next(_SLOT_NUMBERS)}"
             server = _SharedServer(key, slot)
             server.point_at(owner)
@@ -563,6 +575,7 @@ def _server_for(
                 owner.logs / "fork-server.log", imports_to_stderr,
             )
             server.process.after_command = server.sync_cfg
+            server.process.why = why
             _SERVERS[id(server)] = server
         elif not server.users:
             server.point_at(owner)
@@ -573,6 +586,22 @@ def _server_for(
 
 
 _SLOT_NUMBERS = itertools.count()
+#: Kinds of server closed to make room for another (for the command log).
+_EVICTED: set[frozenset[tuple[str, str]]] = set()
+
+
+def _why_new_server(owner: AirflowEnv, key: frozenset[tuple[str, str]], mine: list[_SharedServer]) -> str:
+    """Why a command needs a server of its own (for the command log: how the suite's cost is
+    counted)."""
+    if mine:
+        return "same kind busy" if all(s.users for s in mine) else "airflow.cfg of another origin"
+    if key in _EVICTED:
+        return "its kind's server was closed to make room"
+    if not _SERVERS:
+        return "first"
+    nearest = min(_SERVERS.values(), key=lambda s: len(s.key ^ key))
+    names = sorted({name for name, _ in nearest.key ^ key})
+    return "differs in " + ", ".join(names)
 
 
 # ------------------------------------------------------------------------------- environment
