@@ -90,3 +90,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = item.nodeid.split("::", 1)[0]
         weights[path] = max(weights.get(path, 0), _weight(item))
     items.sort(key=lambda item: -weights[item.nodeid.split("::", 1)[0]])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the Airflow fork servers (tests/harness/airflow.py) while this process can still
+    wait for them: an xdist worker may end without running atexit handlers, and a server left
+    to exit on its own is neither waited for nor counted in the command log."""
+    from tests.harness.airflow import close_servers
+
+    close_servers()

@@ -19,7 +19,9 @@ Every ``airflow`` and ``xcomstash`` command of an env runs in a child forked fro
 has imported Airflow (and, once a ``dags test`` needs it, built its in-process execution API):
 tests/harness/airflow_runner.py. Each command is still a process of its own that starts from
 what a new process would have after its imports; the costliest part of a small ``dags test``
-(imports, the execution API's versioned routes) is paid once per env instead of per command.
+(imports, the execution API's versioned routes) is paid once per server instead of per
+command, and installations that differ only in where they live share a server (see "Shared
+servers" below), so a test process pays it about once per kind of installation.
 
 ``airflow dags test`` runs every task in-process (Airflow's in-process test supervisor, same
 execution API, same XCom backend calls as a worker), so its output is the task logs; they are
@@ -31,6 +33,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -41,6 +44,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -106,6 +110,11 @@ def record_command(
     })
     with open(path, "a") as f:
         f.write(line + "\n")
+
+
+def _current_test_file() -> str:
+    """The file of the test running now ("" outside a test)."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").split("::", 1)[0]
 
 
 def children_cpu() -> float:
@@ -313,8 +322,14 @@ class AirflowProcess:
         #: commands from several threads run one after another.
         self.users = 0
         self._lock = threading.Lock()
-        #: What each command cost: its child's CPU seconds, and its argv.
-        self.costs: list[tuple[float, list[str]]] = []
+        #: What each command cost: its child's CPU seconds, its argv and the test file that ran
+        #: it (a server may serve several files).
+        self.costs: list[tuple[float, list[str], str]] = []
+        self.started_by = _current_test_file()
+        #: Why the harness started this server (for the command log).
+        self.why = ""
+        #: Called after each command, under the command lock (a shared server's bookkeeping).
+        self.after_command: Any = None
         self._log = open(log_path, "ab")
         self._cpu_before = children_cpu()
         self._started = time.perf_counter()
@@ -330,27 +345,31 @@ class AirflowProcess:
     def run(
         self, args: list[str], stdout: Path, stderr: Path, timeout: float,
         program: str = "airflow", env: Mapping[str, str | None] | None = None,
+        cwd: Path | None = None,
     ) -> int:
         """Run ``program *args`` in a forked child (``env``: variables set, or unset with None,
-        on top of the server's); its output goes to the two files. Returns its exit code
-        (negative for a signal)."""
+        on top of the server's; ``cwd``: its working directory, the server's if None); its
+        output goes to the two files. Returns its exit code (negative for a signal)."""
         assert self.popen.stdin is not None
         self.commands += 1
         request = {"argv": list(args), "program": program, "env": dict(env or {}),
-                   "stdout": str(stdout), "stderr": str(stderr)}
+                   "stdout": str(stdout), "stderr": str(stderr), "cwd": str(cwd) if cwd else None}
         try:
             with self._lock:
                 self.popen.stdin.write((json.dumps(request) + "\n").encode())
                 self.popen.stdin.flush()
                 reply = self._reply(args, timeout)
+                if self.after_command is not None:
+                    self.after_command()
         finally:
-            self.users = max(0, self.users - 1)
+            with _SERVERS_LOCK:
+                self.users = max(0, self.users - 1)
         if reply is None:  # the server itself died: report it as the command's failure
             code = self.popen.wait()
             with open(stderr, "a") as err:
                 err.write(f"\n[harness] the fork server exited ({code}); see its log\n")
             return code if code else 1
-        self.costs.append((round(reply["cpu"], 2), [program, *args[:2]]))
+        self.costs.append((round(reply["cpu"], 2), [program, *args[:2]], _current_test_file()))
         return int(reply["returncode"])
 
     def _reply(self, args: list[str], timeout: float) -> dict[str, Any] | None:
@@ -385,7 +404,7 @@ class AirflowProcess:
         record_command(
             [str(RUNNER)], time.perf_counter() - self._started,
             cpu if cpu is not None else children_cpu() - self._cpu_before,
-            commands=self.commands, per_command=self.costs,
+            commands=self.commands, per_command=self.costs, started_by=self.started_by, why=self.why,
         )
 
     def kill(self) -> None:
@@ -397,8 +416,77 @@ class AirflowProcess:
         self.popen.wait()
 
 
+# Shared servers. A fork server's cost is its imports and the execution API it builds (10-15 s
+# of CPU), and the installations of a test process differ mostly in where they live. So a
+# server does not see an installation's own paths: it is started, and reads Airflow's
+# configuration, through a *slot*, a symlink of its own that the harness points at the
+# installation whose command runs next (``AIRFLOW_HOME``, the database file, the DAG folder
+# are all reached through it). Two installations whose environments differ only in their root
+# directory share a server; any other difference (the XCom backend class, a PostgreSQL
+# database, ...) still gets a server of its own. Each command gets the installation's real
+# paths in its environment as well (read when used, as by a new process), starts in its
+# directory, and with no directory listings cached. Airflow writes ``airflow.cfg`` (paths and
+# generated secrets) into the home it is first imported with: the harness gives each
+# installation a server shares a copy of that file with its own paths, so a new process there
+# (an api-server) reads the same configuration as the server's commands; an installation that
+# has an ``airflow.cfg`` of another origin gets a server of its own.
+
 #: Every live fork server of this test process, least recently used first.
-_SERVERS: "OrderedDict[frozenset[tuple[str, str]], AirflowProcess]" = OrderedDict()
+_SERVERS: "OrderedDict[int, _SharedServer]" = OrderedDict()
+_SLOTS: dict[str, Path] = {}
+
+
+@dataclass
+class _SharedServer:
+    """A fork server, the slot it sees installations through, and the installation it is
+    pointed at."""
+
+    key: frozenset[tuple[str, str]]
+    slot: Path
+    process: AirflowProcess | None = None
+    root: Path | None = None
+    #: The ``airflow.cfg`` the server read, with the slot's path where an installation's goes.
+    cfg: str | None = None
+
+    @property
+    def users(self) -> int:
+        return self.process.users if self.process else 0
+
+    def can_host(self, owner: AirflowEnv) -> bool:
+        path = owner.home / "airflow.cfg"
+        return not path.exists() or (self.cfg is not None and path.read_text() == self._cfg_for(owner.root))
+
+    def point_at(self, owner: AirflowEnv) -> None:
+        """Point the slot at ``owner`` (no command of this server is running)."""
+        if self.root != owner.root:
+            link = self.slot.with_name(self.slot.name + ".new")
+            link.unlink(missing_ok=True)
+            link.symlink_to(owner.root, target_is_directory=True)
+            os.replace(link, self.slot)
+            self.root = owner.root
+        self.sync_cfg()
+
+    def sync_cfg(self) -> None:
+        """Learn the server's ``airflow.cfg`` (after its first command) and give the installation
+        it points at its copy, with the installation's own paths."""
+        assert self.root is not None
+        path = self.root / "home" / "airflow.cfg"
+        if self.cfg is None:
+            if not path.exists():
+                return
+            self.cfg = path.read_text().replace(str(self.root), str(self.slot))
+        want = self._cfg_for(self.root)
+        if not path.exists() or path.read_text() != want:
+            path.write_text(want)
+
+    def _cfg_for(self, root: Path) -> str:
+        assert self.cfg is not None
+        return self.cfg.replace(str(self.slot), str(root))
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
+        self.slot.unlink(missing_ok=True)
 
 
 def close_servers() -> None:
@@ -406,10 +494,21 @@ def close_servers() -> None:
     while _SERVERS:
         _, server = _SERVERS.popitem(last=False)
         server.close()
+    for directory in _SLOTS.values():
+        shutil.rmtree(directory, ignore_errors=True)
+    _SLOTS.clear()
 
 
 _SERVERS_LOCK = threading.Lock()
 atexit.register(close_servers)
+
+
+def _slot_dir() -> Path:
+    """This process's directory of slots (short: its path ends up in SQLite URLs and logs)."""
+    pid = str(os.getpid())
+    if pid not in _SLOTS:
+        _SLOTS[pid] = Path(tempfile.mkdtemp(prefix="xcs-slots-"))
+    return _SLOTS[pid]
 
 
 def split_environ(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str | None]]:
@@ -433,31 +532,76 @@ def json_report(args: Iterable[str]) -> bool:
     return bool(getattr(parsed, "json", False) or getattr(parsed, "json_output", False))
 
 
+_SLOT_MARK = "\0slot\0"
+
+
 def _server_for(
     owner: AirflowEnv, environ: Mapping[str, str], imports_to_stderr: bool = False
 ) -> tuple[AirflowProcess, dict[str, str | None]]:
-    """The fork server for this env and environment (started if need be) and the variables a
-    command sets on top of it: every lazily read one (the server starts without them)."""
+    """The fork server for this env and environment (started if need be, pointed at the env)
+    and the variables a command sets on top of it: every lazily read one (the server starts
+    without them), and the env's own paths."""
     fixed, lazy = split_environ(environ)
-    # The key holds the env's AIRFLOW_HOME: never shared by two envs; and the handle's tag:
-    # a second handle (``server_tag``) runs commands beside the first one's.
-    key = frozenset([*fixed.items(), ("(imports to stderr)", str(imports_to_stderr)),
+    root = str(owner.root)
+    shape = {k: v.replace(root, _SLOT_MARK) for k, v in fixed.items()}
+    lazy.update({k: fixed[k] for k, v in shape.items() if v != fixed[k]})
+    # The handle's tag is part of the key: a second handle (``server_tag``) runs commands
+    # beside the first one's.
+    key = frozenset([*shape.items(), ("(imports to stderr)", str(imports_to_stderr)),
                      ("(handle)", owner.server_tag)])
     with _SERVERS_LOCK:
-        server = _SERVERS.get(key)
-        if server is not None and not server.alive():
-            server.close()
-            del _SERVERS[key]
-            server = None
+        for ident, candidate in list(_SERVERS.items()):
+            if candidate.process is not None and not candidate.process.alive() and not candidate.users:
+                del _SERVERS[ident]
+                candidate.close()
+        mine = [s for s in _SERVERS.values() if s.key == key]
+        # This env's own server first (even if busy: its commands run one after another), else
+        # an idle one of the same shape: one whose command is running may not be re-pointed.
+        server = next((s for s in mine if s.root == owner.root), None) or next(
+            (s for s in mine if not s.users and s.can_host(owner)), None
+        )
         if server is None:
+            why = _why_new_server(owner, key, mine)
             idle = [k for k, s in _SERVERS.items() if not s.users]
             for old_key in idle[: max(0, len(_SERVERS) + 1 - MAX_SERVERS)]:
-                _SERVERS.pop(old_key).close()
-            server = AirflowProcess(fixed, owner.root, owner.logs / "fork-server.log", imports_to_stderr)
-            _SERVERS[key] = server
-        _SERVERS.move_to_end(key)
-        server.users += 1  # until its command has run: not evicted by another thread meanwhile
-    return server, lazy
+                evicted = _SERVERS.pop(old_key)
+                _EVICTED.add(evicted.key)
+                evicted.close()
+            slot = _slot_dir() / f"s{next(_SLOT_NUMBERS)}"
+            server = _SharedServer(key, slot)
+            server.point_at(owner)
+            server.process = AirflowProcess(
+                {k: v.replace(_SLOT_MARK, str(slot)) for k, v in shape.items()}, owner.root,
+                owner.logs / "fork-server.log", imports_to_stderr,
+            )
+            server.process.after_command = server.sync_cfg
+            server.process.why = why
+            _SERVERS[id(server)] = server
+        elif not server.users:
+            server.point_at(owner)
+        _SERVERS.move_to_end(id(server))
+        assert server.process is not None
+        server.process.users += 1  # until its command has run: not re-pointed or evicted meanwhile
+    return server.process, lazy
+
+
+_SLOT_NUMBERS = itertools.count()
+#: Kinds of server closed to make room for another (for the command log).
+_EVICTED: set[frozenset[tuple[str, str]]] = set()
+
+
+def _why_new_server(owner: AirflowEnv, key: frozenset[tuple[str, str]], mine: list[_SharedServer]) -> str:
+    """Why a command needs a server of its own (for the command log: how the suite's cost is
+    counted)."""
+    if mine:
+        return "same kind busy" if all(s.users for s in mine) else "airflow.cfg of another origin"
+    if key in _EVICTED:
+        return "its kind's server was closed to make room"
+    if not _SERVERS:
+        return "first"
+    nearest = min(_SERVERS.values(), key=lambda s: len(s.key ^ key))
+    names = sorted({name for name, _ in nearest.key ^ key})
+    return "differs in " + ", ".join(names)
 
 
 # ------------------------------------------------------------------------------- environment
@@ -600,7 +744,7 @@ class AirflowEnv:
         name = f"{count:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', '-'.join([program, *args[:2]]))[:40]}"
         out, err = self.logs / f"{name}.stdout", self.logs / f"{name}.stderr"
         started = time.perf_counter()
-        returncode = server.run(args, out, err, timeout, program=program, env=lazy)
+        returncode = server.run(args, out, err, timeout, program=program, env=lazy, cwd=self.root)
         argv = [str(AIRFLOW_BIN), *args] if program == "airflow" else [sys.executable, "-c", CLI, *args]
         result = CommandResult(
             argv, returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),

@@ -25,9 +25,10 @@ server that only runs ``xcomstash`` commands never needs it). Building it starts
 Protocol (one JSON object a line):
 
 - stdin: ``{"argv": [...], "program": "airflow" | "xcomstash" | "python", "env": {...},
-  "stdout": path, "stderr": path}``: one command (``python``: argv is ``["-c", CODE, *ARGS]``;
-  ``env``: name -> value, or null to unset); its file descriptors 1 and 2 point at
-  those files (so task logs written by any thread, or by C code, land in its own output).
+  "stdout": path, "stderr": path, "cwd": path}``: one command (``python``: argv is
+  ``["-c", CODE, *ARGS]``; ``env``: name -> value, or null to unset; ``cwd``, optional: its
+  working directory); its file descriptors 1 and 2 point at those files (so task logs written
+  by any thread, or by C code, land in its own output).
 - the original stdout (the control channel): ``{"returncode": n, "seconds": s, "cpu": s}``
   after each command (the child's exit code, negative for a signal; its CPU seconds); and,
   at end of input, ``{"exit": true, "cpu": s}`` with this process's CPU seconds, its
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import json
 import os
 import resource
@@ -113,6 +115,13 @@ def _child(request: dict, mains: dict, control_fd: int) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
+        # The directory listings the import system cached in this server are not the command's
+        # to trust: a server may serve several installations in turn, each through the same
+        # path (see "Shared servers" in tests/harness/airflow.py), and a new process starts
+        # with none cached.
+        importlib.invalidate_caches()
         _point(0, os.devnull, os.O_RDONLY)
         _point(1, request["stdout"])
         _point(2, request["stderr"])
