@@ -79,8 +79,10 @@ LAZY_PREFIXES = (
     "XCS_", "PYTEST_",
 )
 #: Fork servers kept alive per test process (each holds an imported Airflow, ~300 MB): the
-#: least recently used beyond this are closed.
-MAX_SERVERS = 3
+#: least recently used beyond this are closed. Five: with three, a whole-suite run closed ten
+#: servers to make room that a later file then started again (about 16 CPU s each); three
+#: workers at five servers each hold about 4.5 GB, on machines of 24 GB.
+MAX_SERVERS = 5
 
 DEFAULT_TIMEOUT_S = 300
 
