@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -176,18 +176,26 @@ class _GatedLocalStore(LocalStore):
         return Gated()
 
 
+def _filling(
+    root: Path, cache_dir: Path, size: int, **gate: Any
+) -> tuple[_GatedLocalStore, CachingStore, bytes, Any]:
+    """A cache over a gated store (``gate``: _GatedLocalStore's options, ranges of 1,000
+    bytes), an object of ``size`` random bytes in it, and a reader whose fill has started."""
+    inner = _GatedLocalStore(root, **gate)
+    store = CachingStore(inner, cache_dir, 1 << 20)
+    data = os.urandom(size)
+    write(store, KEY, data)
+    (_, source) = store.read_sources(KEY)
+    return inner, store, data, source.open()
+
+
 def test_a_read_of_filled_ranges_does_not_wait_for_the_rest_of_the_fill(
     root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The footer (last range, fetched first) and the first range are served while the middle
     of the object is still on its way; the entry is published once all of it arrived."""
     monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
-    inner = _GatedLocalStore(root, held=range(2000, 9000))
-    store = CachingStore(inner, cache_dir, 1 << 20)
-    data = os.urandom(9500)
-    write(store, KEY, data)
-    (_, source) = store.read_sources(KEY)
-    reader = source.open()
+    inner, store, data, reader = _filling(root, cache_dir, 9500, held=range(2000, 9000))
     try:
         assert reader.read_at(0, 2000) == data[:2000]
         assert reader.read_at(9000, 500) == data[9000:]  # the last range came first
@@ -205,12 +213,8 @@ def test_a_store_failing_partway_through_a_fill_fails_the_reads_that_need_the_mi
     root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
-    inner = _GatedLocalStore(root, held=range(3000, 3001), fail_at=3000)  # fails once released
-    store = CachingStore(inner, cache_dir, 1 << 20)
-    data = os.urandom(9500)
-    write(store, KEY, data)
-    (_, source) = store.read_sources(KEY)
-    reader = source.open()
+    # the range at 3000 fails once released
+    inner, _, data, reader = _filling(root, cache_dir, 9500, held=range(3000, 3001), fail_at=3000)
     try:
         assert reader.read_at(0, 1000) == data[:1000]
         inner.released.set()
@@ -226,11 +230,7 @@ def test_closing_a_reader_before_its_fill_ends_stops_the_fill_and_leaves_nothing
 ) -> None:
     monkeypatch.setattr(caching, "FETCH_CHUNK", 1000)
     # 20 ranges on the 8 fill threads: 4 arrive, the next 8 stall in the store, 8 wait their turn.
-    inner = _GatedLocalStore(root, held=range(3000, 19000))
-    store = CachingStore(inner, cache_dir, 1 << 20)
-    write(store, KEY, os.urandom(19_500))
-    (_, source) = store.read_sources(KEY)
-    reader = source.open()
+    inner, _, _, reader = _filling(root, cache_dir, 19_500, held=range(3000, 19000))
     assert reader.read_at(19_000, 500)  # the fill is under way
     threading.Timer(0.2, inner.released.set).start()  # the stalled ranges finish; no others start
     reader.close()

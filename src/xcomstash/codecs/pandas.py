@@ -154,8 +154,7 @@ def _join_batches(table: Any, payload: memoryview, threads: bool) -> tuple[Any, 
     import numpy as np
     import pyarrow as pa
 
-    base = np.frombuffer(payload, dtype=np.uint8)
-    start, end = base.ctypes.data, base.ctypes.data + base.nbytes
+    start, end, _ = _span(payload)
 
     def joinable(column: Any) -> bool:
         kind = column.type
@@ -206,11 +205,9 @@ def _columns_in_place(frame: Any, owned: list[Any]) -> Any:
     :func:`_join_batches` made, all memory of this pull. Other columns are as ``to_pandas`` made
     them; read-only ones among them (datetimes, categorical codes) are copied, as
     :func:`_writable` does."""
-    import numpy as np
     import pandas as pd
 
-    bases = [np.frombuffer(buffer, dtype=np.uint8) for buffer in owned]
-    spans = [(base.ctypes.data, base.ctypes.data + base.nbytes, base) for base in bases]
+    spans = [_span(buffer) for buffer in owned]
     arrays: dict[int, Any] = {}
     # items(), not iloc[:, i]: iloc's indexer checks cost more than the rest of a small pull.
     for position, (_, column) in enumerate(frame.items()):
@@ -222,6 +219,14 @@ def _columns_in_place(frame: Any, owned: list[Any]) -> Any:
     rebuilt.columns = frame.columns
     rebuilt.attrs = frame.attrs
     return rebuilt
+
+
+def _span(buffer: Any) -> tuple[int, int, Any]:
+    """Where ``buffer``'s memory starts and ends, and a byte array over it."""
+    import numpy as np
+
+    base = np.frombuffer(buffer, dtype=np.uint8)
+    return base.ctypes.data, base.ctypes.data + base.nbytes, base
 
 
 def _in_place(values: Any, spans: list[tuple[int, int, Any]]) -> Any:

@@ -12,8 +12,6 @@ afterwards); elsewhere nothing is released and the pull keeps both copies until 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import mmap
 import sys
 from functools import cache
@@ -25,8 +23,11 @@ MIN_RELEASE_BYTES = 1 << 20
 
 @cache
 def _madvise() -> Any:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    call = libc.madvise
+    import ctypes  # only once a large pull has something to release
+
+    # The symbols already loaded into this process, libc's among them (find_library would
+    # start a subprocess to look for it).
+    call = ctypes.CDLL(None, use_errno=True).madvise
     call.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     call.restype = ctypes.c_int
     return call
