@@ -19,6 +19,7 @@ from xcomstash.format.frames import (
     FRAME_SIZE,
     METHOD_RAW,
     METHOD_ZSTD,
+    SEAL_OVERHEAD,
     Frame,
     FrameError,
     FrameWriter,
@@ -388,9 +389,12 @@ def test_unpack_table_accepts_the_largest_valid_entries() -> None:
     ]
 
 
+@pytest.mark.parametrize("compression", ["zstd", "none"])
 @pytest.mark.parametrize("sealed", [False, True], ids=["plaintext", "sealed"])
 @pytest.mark.parametrize("seed", range(6))
-def test_writes_of_any_sizes_cut_the_same_frames_as_one_write(sealed: bool, seed: int, pool: ThreadPoolExecutor) -> None:
+def test_writes_of_any_sizes_cut_the_same_frames_as_one_write(
+    compression: str, sealed: bool, seed: int, pool: ThreadPoolExecutor
+) -> None:
     """Writes that end mid-frame, exactly on a frame boundary, or span many frames give the
     frames one write of the whole payload gives; a sealed object's last frame is the last one."""
     import random
@@ -403,7 +407,7 @@ def test_writes_of_any_sizes_cut_the_same_frames_as_one_write(sealed: bool, seed
     cuts += [c for c in (SMALL, 2 * SMALL, 2 * SMALL + 1) if c < len(payload)]  # on and next to boundaries
     key = cipher() if sealed else None
     sink = io.BytesIO()
-    writer = FrameWriter(sink, "zstd", 3, pool, frame_size=SMALL, cipher=key)
+    writer = FrameWriter(sink, compression, 3, pool, frame_size=SMALL, cipher=key)
     for start, stop in zip([0, *sorted(set(cuts))], [*sorted(set(cuts)), len(payload)]):
         assert writer.write(payload[start:stop]) == stop - start
     frames = writer.finish()
@@ -440,3 +444,33 @@ def test_a_raw_body_is_written_from_the_callers_memory_and_survives_its_reuse(po
     assert [len(w) for w in writes[:3]] == [SMALL] * 3  # the whole frames, one write each
     assert [f.raw_len for f in frames] == [SMALL, SMALL, SMALL, 104]
     assert bytes(read(frames, body, pool)) == first + b"tail"
+
+
+def test_a_sealed_raw_body_is_sealed_from_the_callers_memory_and_survives_its_reuse(pool: ThreadPoolExecutor) -> None:
+    """Whole frames of an uncompressed encrypted body are sealed from the caller's buffer into
+    the writer's reused buffers; every seal is done when write returns, so reusing the caller's
+    buffer then changes nothing stored, and each frame opens under its own index."""
+    writes: list[bytes] = []
+
+    class Sink:
+        def write(self, data: Any) -> int:
+            writes.append(bytes(data))  # the writer reuses what it hands over
+            return len(data)
+
+    key = cipher()
+    buffer = bytearray(os.urandom(9 * SMALL + 100))  # more frames than the writer has buffers
+    first = bytes(buffer)
+    writer = FrameWriter(Sink(), "none", 1, pool, frame_size=SMALL, cipher=key, inflight=2)
+    writer.write(memoryview(buffer))
+    buffer[:] = b"\0" * len(buffer)
+    writer.write(b"tail")
+    frames = writer.finish()
+    assert [len(w) for w in writes[:9]] == [SMALL + SEAL_OVERHEAD] * 9  # one write per sealed frame
+    body = b"".join(writes)
+    read_at, readinto_at = reader_over(body)
+    last = len(frames) - 1
+    got = b"".join(
+        open_frame(i, f, offset, read_at, cipher=key, last=i == last)
+        for i, (f, (offset, _)) in enumerate(zip(frames, frame_offsets(frames, 0)))
+    )
+    assert got == first + b"tail"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from xcomstash.security.crypto import stream
 from xcomstash.security.crypto.keyset import Keyset
 from xcomstash.security.crypto.stream import (
     KEY_SLOT_BYTES,
@@ -55,7 +56,11 @@ def test_round_trip_and_ciphertext_is_plaintext_plus_tag(keyset) -> None:
     assert open_object(keyset, scope, envelope, slot, sealed) == FRAMES
 
 
-def test_open_into_decrypts_in_place(keyset) -> None:
+@pytest.mark.parametrize("into", [True, False], ids=["cryptography-47+", "older-cryptography"])
+def test_seal_into_and_open_into_work_in_place_with_and_without_the_into_api(keyset, into, monkeypatch) -> None:
+    """Without ``encrypt_into``/``decrypt_into`` (cryptography before 47, as Airflow 3.1's
+    constraints pin) the same bytes are sealed and opened through a copy."""
+    monkeypatch.setattr(stream, "_INTO", into)
     envelope, slot, sealed = seal_object(keyset, Scope("d"))
     aad = object_aad(HEADER, Scope("d"))
     cipher = FrameCipher(unwrap(keyset, slot, aad), envelope, aad)
@@ -64,6 +69,13 @@ def test_open_into_decrypts_in_place(keyset) -> None:
     assert bytes(target) == FRAMES[0]
     with pytest.raises(DecryptionError):
         cipher.open_into(0, False, sealed[0], memoryview(bytearray(5)))
+    resealed = bytearray(len(FRAMES[0]) + TAG_BYTES)
+    cipher.seal_into(0, False, memoryview(FRAMES[0]), memoryview(resealed))
+    assert cipher.open(0, False, bytes(resealed)) == FRAMES[0]
+    with pytest.raises(DecryptionError):
+        cipher.open(1, False, bytes(resealed))  # sealed as frame 0: bound to its index
+    with pytest.raises(ValueError, match="plaintext length plus the tag"):
+        cipher.seal_into(0, False, memoryview(FRAMES[0]), memoryview(bytearray(len(FRAMES[0]))))
 
 
 def test_same_plaintext_encrypts_differently_each_time(keyset) -> None:

@@ -79,6 +79,10 @@ _FRAME_NONCE = struct.Struct(">7sIB")
 #: What version 2 adds to a frame's associated data: its table entry's method and raw length.
 _FRAME_AAD = struct.Struct("<BI")
 _WRAP_INFO = b"xcomstash/v2/object-wrap-key"
+#: ``AESGCM.encrypt_into`` / ``decrypt_into`` (cryptography 47 and later): seal and open into a
+#: caller's buffer. Older releases (those Airflow 3.1's constraints pin) encrypt into a new
+#: object that is then copied into place: the same bytes, one copy more.
+_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(AESGCM, "decrypt_into")
 
 
 @dataclass(frozen=True)
@@ -343,6 +347,19 @@ class FrameCipher:
         self._timings.append(time.perf_counter() - started)
         return sealed
 
+    def seal_into(self, index: int, last: bool, plaintext: memoryview, target: memoryview, method: int = 0) -> None:
+        """Seal an unpadded frame into ``target`` (exactly its length plus the tag): a writer
+        that reuses its buffers allocates nothing per frame."""
+        if len(target) != len(plaintext) + TAG_BYTES:
+            raise ValueError(f"frame {index}: the target must be the plaintext length plus the tag")
+        started = time.perf_counter()
+        nonce, aad = self._nonce(index, last), self._frame_aad(method, len(plaintext))
+        if _INTO:
+            self._aead.encrypt_into(nonce, plaintext, aad, target)
+        else:
+            target[:] = self._aead.encrypt(nonce, plaintext, aad)
+        self._timings.append(time.perf_counter() - started)
+
     def open(
         self, index: int, last: bool, sealed: bytes | memoryview, method: int = 0, raw_len: int | None = None
     ) -> bytes:
@@ -363,8 +380,12 @@ class FrameCipher:
         if len(target) != len(sealed) - TAG_BYTES:
             raise DecryptionError(f"frame {index} has the wrong sealed length")
         started = time.perf_counter()
+        nonce, aad = self._nonce(index, last), self._frame_aad(method, len(target))
         try:
-            self._aead.decrypt_into(self._nonce(index, last), sealed, self._frame_aad(method, len(target)), target)
+            if _INTO:
+                self._aead.decrypt_into(nonce, sealed, aad, target)
+            else:
+                target[:] = self._aead.decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise _frame_failure(index, last) from None
         finally:
