@@ -428,10 +428,18 @@ class AirflowProcess:
 # database, ...) still gets a server of its own. Each command gets the installation's real
 # paths in its environment as well (read when used, as by a new process), starts in its
 # directory, and with no directory listings cached. Airflow writes ``airflow.cfg`` (paths and
-# generated secrets) into the home it is first imported with: the harness gives each
-# installation a server shares a copy of that file with its own paths, so a new process there
-# (an api-server) reads the same configuration as the server's commands; an installation that
-# has an ``airflow.cfg`` of another origin gets a server of its own.
+# generated secrets) into the home it is first imported with, if there is none: the first
+# server of a test process writes it through its slot (so with the slot's paths), and that
+# file, with each installation's own paths, is what every later installation gets before its
+# first command (a new process there, an api-server, reads the same configuration as the
+# server's commands). A server started on an installation that has one reads a copy of it
+# with the slot's paths (``AIRFLOW_CONFIG``, a file beside the slot; unset for its commands),
+# so what it holds in memory never names one installation's paths, and every server of the
+# process starts from the same file: any server can host any installation (before, the second
+# kind of server on an installation read that installation's own paths, and one whose
+# ``airflow.cfg`` another kind had written could share no server). An installation with an
+# ``airflow.cfg`` of another origin (written before the harness's first command there) gets
+# servers of its own.
 
 #: Every live fork server of this test process, least recently used first.
 _SERVERS: "OrderedDict[int, _SharedServer]" = OrderedDict()
@@ -449,6 +457,11 @@ class _SharedServer:
     root: Path | None = None
     #: The ``airflow.cfg`` the server read, with the slot's path where an installation's goes.
     cfg: str | None = None
+
+    @property
+    def config(self) -> Path:
+        """The server's own ``airflow.cfg`` (its ``AIRFLOW_CONFIG``), with the slot's paths."""
+        return self.slot.with_name(self.slot.name + ".cfg")
 
     @property
     def users(self) -> int:
@@ -469,14 +482,18 @@ class _SharedServer:
         self.sync_cfg()
 
     def sync_cfg(self) -> None:
-        """Learn the server's ``airflow.cfg`` (after its first command) and give the installation
-        it points at its copy, with the installation's own paths."""
+        """Learn the ``airflow.cfg`` the server wrote (after its first command; the first one of
+        this test process is every later installation's) and give the installation it points
+        at its copy, with the installation's own paths."""
+        global _CFG_TEMPLATE
         assert self.root is not None
         path = self.root / "home" / "airflow.cfg"
-        if self.cfg is None:
+        if self.cfg is None:  # the server wrote it, through its slot, as it was imported
             if not path.exists():
                 return
             self.cfg = path.read_text().replace(str(self.root), str(self.slot))
+            if _CFG_TEMPLATE is None:
+                _CFG_TEMPLATE = self.cfg.replace(str(self.slot), _SLOT_MARK)
         want = self._cfg_for(self.root)
         if not path.exists() or path.read_text() != want:
             path.write_text(want)
@@ -489,6 +506,20 @@ class _SharedServer:
         if self.process is not None:
             self.process.close()
         self.slot.unlink(missing_ok=True)
+        self.config.unlink(missing_ok=True)
+
+
+#: The ``airflow.cfg`` the first server of this test process wrote, its slot's path as
+#: ``_SLOT_MARK``: what every installation gets before its first command (see above).
+_CFG_TEMPLATE: str | None = None
+
+
+def _give_cfg(owner: AirflowEnv) -> None:
+    """Give an installation without an ``airflow.cfg`` this process's, with its own paths."""
+    path = owner.home / "airflow.cfg"
+    if _CFG_TEMPLATE is not None and not path.exists():
+        path.write_text(_CFG_TEMPLATE.replace(_SLOT_MARK, str(owner.root)))
+        path.chmod(0o600)  # as Airflow leaves the file it writes
 
 
 def close_servers() -> None:
@@ -547,11 +578,14 @@ def _server_for(
     root = str(owner.root)
     shape = {k: v.replace(root, _SLOT_MARK) for k, v in fixed.items()}
     lazy.update({k: fixed[k] for k, v in shape.items() if v != fixed[k]})
+    if "AIRFLOW_CONFIG" not in fixed:
+        lazy["AIRFLOW_CONFIG"] = None  # the server's own copy, if it reads one, is not the command's
     # The handle's tag is part of the key: a second handle (``server_tag``) runs commands
     # beside the first one's.
     key = frozenset([*shape.items(), ("(imports to stderr)", str(imports_to_stderr)),
                      ("(handle)", owner.server_tag)])
     with _SERVERS_LOCK:
+        _give_cfg(owner)
         for ident, candidate in list(_SERVERS.items()):
             if candidate.process is not None and not candidate.process.alive() and not candidate.users:
                 del _SERVERS[ident]
@@ -571,10 +605,18 @@ def _server_for(
                 evicted.close()
             slot = _slot_dir() / f"s{next(_SLOT_NUMBERS)}"
             server = _SharedServer(key, slot)
+            server_environ = {k: v.replace(_SLOT_MARK, str(slot)) for k, v in shape.items()}
+            own_cfg = owner.home / "airflow.cfg"
+            if own_cfg.exists() and "AIRFLOW_CONFIG" not in server_environ:
+                # The server reads a copy of it with its slot's paths (a new server finds none
+                # only before this process's first one has written it).
+                server.cfg = own_cfg.read_text().replace(root, str(slot))
+                server.config.write_text(server.cfg)
+                server.config.chmod(0o600)
+                server_environ["AIRFLOW_CONFIG"] = str(server.config)
             server.point_at(owner)
             server.process = AirflowProcess(
-                {k: v.replace(_SLOT_MARK, str(slot)) for k, v in shape.items()}, owner.root,
-                owner.logs / "fork-server.log", imports_to_stderr,
+                server_environ, owner.root, owner.logs / "fork-server.log", imports_to_stderr,
             )
             server.process.after_command = server.sync_cfg
             server.process.why = why
