@@ -725,6 +725,10 @@ class AirflowEnv:
             self._one_overrides = None
 
     def environ(self, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        """The environment of a process of this installation (which finds this test process's
+        ``airflow.cfg`` in its home, see "Shared servers" above)."""
+        with _SERVERS_LOCK:
+            _give_cfg(self)
         env = clean_environ()
         env.update(self.config)
         for k, v in (overrides or {}).items():
