@@ -297,7 +297,8 @@ def new_data_key() -> bytes:
 
 class FrameCipher:
     """Seals and opens the frames of one object. Thread-safe: frames are independent, so the
-    frame pool encrypts and decrypts them in parallel (OpenSSL releases the GIL).
+    frame pool encrypts and decrypts them in parallel (``cryptography`` releases the GIL while
+    OpenSSL works).
 
     ``method`` and ``raw_len`` are the frame's table entry: version 2 authenticates them with
     the frame (version 1 ignores them). The frame layer pads what it seals where
