@@ -16,8 +16,11 @@ from xcomstash.errors import UnsupportedTypeError
 #: Up to this many cells a table is converted between pandas and Arrow on the calling thread.
 #: pyarrow's own heuristic starts a thread pool for any frame of more than 100 rows a column,
 #: and starting it costs more CPU than converting a frame of a few MiB (a fan-in of many small
-#: frames paid it on every push); larger frames keep pyarrow's threads.
-SINGLE_THREAD_CELLS = 4 * 1024 * 1024
+#: frames paid it on every push); larger frames keep pyarrow's threads. Measured with the
+#: benchmark's frames (9 columns, about 8 KiB a thousand cells): up to 4 MiB either way costs
+#: the same; from 8 MiB threads win (a task's first push of 32 MiB: 108 ms with them, 339 ms
+#: on one thread, which also writes the table into one growing buffer first).
+SINGLE_THREAD_CELLS = 512 * 1024
 
 
 def _threads(cells: int) -> bool:
