@@ -286,6 +286,7 @@ class FrameWriter:
         except BaseException:
             _settle(hashed, cancel=True)
             raise
+        _settle(hashed)  # every hash done (a failed one too) before the caller's memory is theirs again
         self.frames.extend(Frame(METHOD_RAW, size, size, future.result(), self._hash) for future in hashed)
         self._index += count
         self.body_size += count * size
